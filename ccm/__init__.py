@@ -1,0 +1,1 @@
+"""ccm: an out-of-tree Kubernetes cloud controller manager framework."""

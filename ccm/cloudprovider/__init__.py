@@ -1,0 +1,68 @@
+"""The provider contract: the only package (with ccm.errors and ccm.wellknown) a provider imports."""
+
+from ccm.cloudprovider.helpers import (
+    default_load_balancer_name,
+    get_instance_provider_id,
+    split_provider_id,
+)
+from ccm.cloudprovider.interface import (
+    CAPABILITIES,
+    CloudProvider,
+    Clusters,
+    InitContext,
+    Instances,
+    InstancesV2,
+    LoadBalancer,
+    Routes,
+    Zones,
+)
+from ccm.cloudprovider.objects import Node, Service
+from ccm.cloudprovider.registry import (
+    ENTRY_POINT_GROUP,
+    ProviderFactory,
+    init_cloud_provider,
+    installed_providers,
+    is_cloud_provider,
+    register,
+    unregister,
+)
+from ccm.cloudprovider.types import (
+    InstanceMetadata,
+    LoadBalancerIngress,
+    LoadBalancerStatus,
+    NodeAddress,
+    PortStatus,
+    Route,
+    Zone,
+)
+
+__all__ = [
+    "CAPABILITIES",
+    "ENTRY_POINT_GROUP",
+    "CloudProvider",
+    "Clusters",
+    "InitContext",
+    "InstanceMetadata",
+    "Instances",
+    "InstancesV2",
+    "LoadBalancer",
+    "LoadBalancerIngress",
+    "LoadBalancerStatus",
+    "Node",
+    "NodeAddress",
+    "PortStatus",
+    "ProviderFactory",
+    "Route",
+    "Routes",
+    "Service",
+    "Zone",
+    "Zones",
+    "default_load_balancer_name",
+    "get_instance_provider_id",
+    "init_cloud_provider",
+    "installed_providers",
+    "is_cloud_provider",
+    "register",
+    "split_provider_id",
+    "unregister",
+]

@@ -1,0 +1,231 @@
+"""One exception tree for ccm: what providers raise, what the Kubernetes edge raises, what the CLI reports.
+
+Ports the sentinel errors of upstream ``cloud.go`` (``InstanceNotFound``, ``NotImplemented``,
+``ImplementedElsewhere``, ``DiskNotFound``) and ``api.RetryError`` as exception classes, and adds the
+Kubernetes API errors that ``ccm.kube`` translates at its boundary.
+
+::
+
+    CCMError
+    ├── ConfigError                      bad flags, unreadable or malformed files (CLI: exit 1, one line)
+    │   └── UnknownProviderError         --cloud-provider names no installed provider
+    ├── CloudProviderError               anything a provider raises about the cloud
+    │   ├── InstanceNotFoundError        "instance not found"
+    │   ├── NotImplementedByProviderError  "unimplemented"
+    │   ├── ImplementedElsewhereError    "implemented by alternate to cloud provider"
+    │   ├── DiskNotFoundError            "disk is not found"
+    │   └── RetryAfterError              ask for a requeue after exactly ``delay`` seconds
+    └── KubeError                        the Kubernetes API said no, or could not be reached
+        └── ApiError                     an HTTP status from the apiserver
+            ├── BadRequestError (400)  UnauthorizedError (401)  ForbiddenError (403)
+            ├── NotFoundError (404)    ConflictError (409)      AlreadyExistsError (409, AlreadyExists)
+            ├── GoneError (410)        InvalidError (422)       TooManyRequestsError (429)
+            └── ServerError (5xx)
+
+``NotImplemented`` is a Python builtin, so the contract's "unimplemented" error is
+``NotImplementedByProviderError`` (aliased as ``Unimplemented``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AlreadyExistsError",
+    "ApiError",
+    "BadRequestError",
+    "CCMError",
+    "CloudProviderError",
+    "ConfigError",
+    "ConflictError",
+    "DiskNotFoundError",
+    "ForbiddenError",
+    "GoneError",
+    "ImplementedElsewhereError",
+    "InstanceNotFoundError",
+    "InvalidError",
+    "KubeError",
+    "NotFoundError",
+    "NotImplementedByProviderError",
+    "RetryAfterError",
+    "ServerError",
+    "TooManyRequestsError",
+    "UnauthorizedError",
+    "Unimplemented",
+    "UnknownProviderError",
+    "api_error_for_status",
+    "find_retry_after",
+]
+
+
+class CCMError(Exception):
+    """Root of every error ccm raises on purpose."""
+
+
+class ConfigError(CCMError):
+    """Invalid configuration: a flag, a file, a kubeconfig. The CLI prints it as one line and exits 1."""
+
+
+class UnknownProviderError(ConfigError):
+    """``--cloud-provider`` names a provider that is neither registered nor installed."""
+
+    def __init__(self, name: str, installed: list[str]) -> None:
+        self.name = name
+        self.installed = sorted(installed)
+        listed = ", ".join(self.installed) or "none"
+        super().__init__(f'unknown cloud provider "{name}" (installed providers: {listed})')
+
+
+class CloudProviderError(CCMError):
+    """Something a cloud provider reports. Providers translate SDK errors into this tree."""
+
+    default_message = "cloud provider error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message if message is not None else self.default_message)
+
+
+class InstanceNotFoundError(CloudProviderError):
+    """The instance does not exist (never raised for a stopped instance)."""
+
+    default_message = "instance not found"
+
+
+class NotImplementedByProviderError(CloudProviderError):
+    """The provider does not implement this method."""
+
+    default_message = "unimplemented"
+
+
+Unimplemented = NotImplementedByProviderError
+
+
+class ImplementedElsewhereError(CloudProviderError):
+    """Another controller owns this object; the framework treats the call as a success."""
+
+    default_message = "implemented by alternate to cloud provider"
+
+
+class DiskNotFoundError(CloudProviderError):
+    """The disk is not found (kept for parity with upstream; no ccm controller uses it)."""
+
+    default_message = "disk is not found"
+
+
+class RetryAfterError(CloudProviderError):
+    """Ask the controller to retry after exactly ``delay`` seconds instead of exponential backoff."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        if delay < 0:
+            raise ValueError("RetryAfterError delay must be >= 0")
+        super().__init__(message)
+        self.delay = float(delay)
+
+
+def find_retry_after(exc: BaseException) -> RetryAfterError | None:
+    """Return the RetryAfterError in ``exc``'s cause/context chain, if any (upstream ``errors.As``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, RetryAfterError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class KubeError(CCMError):
+    """The Kubernetes API could not be reached or refused a request."""
+
+
+class ApiError(KubeError):
+    """An HTTP error status from the apiserver, with its ``Status`` reason and message."""
+
+    status_code: int = 0
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        reason: str = "",
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status_code = status
+        self.reason = reason
+        self.body = body or {}
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class BadRequestError(ApiError):
+    status_code = 400
+
+
+class UnauthorizedError(ApiError):
+    status_code = 401
+
+
+class ForbiddenError(ApiError):
+    status_code = 403
+
+
+class NotFoundError(ApiError):
+    status_code = 404
+
+
+class ConflictError(ApiError):
+    status_code = 409
+
+
+class AlreadyExistsError(ConflictError):
+    """409 with reason ``AlreadyExists``."""
+
+
+class GoneError(ApiError):
+    """410: the resourceVersion is too old; relist."""
+
+    status_code = 410
+
+
+class InvalidError(ApiError):
+    status_code = 422
+
+
+class TooManyRequestsError(ApiError):
+    status_code = 429
+
+
+class ServerError(ApiError):
+    status_code = 500
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequestError,
+    401: UnauthorizedError,
+    403: ForbiddenError,
+    404: NotFoundError,
+    409: ConflictError,
+    410: GoneError,
+    422: InvalidError,
+    429: TooManyRequestsError,
+}
+
+
+def api_error_for_status(status: int, body: dict[str, Any] | None = None) -> ApiError:
+    """Build the ApiError subclass for an HTTP status and a decoded ``Status`` body."""
+    body = body or {}
+    reason = str(body.get("reason", ""))
+    message = str(body.get("message", "")) or f"apiserver returned HTTP {status}"
+    cls: type[ApiError]
+    if status == 409 and reason == "AlreadyExists":
+        cls = AlreadyExistsError
+    elif status >= 500:
+        cls = ServerError
+    else:
+        cls = _BY_STATUS.get(status, ApiError)
+    return cls(message, status=status, reason=reason, body=body)

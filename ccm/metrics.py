@@ -1,0 +1,105 @@
+"""Prometheus metrics with upstream names, defined once.
+
+Ports the metric definitions of ``controllers/node/metrics.go``, ``controllers/service/metrics.go``,
+``controllers/route/metrics.go`` and component-base's workqueue, leader-election and controller metrics.
+All live in :data:`REGISTRY`, which ``/metrics`` serves.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = [
+    "LEADER_ELECTION_MASTER_STATUS",
+    "LEADER_ELECTION_SLOWPATH_TOTAL",
+    "NODE_INITIAL_SYNC_DELAY",
+    "NODE_TAINT_REMOVAL_DELAY",
+    "REGISTRY",
+    "RUNNING_MANAGED_CONTROLLERS",
+    "WORKQUEUE_ADDS",
+    "WORKQUEUE_DEPTH",
+    "WORKQUEUE_LONGEST_RUNNING",
+    "WORKQUEUE_QUEUE_DURATION",
+    "WORKQUEUE_RETRIES",
+    "WORKQUEUE_UNFINISHED_WORK",
+    "WORKQUEUE_WORK_DURATION",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_NODE_DELAY_BUCKETS = tuple(float(4**k) for k in range(6))  # 1·4^k, 6 buckets
+_WORKQUEUE_BUCKETS = tuple(10.0**k for k in range(-8, 2))  # 1e-8 … 10 s, 10 buckets
+
+NODE_TAINT_REMOVAL_DELAY = Histogram(
+    "node_controller_cloud_provider_taint_removal_delay_seconds",
+    "Number of seconds after node creation when NodeController removed the cloud-provider taint "
+    "of a single node.",
+    buckets=_NODE_DELAY_BUCKETS,
+    registry=REGISTRY,
+)
+NODE_INITIAL_SYNC_DELAY = Histogram(
+    "node_controller_initial_node_sync_delay_seconds",
+    "Number of seconds after node creation when NodeController finished the initial "
+    "synchronization of a single node.",
+    buckets=_NODE_DELAY_BUCKETS,
+    registry=REGISTRY,
+)
+
+RUNNING_MANAGED_CONTROLLERS = Gauge(
+    "running_managed_controllers",
+    "Indicates where instances of a controller are currently running",
+    ["name", "manager"],
+    registry=REGISTRY,
+)
+
+LEADER_ELECTION_MASTER_STATUS = Gauge(
+    "leader_election_master_status",
+    "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, "
+    "1 indicates master. 'name' is the string used to identify the lease.",
+    ["name"],
+    registry=REGISTRY,
+)
+LEADER_ELECTION_SLOWPATH_TOTAL = Counter(
+    "leader_election_slowpath",
+    "Total number of slow path exercised in renewing leader leases. 'name' is the string used "
+    "to identify the lease.",
+    ["name"],
+    registry=REGISTRY,
+)
+
+WORKQUEUE_DEPTH = Gauge(
+    "workqueue_depth", "Current depth of workqueue", ["name"], registry=REGISTRY
+)
+WORKQUEUE_ADDS = Counter(
+    "workqueue_adds", "Total number of adds handled by workqueue", ["name"], registry=REGISTRY
+)
+WORKQUEUE_QUEUE_DURATION = Histogram(
+    "workqueue_queue_duration_seconds",
+    "How long in seconds an item stays in workqueue before being requested.",
+    ["name"],
+    buckets=_WORKQUEUE_BUCKETS,
+    registry=REGISTRY,
+)
+WORKQUEUE_WORK_DURATION = Histogram(
+    "workqueue_work_duration_seconds",
+    "How long in seconds processing an item from workqueue takes.",
+    ["name"],
+    buckets=_WORKQUEUE_BUCKETS,
+    registry=REGISTRY,
+)
+WORKQUEUE_UNFINISHED_WORK = Gauge(
+    "workqueue_unfinished_work_seconds",
+    "How many seconds of work has done that is in progress and hasn't been observed by "
+    "work_duration. Large values indicate stuck threads.",
+    ["name"],
+    registry=REGISTRY,
+)
+WORKQUEUE_LONGEST_RUNNING = Gauge(
+    "workqueue_longest_running_processor_seconds",
+    "How many seconds has the longest running processor for workqueue been running.",
+    ["name"],
+    registry=REGISTRY,
+)
+WORKQUEUE_RETRIES = Counter(
+    "workqueue_retries", "Total number of retries handled by workqueue", ["name"], registry=REGISTRY
+)
