@@ -1,4 +1,5 @@
-"""Time for ccm: the event loop's monotonic clock (so looptime can fast-forward it in tests) and wall time.
+"""Time for ccm: the event loop's monotonic clock (so looptime can fast-forward it in tests) and
+wall time.
 
 Controllers take time only from here.
 """

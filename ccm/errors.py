@@ -1,13 +1,16 @@
-"""One exception tree for ccm: what providers raise, what the Kubernetes edge raises, what the CLI reports.
+"""One exception tree for ccm: what providers raise, what the Kubernetes edge raises, what the CLI
+reports.
 
 Ports the sentinel errors of upstream ``cloud.go`` (``InstanceNotFound``, ``NotImplemented``,
-``ImplementedElsewhere``, ``DiskNotFound``) and ``api.RetryError`` as exception classes, and adds the
+``ImplementedElsewhere``, ``DiskNotFound``) and ``api.RetryError`` as exception classes, and adds
+the
 Kubernetes API errors that ``ccm.kube`` translates at its boundary.
 
 ::
 
     CCMError
-    ├── ConfigError                      bad flags, unreadable or malformed files (CLI: exit 1, one line)
+    ├── ConfigError                      bad flags, unreadable or malformed files (CLI: exit 1, one
+    line)
     │   └── UnknownProviderError         --cloud-provider names no installed provider
     ├── CloudProviderError               anything a provider raises about the cloud
     │   ├── InstanceNotFoundError        "instance not found"
@@ -18,7 +21,8 @@ Kubernetes API errors that ``ccm.kube`` translates at its boundary.
     └── KubeError                        the Kubernetes API said no, or could not be reached
         └── ApiError                     an HTTP status from the apiserver
             ├── BadRequestError (400)  UnauthorizedError (401)  ForbiddenError (403)
-            ├── NotFoundError (404)    ConflictError (409)      AlreadyExistsError (409, AlreadyExists)
+            ├── NotFoundError (404)    ConflictError (409)      AlreadyExistsError (409,
+            AlreadyExists)
             ├── GoneError (410)        InvalidError (422)       TooManyRequestsError (429)
             └── ServerError (5xx)
 
@@ -63,7 +67,8 @@ class CCMError(Exception):
 
 
 class ConfigError(CCMError):
-    """Invalid configuration: a flag, a file, a kubeconfig. The CLI prints it as one line and exits 1."""
+    """Invalid configuration: a flag, a file, a kubeconfig. The CLI prints it as one line and
+    exits 1."""
 
 
 class UnknownProviderError(ConfigError):
@@ -113,7 +118,8 @@ class DiskNotFoundError(CloudProviderError):
 
 
 class RetryAfterError(CloudProviderError):
-    """Ask the controller to retry after exactly ``delay`` seconds instead of exponential backoff."""
+    """Ask the controller to retry after exactly ``delay`` seconds instead of exponential
+    backoff."""
 
     def __init__(self, message: str, delay: float) -> None:
         if delay < 0:
@@ -123,7 +129,8 @@ class RetryAfterError(CloudProviderError):
 
 
 def find_retry_after(exc: BaseException) -> RetryAfterError | None:
-    """Return the RetryAfterError in ``exc``'s cause/context chain, if any (upstream ``errors.As``)."""
+    """Return the RetryAfterError in ``exc``'s cause/context chain, if any (upstream
+    ``errors.As``)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

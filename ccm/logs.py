@@ -1,4 +1,5 @@
-"""Logging set-up: one line per event, ``text`` or ``json`` (``--logging-format``), klog-like ``-v`` levels.
+"""Logging set-up: one line per event, ``text`` or ``json`` (``--logging-format``), klog-like ``-v``
+levels.
 
 ``-v N`` maps onto stdlib levels: V(0) is INFO; V(1) and up are debug-ish levels below INFO
 (``INFO - N``), so ``log.log(v(2), ...)`` shows only with ``-v 2`` or more.
@@ -28,13 +29,19 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
-        level = record.levelname if record.levelno >= logging.INFO else f"V{logging.INFO - record.levelno}"
+        level = (
+            record.levelname
+            if record.levelno >= logging.INFO
+            else f"V{logging.INFO - record.levelno}"
+        )
         parts = [f"{ts}.{int(record.msecs):03d}", level, record.name, record.getMessage()]
         line = " ".join(parts)
         extras = _extras(record)
         if extras:
-            line += " " + " ".join(f"{k}={val!r}" if isinstance(val, str) and " " in val
-                                   else f"{k}={val}" for k, val in extras.items())
+            line += " " + " ".join(
+                f"{k}={val!r}" if isinstance(val, str) and " " in val else f"{k}={val}"
+                for k, val in extras.items()
+            )
         if record.exc_info and record.levelno >= logging.ERROR:
             line += " error=" + repr(str(record.exc_info[1]))
         return line
@@ -49,8 +56,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        out.update({k: v if isinstance(v, int | float | bool | str | None) else str(v)
-                    for k, v in _extras(record).items()})
+        out.update(
+            {
+                k: v if isinstance(v, int | float | bool | str | None) else str(v)
+                for k, v in _extras(record).items()
+            }
+        )
         if record.exc_info and record.exc_info[1] is not None:
             out["err"] = str(record.exc_info[1])
         return json.dumps(out)

@@ -1,7 +1,8 @@
 """Prometheus metrics with upstream names, defined once.
 
 Ports the metric definitions of ``controllers/node/metrics.go``, ``controllers/service/metrics.go``,
-``controllers/route/metrics.go`` and component-base's workqueue, leader-election and controller metrics.
+``controllers/route/metrics.go`` and component-base's workqueue, leader-election and controller
+metrics.
 All live in :data:`REGISTRY`, which ``/metrics`` serves.
 """
 
@@ -15,6 +16,9 @@ __all__ = [
     "NODE_INITIAL_SYNC_DELAY",
     "NODE_TAINT_REMOVAL_DELAY",
     "REGISTRY",
+    "REST_CLIENT_RATE_LIMITER_DURATION",
+    "REST_CLIENT_REQUESTS",
+    "REST_CLIENT_REQUEST_DURATION",
     "RUNNING_MANAGED_CONTROLLERS",
     "WORKQUEUE_ADDS",
     "WORKQUEUE_DEPTH",
@@ -102,4 +106,27 @@ WORKQUEUE_LONGEST_RUNNING = Gauge(
 )
 WORKQUEUE_RETRIES = Counter(
     "workqueue_retries", "Total number of retries handled by workqueue", ["name"], registry=REGISTRY
+)
+
+# client-go's rest_client_* metrics (component-base metrics/prometheus/restclient), fed by ccm.kube.
+_REST_LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+REST_CLIENT_REQUESTS = Counter(
+    "rest_client_requests",
+    "Number of HTTP requests, partitioned by status code, method, and host.",
+    ["code", "method", "host"],
+    registry=REGISTRY,
+)
+REST_CLIENT_REQUEST_DURATION = Histogram(
+    "rest_client_request_duration_seconds",
+    "Request latency in seconds. Broken down by verb, and host.",
+    ["verb", "host"],
+    buckets=_REST_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+REST_CLIENT_RATE_LIMITER_DURATION = Histogram(
+    "rest_client_rate_limiter_duration_seconds",
+    "Client side rate limiter latency in seconds. Broken down by verb, and host.",
+    ["verb", "host"],
+    buckets=_REST_LATENCY_BUCKETS,
+    registry=REGISTRY,
 )

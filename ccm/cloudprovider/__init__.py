@@ -1,4 +1,5 @@
-"""The provider contract: the only package (with ccm.errors and ccm.wellknown) a provider imports."""
+"""The provider contract: the only package (with ccm.errors and ccm.wellknown) a provider
+imports."""
 
 from ccm.cloudprovider.helpers import (
     default_load_balancer_name,

@@ -1,4 +1,5 @@
-"""Helpers for providers and controllers: load-balancer names, provider IDs, legacy instance lookups.
+"""Helpers for providers and controllers: load-balancer names, provider IDs, legacy instance
+lookups.
 
 Ports ``cloud.go`` (``DefaultLoadBalancerName``, ``GetInstanceProviderID``) and
 ``node/helpers`` provider-ID parsing.
@@ -14,7 +15,8 @@ __all__ = ["default_load_balancer_name", "get_instance_provider_id", "split_prov
 
 
 def default_load_balancer_name(service: Service) -> str:
-    """``"a"`` + the Service UID without dashes, truncated to 32 characters (GCE needs a leading letter,
+    """``"a"`` + the Service UID without dashes, truncated to 32 characters (GCE needs a leading
+    letter,
     AWS at most 32 bytes)."""
     name = "a" + service.uid.replace("-", "")
     return name[:32]
@@ -33,14 +35,13 @@ async def get_instance_provider_id(
 ) -> str:
     """``<provider>://<instance id>`` for a Node, from the legacy Instances capability.
 
-    InstanceNotFoundError and NotImplementedByProviderError pass through unchanged; other errors are wrapped.
+    InstanceNotFoundError and NotImplementedByProviderError pass through unchanged; other errors are
+    wrapped.
     """
     try:
         instance_id = await instances.instance_id(node_name)
     except (InstanceNotFoundError, NotImplementedByProviderError):
         raise
     except Exception as exc:
-        raise CloudProviderError(
-            f"failed to get instance ID from cloud provider: {exc}"
-        ) from exc
+        raise CloudProviderError(f"failed to get instance ID from cloud provider: {exc}") from exc
     return f"{cloud.provider_name}://{instance_id}"

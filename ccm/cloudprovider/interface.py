@@ -1,13 +1,17 @@
 """The provider contract: ``CloudProvider`` and its optional capabilities.
 
-Ports ``cloud.go`` of k8s.io/cloud-provider. Upstream accessors return ``(impl, supported)``; here each
-accessor returns the capability object or ``None`` (unsupported), and the base class returns ``None`` for all of
-them, so a provider overrides only what it has. Capabilities are Protocols with async methods; a provider may
+Ports ``cloud.go`` of k8s.io/cloud-provider. Upstream accessors return ``(impl, supported)``; here
+each
+accessor returns the capability object or ``None`` (unsupported), and the base class returns
+``None`` for all of
+them, so a provider overrides only what it has. Capabilities are Protocols with async methods; a
+provider may
 implement them on the provider object itself (``return self``) or on separate objects.
 
 Rules for every method:
 - Node and Service arguments are read-only views (:mod:`ccm.cloudprovider.objects`).
-- Raise errors from :mod:`ccm.errors` (translate SDK errors inside the provider, ``raise ... from exc``).
+- Raise errors from :mod:`ccm.errors` (translate SDK errors inside the provider, ``raise ... from
+  exc``).
 - Honour cancellation: the controllers cancel calls that exceed their timeouts.
 """
 
@@ -43,10 +47,13 @@ class InstancesV2(Protocol):
     """
 
     async def instance_exists(self, node: Node) -> bool:
-        """Whether the Node's instance exists. Look it up by ``node.provider_id``, falling back to the name.
+        """Whether the Node's instance exists. Look it up by ``node.provider_id``, falling back to
+        the name.
 
-        Return ``False`` (do not raise) when the instance is gone: the lifecycle controller then deletes the
-        Node. A stopped instance still exists and must return ``True``. Raise on any doubt (API error,
+        Return ``False`` (do not raise) when the instance is gone: the lifecycle controller then
+        deletes the
+        Node. A stopped instance still exists and must return ``True``. Raise on any doubt (API
+        error,
         timeout): the Node is then left alone.
         """
         ...
@@ -58,8 +65,10 @@ class InstancesV2(Protocol):
     async def instance_metadata(self, node: Node) -> InstanceMetadata | None:
         """Metadata used to initialize the Node and refresh its addresses.
 
-        Look at ``node.provider_id`` first, then the name, labels and annotations. A result with an empty
-        ``provider_id`` is accepted only if the Node already has one. Return ``None`` to skip the Node
+        Look at ``node.provider_id`` first, then the name, labels and annotations. A result with an
+        empty
+        ``provider_id`` is accepted only if the Node already has one. Return ``None`` to skip the
+        Node
         (the taint stays). Raise InstanceNotFoundError when there is no such instance.
         """
         ...
@@ -78,7 +87,8 @@ class Instances(Protocol):
         ...
 
     async def instance_id(self, name: str) -> str:
-        """The cloud ID of Node ``name``; raise InstanceNotFoundError if the instance is gone (not if stopped)."""
+        """The cloud ID of Node ``name``; raise InstanceNotFoundError if the instance is gone
+        (never for a stopped instance)."""
         ...
 
     async def instance_type(self, name: str) -> str:
@@ -98,7 +108,8 @@ class Instances(Protocol):
         ...
 
     async def instance_exists_by_provider_id(self, provider_id: str) -> bool:
-        """``False`` (not an error) when the instance is gone; a stopped instance returns ``True``."""
+        """``False`` (not an error) when the instance is gone; a stopped instance returns
+        ``True``."""
         ...
 
     async def instance_shutdown_by_provider_id(self, provider_id: str) -> bool:
@@ -133,17 +144,20 @@ class LoadBalancer(Protocol):
     async def get_load_balancer(
         self, cluster_name: str, service: Service
     ) -> tuple[LoadBalancerStatus | None, bool]:
-        """``(status, exists)``; must report ``exists=True`` for any load balancer ensure created."""
+        """``(status, exists)``; must report ``exists=True`` for any load balancer ensure
+        created."""
         ...
 
     def get_load_balancer_name(self, cluster_name: str, service: Service) -> str:
-        """The cloud name of the Service's load balancer (see helpers.default_load_balancer_name)."""
+        """The cloud name of the Service's load balancer (see
+        helpers.default_load_balancer_name)."""
         ...
 
     async def ensure_load_balancer(
         self, cluster_name: str, service: Service, nodes: Sequence[Node]
     ) -> LoadBalancerStatus:
-        """Create or update the load balancer; idempotent. Raise RetryAfterError to be requeued after a
+        """Create or update the load balancer; idempotent. Raise RetryAfterError to be requeued
+        after a
         fixed delay, ImplementedElsewhereError when another controller owns this Service."""
         ...
 
@@ -193,8 +207,10 @@ class Clusters(Protocol):
 class InitContext:
     """What ``CloudProvider.initialize`` receives on the elected leader.
 
-    ``client_factory(name)`` returns a Kubernetes client for the named component (an object from ``ccm.kube``;
-    typed loosely so the contract does not depend on Kubernetes plumbing). ``stopping`` is set when the
+    ``client_factory(name)`` returns a Kubernetes client for the named component (an object from
+    ``ccm.kube``;
+    typed loosely so the contract does not depend on Kubernetes plumbing). ``stopping`` is set when
+    the
     controllers stop; background work the provider starts must end then.
     """
 
@@ -203,11 +219,13 @@ class InitContext:
     client_factory: Callable[[str], Any] | None = None
 
 
-class CloudProvider(abc.ABC):
+class CloudProvider(abc.ABC):  # noqa: B024 - every capability is optional
     """Base class of every provider. Subclass it and override the capabilities you offer.
 
-    Lifecycle: the registry's factory builds the provider at process start (do not call the cloud there
-    unless you must validate credentials); ``initialize`` runs on the leader after election, just before the
+    Lifecycle: the registry's factory builds the provider at process start (do not call the cloud
+    there
+    unless you must validate credentials); ``initialize`` runs on the leader after election, just
+    before the
     controllers start; ``aclose`` runs at shutdown.
     """
 
@@ -255,7 +273,8 @@ class CloudProvider(abc.ABC):
         return None
 
 
-#: Optional capability accessors, in the order the startup log reports them (upstream interface names).
+# : Optional capability accessors, in the order the startup log reports them (upstream interface
+# names).
 CAPABILITIES: tuple[tuple[str, str], ...] = (
     ("instances_v2", "InstancesV2"),
     ("instances", "Instances"),

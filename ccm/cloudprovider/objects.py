@@ -1,8 +1,11 @@
 """Read-only views of the Kubernetes objects handed to providers.
 
-Upstream hands providers pointers into the informer cache and asks them, in a comment, not to mutate them.
-ccm hands them deep-frozen copies instead: a provider cannot corrupt the controllers' cache even by mistake.
-``raw`` is the frozen object (mappings are ``MappingProxyType``, lists are tuples); ``to_dict()`` returns a
+Upstream hands providers pointers into the informer cache and asks them, in a comment, not to mutate
+them.
+ccm hands them deep-frozen copies instead: a provider cannot corrupt the controllers' cache even by
+mistake.
+``raw`` is the frozen object (mappings are ``MappingProxyType``, lists are tuples); ``to_dict()``
+returns a
 fresh mutable deep copy for a provider that needs one.
 """
 
@@ -86,7 +89,7 @@ class _View:
         return f"{type(self).__name__}({self.name!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._raw == self._raw  # type: ignore[attr-defined]
+        return type(other) is type(self) and other._raw == self._raw
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.uid, self.name))

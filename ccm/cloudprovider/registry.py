@@ -5,12 +5,14 @@ Ports ``plugins.go``. A provider package declares::
     [project.entry-points."ccm.cloud_providers"]
     mycloud = "mycloud.provider:factory"
 
-where ``factory(config: bytes | None) -> CloudProvider`` (sync or async). Only the named entry point is
+where ``factory(config: bytes | None) -> CloudProvider`` (sync or async). Only the named entry point
+is
 loaded, so a broken plugin cannot break another.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import threading
@@ -97,21 +99,23 @@ def _factory(name: str) -> ProviderFactory:
 async def init_cloud_provider(name: str, config_path: str | None) -> CloudProvider:
     """Build provider ``name`` with the bytes of ``config_path`` (or None when no path is given).
 
-    Raises ConfigError (one line) when the name is empty, external or unknown, the file cannot be read, or the
+    Raises ConfigError (one line) when the name is empty, external or unknown, the file cannot be
+    read, or the
     factory fails.
     """
     if not name:
         raise ConfigError("--cloud-provider cannot be empty")
     if name == EXTERNAL:
         raise ConfigError(
-            '--cloud-provider=external names no provider: a cloud controller manager needs a real one '
+            "--cloud-provider=external names no provider: a cloud controller manager needs a "
+            "real one "
             f"(installed: {', '.join(installed_providers()) or 'none'})"
         )
     factory = _factory(name)
     config: bytes | None = None
     if config_path:
         try:
-            config = Path(config_path).read_bytes()
+            config = await asyncio.to_thread(Path(config_path).read_bytes)
         except OSError as exc:
             raise ConfigError(
                 f"couldn't open cloud provider configuration {config_path}: {exc.strerror or exc}"

@@ -1,6 +1,7 @@
 """Value types of the provider contract: frozen, slotted, keyword-only dataclasses.
 
-Ports the structs of upstream ``cloud.go`` (``InstanceMetadata``, ``Zone``, ``Route``) and the node-address and
+Ports the structs of upstream ``cloud.go`` (``InstanceMetadata``, ``Zone``, ``Route``) and the
+node-address and
 load-balancer-status shapes of k8s.io/api ``core/v1``.
 """
 
@@ -26,7 +27,8 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeAddress:
-    """One entry of ``node.status.addresses``: ``type`` is Hostname, InternalIP, ExternalIP, InternalDNS
+    """One entry of ``node.status.addresses``: ``type`` is Hostname, InternalIP, ExternalIP,
+    InternalDNS
     or ExternalDNS."""
 
     type: str
@@ -44,9 +46,12 @@ class NodeAddress:
 class InstanceMetadata:
     """What InstancesV2.instance_metadata returns for a Node.
 
-    ``provider_id`` is written to ``spec.providerID`` when the Node has none (format ``<provider>://<id>``; it
-    must be stable). ``instance_type``, ``zone`` and ``region`` become the GA and beta labels when non-empty.
-    ``node_addresses`` becomes ``status.addresses``. ``additional_labels`` are added at initialization, except
+    ``provider_id`` is written to ``spec.providerID`` when the Node has none (format
+    ``<provider>://<id>``; it
+    must be stable). ``instance_type``, ``zone`` and ``region`` become the GA and beta labels when
+    non-empty.
+    ``node_addresses`` becomes ``status.addresses``. ``additional_labels`` are added at
+    initialization, except
     keys in the ``kubernetes.io``/``k8s.io`` namespaces and keys already on the Node.
     """
 
@@ -71,8 +76,10 @@ class Route:
     """A pod-CIDR route in the cloud's route table.
 
     ``name`` is the provider's name for it (ignored on create). ``target_node`` is the Node name.
-    ``enable_node_addresses`` is set by the provider on listed routes to opt in to address-change detection
-    (otherwise ``target_node_addresses`` is ignored). ``blackhole`` marks a route whose target is gone.
+    ``enable_node_addresses`` is set by the provider on listed routes to opt in to address-change
+    detection
+    (otherwise ``target_node_addresses`` is ignored). ``blackhole`` marks a route whose target is
+    gone.
     """
 
     name: str = ""

@@ -1,0 +1,337 @@
+"""Wiring of the daemon: provider capabilities → controllers, Kubernetes client, informers, event
+recorders,
+leader election and the secure server.
+
+Ports ``app/controllermanager.go`` and ``app/core.go`` (UPSTREAM_SPEC §1.9, §3.1). Start-up order:
+1. log each optional capability the provider omits and decide, per controller, whether it runs (one
+   log line
+   per skipped controller with the reason); refuse to start on configuration errors (ConfigError);
+2. connect to the apiserver, serve ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics``;
+3. with ``--leader-elect``: wait for the Lease; then ``CloudProvider.initialize``, start the shared
+   informers and
+   every enabled controller; losing the Lease stops them and the process exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from ccm import leaderelection, metrics, names, wellknown
+from ccm.app import options as optionsmod
+from ccm.app import serving
+from ccm.cloudprovider import CAPABILITIES, CloudProvider, InitContext
+from ccm.controllers import node as node_controller
+from ccm.errors import ConfigError
+from ccm.kube import client as kclient
+from ccm.kube import events as kevents
+from ccm.kube import informer as kinformer
+
+__all__ = ["ControllerContext", "ControllerManager", "ControllerSpec", "default_controllers"]
+
+_log = logging.getLogger("ccm.app")
+
+
+@dataclass(slots=True, kw_only=True)
+class ControllerContext:
+    """What a controller constructor gets: options, provider, a client and recorder for its own
+    identity,
+    and the shared informers."""
+
+    options: optionsmod.Options
+    cloud: CloudProvider
+    client: kclient.KubeClient
+    recorder: kevents.EventRecorder
+    informers: SharedInformers
+
+
+Runnable = Callable[[], Coroutine[Any, Any, None]]
+#: Returns the controller's ``run`` coroutine function, or a skip reason (str).
+ControllerInit = Callable[[ControllerContext], Runnable | str]
+# : Returns a skip reason when the provider/options do not allow the controller; raises ConfigError
+# when the
+#: combination is invalid (the daemon refuses to start).
+Precheck = Callable[[optionsmod.Options, CloudProvider], str | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControllerSpec:
+    name: str
+    precheck: Precheck
+    init: ControllerInit | None  # None: not implemented in this version of ccm
+
+
+class SharedInformers:
+    """Informers shared by the controllers, created on first use and started together."""
+
+    def __init__(self, client: kclient.KubeClient, *, resync_period: float | None) -> None:
+        self._client = client
+        self._resync = resync_period
+        self._informers: dict[str, kinformer.Informer] = {}
+
+    def get(self, resource: kclient.Resource) -> kinformer.Informer:
+        key = resource.plural
+        if key not in self._informers:
+            self._informers[key] = kinformer.Informer(
+                self._client, resource, resync_period=self._resync, name=key
+            )
+        return self._informers[key]
+
+    def all(self) -> list[kinformer.Informer]:
+        return list(self._informers.values())
+
+    def synced(self) -> bool:
+        return all(i.has_synced() for i in self._informers.values())
+
+
+def _needs_instances(_opts: optionsmod.Options, cloud: CloudProvider) -> str | None:
+    if cloud.instances() is None and cloud.instances_v2() is None:
+        return "cloud provider does not support instances"
+    return None
+
+
+def _needs_load_balancer(_opts: optionsmod.Options, cloud: CloudProvider) -> str | None:
+    if cloud.load_balancer() is None:
+        return "the cloud provider does not support external load balancers"
+    return None
+
+
+def _needs_routes(opts: optionsmod.Options, cloud: CloudProvider) -> str | None:
+    if not opts.configure_cloud_routes:
+        return "Will not configure cloud provider routes, --configure-cloud-routes: false"
+    if cloud.routes() is None:
+        return (
+            "--configure-cloud-routes is set, but cloud provider does not support routes. "
+            "Will not configure cloud provider routes."
+        )
+    opts.cluster_cidrs()  # raises ConfigError naming --cluster-cidr: refuse to start
+    return None
+
+
+def _init_node_controller(ctx: ControllerContext) -> Runnable:
+    controller = node_controller.CloudNodeController(
+        client=ctx.client,
+        nodes=ctx.informers.get(kclient.NODES),
+        cloud=ctx.cloud,
+        recorder=ctx.recorder,
+        workers=ctx.options.concurrent_node_syncs,
+        status_update_workers=ctx.options.concurrent_node_status_updates,
+        status_update_frequency=ctx.options.node_status_update_frequency,
+        cloud_timeout=ctx.options.cloud_call_timeout,
+    )
+    return controller.run
+
+
+def default_controllers() -> dict[str, ControllerSpec]:
+    """The controller map in start order (upstream iterates a Go map;
+    ccm starts in a fixed order)."""
+    return {
+        names.CLOUD_NODE_CONTROLLER: ControllerSpec(
+            name=names.CLOUD_NODE_CONTROLLER, precheck=_needs_instances, init=_init_node_controller
+        ),
+        names.CLOUD_NODE_LIFECYCLE_CONTROLLER: ControllerSpec(
+            name=names.CLOUD_NODE_LIFECYCLE_CONTROLLER, precheck=_needs_instances, init=None
+        ),
+        names.SERVICE_LB_CONTROLLER: ControllerSpec(
+            name=names.SERVICE_LB_CONTROLLER, precheck=_needs_load_balancer, init=None
+        ),
+        names.NODE_ROUTE_CONTROLLER: ControllerSpec(
+            name=names.NODE_ROUTE_CONTROLLER, precheck=_needs_routes, init=None
+        ),
+    }
+
+
+def report_capabilities(cloud: CloudProvider) -> list[str]:
+    """Log one line per optional capability the provider omits; return their upstream names."""
+    omitted = []
+    for accessor, iface in CAPABILITIES:
+        if getattr(cloud, accessor)() is None:
+            omitted.append(iface)
+            _log.info(
+                "cloud provider %r does not implement the optional interface %s",
+                cloud.provider_name,
+                iface,
+            )
+    return omitted
+
+
+def plan_controllers(
+    opts: optionsmod.Options, cloud: CloudProvider, specs: dict[str, ControllerSpec]
+) -> list[ControllerSpec]:
+    """Decide which controllers run, logging one line per skipped controller with its reason."""
+    enabled = optionsmod.enabled_controllers(opts.controllers)
+    to_run: list[ControllerSpec] = []
+    for name, spec in specs.items():
+        if not enabled.get(name, False):
+            _log.warning('"%s" is disabled', name)
+            continue
+        reason = spec.precheck(opts, cloud)
+        if reason is None and spec.init is None:
+            reason = "not implemented in this version of ccm"
+        if reason is not None:
+            _log.warning('Skipping "%s": %s', name, reason)
+            continue
+        to_run.append(spec)
+    return to_run
+
+
+@dataclass(slots=True)
+class _Health:
+    controllers_started: set[str] = field(default_factory=set)
+
+
+class ControllerManager:
+    """Runs the daemon until cancelled (SIGTERM) or the Lease is lost (LeadershipLostError)."""
+
+    def __init__(
+        self,
+        opts: optionsmod.Options,
+        cloud: CloudProvider,
+        *,
+        controllers: dict[str, ControllerSpec] | None = None,
+        client_names: dict[str, str] | None = None,
+    ) -> None:
+        self.opts = opts
+        self.cloud = cloud
+        self.specs = controllers if controllers is not None else default_controllers()
+        self.client_names = client_names or {c.name: c.client_name for c in names.CONTROLLERS}
+        self.identity = f"{socket.gethostname()}_{uuid.uuid4()}"
+        self._health = _Health()
+        self.server: serving.SecureServer | None = None
+
+    async def run(self, *, ready: asyncio.Event | None = None) -> None:
+        report_capabilities(self.cloud)
+        to_run = plan_controllers(self.opts, self.cloud, self.specs)
+        client = await kclient.KubeClient.connect(
+            kubeconfig=self.opts.kubeconfig or None,
+            master=self.opts.master or None,
+            qps=self.opts.kube_api_qps,
+            burst=self.opts.kube_api_burst,
+            user_agent=f"ccm/{wellknown.COMPONENT_NAME}",
+        )
+        try:
+            await self._run_with_client(client, to_run, ready)
+        finally:
+            await client.aclose()
+
+    async def _run_with_client(
+        self,
+        client: kclient.KubeClient,
+        to_run: list[ControllerSpec],
+        ready: asyncio.Event | None,
+    ) -> None:
+        elector: leaderelection.LeaderElector | None = None
+        if self.opts.leader_elect:
+            elector = leaderelection.LeaderElector(
+                client,
+                leaderelection.LeaderElectionConfig(
+                    namespace=self.opts.leader_elect_resource_namespace,
+                    name=self.opts.leader_elect_resource_name,
+                    identity=self.identity,
+                    lease_duration=self.opts.leader_elect_lease_duration,
+                    renew_deadline=self.opts.leader_elect_renew_deadline,
+                    retry_period=self.opts.leader_elect_retry_period,
+                ),
+            )
+        if self.opts.secure_port:
+            self.server = serving.SecureServer(
+                bind_address=self.opts.bind_address,
+                port=self.opts.secure_port,
+                cert_file=self.opts.tls_cert_file or None,
+                key_file=self.opts.tls_private_key_file or None,
+            )
+            if elector is not None:
+                self.server.add_healthz_check("leaderElection", elector.healthz_check)
+            await self.server.start()
+            _log.info("Serving securely on %s:%d", self.opts.bind_address, self.server.port)
+        if ready is not None:
+            ready.set()
+        try:
+            if elector is None:
+                await self._lead(client, to_run)
+            else:
+                await elector.run(lambda: self._lead(client, to_run))
+        finally:
+            if self.server is not None:
+                await self.server.stop()
+
+    async def _lead(self, client: kclient.KubeClient, to_run: list[ControllerSpec]) -> None:
+        """Everything that runs only on the leader."""
+        stopping = asyncio.Event()
+        informers = SharedInformers(
+            client,
+            resync_period=None,  # level-triggered periodic loops make resync unnecessary
+        )
+        recorders: list[kevents.EventRecorder] = []
+        try:
+            await self.cloud.initialize(
+                InitContext(
+                    cluster_name=self.opts.cluster_name,
+                    stopping=stopping,
+                    client_factory=lambda name: client.for_component(name),
+                )
+            )
+            runs: list[tuple[str, Runnable]] = []
+            for spec in to_run:
+                assert spec.init is not None
+                cname = names.BY_NAME.get(spec.name)
+                component_client = client.for_component(self.client_names.get(spec.name, spec.name))
+                recorder = kevents.EventRecorder(
+                    component_client,
+                    component=cname.event_source if cname else spec.name,
+                    host=socket.gethostname(),
+                )
+                recorders.append(recorder)
+                ctx = ControllerContext(
+                    options=self.opts,
+                    cloud=self.cloud,
+                    client=component_client,
+                    recorder=recorder,
+                    informers=informers,
+                )
+                result = spec.init(ctx)
+                if isinstance(result, str):
+                    _log.warning('Skipping "%s": %s', spec.name, result)
+                    continue
+                runs.append((spec.name, result))
+            async with asyncio.TaskGroup() as tg:
+                for recorder in recorders:
+                    tg.create_task(recorder.run(), name=f"events/{recorder.component}")
+                for informer in informers.all():
+                    tg.create_task(informer.run(), name=f"informer/{informer.name}")
+                for name, run in runs:
+                    _log.info('Started "%s"', name)
+                    self._health.controllers_started.add(name)
+                    tg.create_task(run(), name=f"controller/{name}")
+                    if self.opts.controller_start_interval > 0:
+                        await asyncio.sleep(self.opts.controller_start_interval)
+        finally:
+            stopping.set()
+            for name in self._health.controllers_started:
+                cname = names.BY_NAME.get(name)
+                if cname:
+                    metrics.RUNNING_MANAGED_CONTROLLERS.labels(
+                        cname.metric_name, wellknown.COMPONENT_NAME
+                    ).set(0)
+            for recorder in recorders:
+                await recorder.aclose()
+
+
+def check_untagged(cloud: CloudProvider, opts: optionsmod.Options) -> None:
+    """Upstream: a provider without a cluster ID aborts start-up unless --allow-untagged-cloud."""
+    if not cloud.has_cluster_id():
+        if opts.allow_untagged_cloud:
+            _log.warning(
+                "detected a cluster without a ClusterID. A ClusterID will be required in the "
+                "future. Please tag your cluster to avoid any future issues"
+            )
+        else:
+            raise ConfigError(
+                "no ClusterID Found. A ClusterID is required for the cloud provider to function "
+                "properly. This check can be bypassed by setting the allow-untagged-cloud option"
+            )

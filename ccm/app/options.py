@@ -1,0 +1,449 @@
+"""Command-line options with upstream flag names and defaults (UPSTREAM_SPEC §3.2, §3.3).
+
+Flags follow Go/pflag conventions: ``--flag=value`` or ``--flag value``; booleans accept ``--flag``,
+``--flag=true`` and ``--flag=false``; durations accept Go syntax (``300ms``, ``5s``, ``1m30s``,
+``12h``).
+Every problem is a :class:`ccm.errors.ConfigError` with one line naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from ccm import names, wellknown
+from ccm.errors import ConfigError
+
+__all__ = [
+    "Options",
+    "build_parser",
+    "enabled_controllers",
+    "parse_args",
+    "parse_bool",
+    "parse_duration",
+]
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration string (``"1m30s"`` → 90.0). ``"0"`` is allowed."""
+    s = text.strip()
+    if s in ("0", "+0", "-0"):
+        return 0.0
+    sign = -1.0 if s.startswith("-") else 1.0
+    s = s.lstrip("+-")
+    pos, total = 0, 0.0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if m is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if not s:
+        raise ValueError(f"invalid duration {text!r}")
+    return sign * total
+
+
+def parse_bool(text: str | bool) -> bool:
+    """Go ``strconv.ParseBool``."""
+    if isinstance(text, bool):
+        return text
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise ValueError(f"invalid boolean {text!r}")
+
+
+@dataclass(slots=True, kw_only=True)
+class Options:
+    """Every option the daemon understands, with upstream defaults."""
+
+    cloud_provider: str = ""
+    cloud_config: str = ""
+    controllers: list[str] = field(default_factory=lambda: ["*"])
+    kubeconfig: str = ""
+    master: str = ""
+    cluster_name: str = "kubernetes"
+    cluster_cidr: str = ""
+    allocate_node_cidrs: bool = False
+    configure_cloud_routes: bool = True
+    cidr_allocator_type: str = "RangeAllocator"
+    concurrent_service_syncs: int = 1
+    concurrent_node_syncs: int = 1
+    concurrent_node_status_updates: int = 0
+    node_status_update_frequency: float = 300.0
+    node_monitor_period: float = 5.0
+    route_reconciliation_period: float = 10.0
+    use_service_account_credentials: bool = False
+    allow_untagged_cloud: bool = False
+    node_sync_period: float = 0.0
+    external_cloud_volume_plugin: str = ""
+    kube_api_qps: float = 20.0
+    kube_api_burst: int = 30
+    kube_api_content_type: str = "application/vnd.kubernetes.protobuf"
+    min_resync_period: float = 12 * 3600.0
+    controller_start_interval: float = 0.0
+    leader_elect: bool = True
+    leader_elect_lease_duration: float = 15.0
+    leader_elect_renew_deadline: float = 10.0
+    leader_elect_retry_period: float = 2.0
+    leader_elect_resource_lock: str = "leases"
+    leader_elect_resource_name: str = wellknown.DEFAULT_LEADER_ELECTION_NAME
+    leader_elect_resource_namespace: str = wellknown.DEFAULT_LEADER_ELECTION_NAMESPACE
+    secure_port: int = wellknown.CLOUD_CONTROLLER_MANAGER_PORT
+    bind_address: str = "0.0.0.0"
+    tls_cert_file: str = ""
+    tls_private_key_file: str = ""
+    profiling: bool = True
+    authentication_kubeconfig: str = ""
+    authorization_kubeconfig: str = ""
+    feature_gates: str = ""
+    logging_format: str = "text"
+    verbosity: int = 0
+    cloud_call_timeout: float = 60.0  # ccm: bound on every cloud call made by a controller
+    shutdown_grace_period: float = 5.0  # ccm: how long SIGTERM waits for controllers to stop
+
+    def cluster_cidrs(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """``--cluster-cidr`` parsed: one CIDR, or two of different IP families (dual-stack)."""
+        text = self.cluster_cidr.strip()
+        if not text:
+            raise ConfigError("--cluster-cidr must be set when routes are configured")
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) > 2:
+            raise ConfigError(f'--cluster-cidr "{text}": at most two CIDRs (one per IP family)')
+        nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for part in parts:
+            try:
+                nets.append(ipaddress.ip_network(part, strict=False))
+            except ValueError as exc:
+                raise ConfigError(f'--cluster-cidr "{text}": {exc}') from exc
+        if len(nets) == 2 and nets[0].version == nets[1].version:
+            raise ConfigError(f'--cluster-cidr "{text}": two CIDRs must be one IPv4 and one IPv6')
+        return nets
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _bool(text: str) -> bool:
+    try:
+        return parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _csv(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def build_parser(prog: str = "ccm", defaults: Options | None = None) -> argparse.ArgumentParser:
+    """The flag parser. ``defaults`` lets an embedding program change defaults (upstream
+    sample main)."""
+    d = defaults or Options()
+    p = _Parser(
+        prog=prog,
+        description="ccm: a Kubernetes cloud controller manager. Runs the cloud node, node "
+        "lifecycle, route and service load-balancer controllers against a cloud provider plugin.",
+        allow_abbrev=False,
+    )
+
+    def flag(name: str, **kw: Any) -> None:
+        dest = name.lstrip("-").replace("-", "_")
+        p.add_argument(name, dest=dest, default=getattr(d, dest), **kw)
+
+    def bool_flag(name: str, help_: str) -> None:
+        flag(name, type=_bool, nargs="?", const=True, metavar="BOOL", help=help_)
+
+    g = p
+    flag("--cloud-provider", metavar="NAME", help="The provider for cloud services (required).")
+    flag(
+        "--cloud-config", metavar="PATH", help="The path to the cloud provider configuration file."
+    )
+    flag(
+        "--controllers",
+        type=_csv,
+        metavar="LIST",
+        help="Controllers to enable: '*' enables all on-by-default controllers, 'foo' enables "
+        "'foo', '-foo' disables 'foo'. All: " + ", ".join(names.BY_NAME) + ".",
+    )
+    flag("--kubeconfig", metavar="PATH", help="Path to a kubeconfig (default: in-cluster).")
+    flag(
+        "--master",
+        metavar="URL",
+        help="The address of the Kubernetes API server (overrides any value in kubeconfig).",
+    )
+    flag("--cluster-name", help="The instance prefix for the cluster.")
+    flag("--cluster-cidr", help="CIDR range for Pods in the cluster (one, or two for dual-stack).")
+    bool_flag("--allocate-node-cidrs", "Accepted for compatibility; not used by the CCM.")
+    bool_flag(
+        "--configure-cloud-routes",
+        "Whether CIDRs allocated by allocate-node-cidrs should "
+        "be configured on the cloud provider.",
+    )
+    flag("--cidr-allocator-type", help="Accepted for compatibility; not used by the CCM.")
+    flag(
+        "--concurrent-service-syncs",
+        type=int,
+        metavar="N",
+        help="Number of services allowed to sync concurrently.",
+    )
+    flag(
+        "--concurrent-node-syncs",
+        type=int,
+        metavar="N",
+        help="Number of workers concurrently synchronizing nodes.",
+    )
+    flag(
+        "--concurrent-node-status-updates",
+        type=int,
+        metavar="N",
+        help="Workers for the periodic node status update; 0 means --concurrent-node-syncs.",
+    )
+    flag(
+        "--node-status-update-frequency",
+        type=_duration,
+        metavar="DURATION",
+        help="How often node addresses are refreshed from the cloud.",
+    )
+    flag(
+        "--node-monitor-period",
+        type=_duration,
+        metavar="DURATION",
+        help="The period for syncing NodeStatus in the cloud node lifecycle controller.",
+    )
+    flag(
+        "--route-reconciliation-period",
+        type=_duration,
+        metavar="DURATION",
+        help="The period for reconciling routes created for Nodes by cloud provider.",
+    )
+    bool_flag(
+        "--use-service-account-credentials",
+        "If true, use individual service account credentials for each controller.",
+    )
+    bool_flag(
+        "--allow-untagged-cloud",
+        "Allow the cluster to run without the cluster-id on cloud instances (deprecated).",
+    )
+    flag("--node-sync-period", type=_duration, metavar="DURATION", help="Deprecated no-op.")
+    flag("--external-cloud-volume-plugin", help="Accepted for compatibility; not used.")
+    flag(
+        "--kube-api-qps",
+        type=float,
+        metavar="QPS",
+        help="QPS to use while talking with kubernetes apiserver.",
+    )
+    flag(
+        "--kube-api-burst",
+        type=int,
+        metavar="N",
+        help="Burst to use while talking with kubernetes apiserver.",
+    )
+    flag("--kube-api-content-type", help="Accepted for compatibility; ccm always speaks JSON.")
+    flag(
+        "--min-resync-period",
+        type=_duration,
+        metavar="DURATION",
+        help="The resync period in reflectors will be random between MinResyncPeriod and "
+        "2*MinResyncPeriod.",
+    )
+    flag(
+        "--controller-start-interval",
+        type=_duration,
+        metavar="DURATION",
+        help="Interval between starting controller managers.",
+    )
+    bool_flag(
+        "--leader-elect",
+        "Start a leader election client and gain leadership before executing the main loop.",
+    )
+    flag(
+        "--leader-elect-lease-duration",
+        type=_duration,
+        metavar="DURATION",
+        help="How long non-leaders wait after observing a renewal before taking over.",
+    )
+    flag(
+        "--leader-elect-renew-deadline",
+        type=_duration,
+        metavar="DURATION",
+        help="How long the leader tries to renew before it stops leading.",
+    )
+    flag(
+        "--leader-elect-retry-period",
+        type=_duration,
+        metavar="DURATION",
+        help="How long clients wait between attempts to acquire and renew leadership.",
+    )
+    flag("--leader-elect-resource-lock", help="The lock type; only 'leases' is supported.")
+    flag("--leader-elect-resource-name", help="The name of the Lease used for locking.")
+    flag("--leader-elect-resource-namespace", help="The namespace of the Lease used for locking.")
+    flag(
+        "--secure-port",
+        type=int,
+        metavar="PORT",
+        help="HTTPS port for /healthz, /readyz, /livez and /metrics; 0 disables serving.",
+    )
+    flag(
+        "--bind-address",
+        metavar="IP",
+        help="The IP address on which to listen for the --secure-port port.",
+    )
+    flag(
+        "--tls-cert-file",
+        metavar="PATH",
+        help="x509 certificate for HTTPS (default: self-signed in memory).",
+    )
+    flag(
+        "--tls-private-key-file", metavar="PATH", help="x509 private key matching --tls-cert-file."
+    )
+    bool_flag("--profiling", "Accepted for compatibility; no profiling endpoints are served.")
+    flag(
+        "--authentication-kubeconfig",
+        metavar="PATH",
+        help="kubeconfig for TokenReview (default: the main client).",
+    )
+    flag(
+        "--authorization-kubeconfig",
+        metavar="PATH",
+        help="kubeconfig for SubjectAccessReview (default: the main client).",
+    )
+    flag("--feature-gates", help="Accepted for compatibility; ccm has no feature gates yet.")
+    flag("--logging-format", choices=("text", "json"), help="Log format: text or json.")
+    g.add_argument(
+        "-v",
+        "--v",
+        dest="verbosity",
+        type=int,
+        default=d.verbosity,
+        metavar="N",
+        help="Log level verbosity.",
+    )
+    flag(
+        "--cloud-call-timeout",
+        type=_duration,
+        metavar="DURATION",
+        help="ccm: timeout of each cloud call made by a controller.",
+    )
+    flag(
+        "--shutdown-grace-period",
+        type=_duration,
+        metavar="DURATION",
+        help="ccm: how long SIGTERM waits for the controllers to stop.",
+    )
+    p.add_argument(
+        "--version", action="store_true", default=False, help="Print version information and quit."
+    )
+    return p
+
+
+def parse_args(argv: list[str], *, prog: str = "ccm", defaults: Options | None = None) -> Options:
+    """Parse and validate ``argv`` (without the program name). Raises ConfigError."""
+    ns = build_parser(prog, defaults).parse_args(argv)
+    values = {k: v for k, v in vars(ns).items() if k != "version"}
+    opts = Options(**values)
+    validate(opts)
+    return opts
+
+
+def validate(opts: Options) -> None:
+    """Checks every flag; the first problem is raised as a ConfigError naming the flag."""
+    if not opts.cloud_provider:
+        raise ConfigError("--cloud-provider cannot be empty")
+    for item in opts.controllers:
+        name = item[1:] if item.startswith("-") else item
+        if name == "*":
+            continue
+        if name not in names.BY_NAME and name not in names.ALIASES:
+            raise ConfigError(
+                f'--controllers: "{item}" is not in the list of known controllers '
+                f"({', '.join(names.BY_NAME)})"
+            )
+    for flag_name, value in (
+        ("--concurrent-node-syncs", opts.concurrent_node_syncs),
+        ("--concurrent-service-syncs", opts.concurrent_service_syncs),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{flag_name} must be greater than 0, got {value}")
+    if opts.concurrent_node_status_updates < 0:
+        raise ConfigError("--concurrent-node-status-updates must be >= 0")
+    for flag_name, period in (
+        ("--node-status-update-frequency", opts.node_status_update_frequency),
+        ("--node-monitor-period", opts.node_monitor_period),
+        ("--route-reconciliation-period", opts.route_reconciliation_period),
+        ("--cloud-call-timeout", opts.cloud_call_timeout),
+    ):
+        if period <= 0:
+            raise ConfigError(f"{flag_name} must be greater than 0")
+    if opts.kube_api_qps <= 0 or opts.kube_api_burst <= 0:
+        raise ConfigError("--kube-api-qps and --kube-api-burst must be greater than 0")
+    if opts.leader_elect:
+        if opts.leader_elect_resource_lock != "leases":
+            raise ConfigError(
+                f'--leader-elect-resource-lock "{opts.leader_elect_resource_lock}": only "leases" '
+                "is supported"
+            )
+        if not opts.leader_elect_lease_duration > opts.leader_elect_renew_deadline:
+            raise ConfigError(
+                "--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline"
+            )
+        if not opts.leader_elect_renew_deadline > 1.2 * opts.leader_elect_retry_period:
+            raise ConfigError(
+                "--leader-elect-renew-deadline must be greater than 1.2 x "
+                "--leader-elect-retry-period"
+            )
+        if opts.leader_elect_retry_period <= 0:
+            raise ConfigError("--leader-elect-retry-period must be greater than 0")
+    if not 0 <= opts.secure_port <= 65535:
+        raise ConfigError(f"--secure-port {opts.secure_port} must be between 0 and 65535")
+    if bool(opts.tls_cert_file) != bool(opts.tls_private_key_file):
+        raise ConfigError("--tls-cert-file and --tls-private-key-file must be given together")
+    try:
+        ipaddress.ip_address(opts.bind_address)
+    except ValueError as exc:
+        raise ConfigError(f'--bind-address "{opts.bind_address}" is not an IP address') from exc
+
+
+def enabled_controllers(controllers: list[str]) -> dict[str, bool]:
+    """Upstream ``IsControllerEnabled`` for every known controller.
+
+    The first exact ``name`` enables, the first ``-name`` disables; otherwise a controller is on iff
+    ``*`` is
+    present and it is not disabled by default. Aliases are rewritten to canonical names first.
+    """
+    canonical: list[str] = []
+    for item in controllers:
+        neg = item.startswith("-")
+        base = item[1:] if neg else item
+        base = names.ALIASES.get(base, base)
+        canonical.append(("-" if neg else "") + base)
+    star = "*" in canonical
+    result: dict[str, bool] = {}
+    for name in names.BY_NAME:
+        decision: bool | None = None
+        for item in canonical:
+            if item == name:
+                decision = True
+                break
+            if item == "-" + name:
+                decision = False
+                break
+        if decision is None:
+            decision = star and name not in names.DISABLED_BY_DEFAULT
+        result[name] = decision
+    return result

@@ -1,0 +1,416 @@
+"""The cloud node controller (``cloud-node-controller``): initializes Nodes that carry the
+``node.cloudprovider.kubernetes.io/uninitialized`` taint, then keeps their addresses fresh.
+
+Ports ``controllers/node/node_controller.go`` of k8s.io/cloud-provider (UPSTREAM_SPEC §2.1), with
+these
+deliberate differences:
+- initialization is ONE JSON merge patch of the Node (providerID, labels and the taint removal
+  together, guarded
+  by the Node's resourceVersion) instead of a full ``Update``; on conflict the Node is read again;
+- addresses are written with a merge patch of ``nodes/status`` (lists replaced whole, no
+  strategic-merge
+  ordering surprises);
+- a failed initialization also records a Warning event ``FailedToInitializeNode`` on the Node
+  (upstream only
+  logs), so ``kubectl describe node`` tells why the taint stays;
+- the periodic address refresh skips a Node whose InstancesV2 metadata is ``None`` with a log line
+  (upstream
+  dereferences nil and panics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ccm import clock, logs, metrics, names, wellknown
+from ccm.cloudprovider import (
+    CloudProvider,
+    InstanceMetadata,
+    Instances,
+    Node,
+    NodeAddress,
+    get_instance_provider_id,
+)
+from ccm.controllers import nodeutil
+from ccm.controllers.base import PeriodicLoop, WorkQueueLoop
+from ccm.errors import (
+    CCMError,
+    CloudProviderError,
+    ConflictError,
+    NotFoundError,
+    NotImplementedByProviderError,
+)
+from ccm.kube import client as kclient
+from ccm.kube import informer as kinformer
+from ccm.kube import workqueue
+
+__all__ = ["CloudNodeController", "NodeInitializationError"]
+
+_log = logging.getLogger("ccm.controllers.node")
+
+# : Conflict retries of the initialization write (upstream UpdateNodeSpecBackoff: 20 steps of ~50
+# ms).
+_CONFLICT_RETRIES = 20
+_CONFLICT_BACKOFF = 0.05
+
+
+class NodeInitializationError(CCMError):
+    """Initialization of a Node failed; the taint stays and the Node is retried."""
+
+
+class KubeWriter(Protocol):
+    """The slice of ``ccm.kube.client.KubeClient`` this controller uses."""
+
+    async def get(
+        self, res: kclient.Resource, name: str, *, namespace: str | None = None
+    ) -> dict[str, Any]: ...
+
+    async def patch(
+        self,
+        res: kclient.Resource,
+        name: str,
+        body: Any,
+        *,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        patch_type: kclient.PatchType = "strategic",
+        field_manager: str | None = None,
+        force: bool | None = None,
+    ) -> dict[str, Any]: ...
+
+
+class Recorder(Protocol):
+    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None: ...
+
+
+class CloudNodeController:
+    """Initializes tainted Nodes from the cloud and refreshes Node addresses periodically."""
+
+    name = names.CLOUD_NODE_CONTROLLER
+
+    def __init__(
+        self,
+        *,
+        client: KubeWriter,
+        nodes: kinformer.Informer,
+        cloud: CloudProvider,
+        recorder: Recorder,
+        workers: int = 1,
+        status_update_workers: int = 0,
+        status_update_frequency: float = 300.0,
+        cloud_timeout: float = 60.0,
+        queue: workqueue.WorkQueue[str] | None = None,
+    ) -> None:
+        if cloud.instances_v2() is None and cloud.instances() is None:
+            raise CCMError("cloud provider does not support instances")
+        self._client = client
+        self._nodes = nodes
+        self._cloud = cloud
+        self._recorder = recorder
+        self._status_update_workers = (
+            status_update_workers if status_update_workers > 0 else workers
+        )
+        self._status_update_frequency = status_update_frequency
+        self._cloud_timeout = cloud_timeout
+        self.queue: workqueue.WorkQueue[str] = queue or workqueue.WorkQueue(
+            names.QUEUE_NODES, rate_limiter=workqueue.default_controller_rate_limiter()
+        )
+        self._loop = WorkQueueLoop(
+            name="cloud-node",
+            queue=self.queue,
+            reconcile=self.sync_node,
+            workers=workers,
+            logger=_log,
+        )
+        nodes.add_handler(on_add=self._enqueue, on_update=lambda _old, new: self._enqueue(new))
+
+    def _enqueue(self, obj: Mapping[str, Any]) -> None:
+        name = (obj.get("metadata") or {}).get("name")
+        if name:
+            self.queue.add(str(name))
+
+    async def run(self) -> None:
+        """Wait for the Node cache, then run the workers and the periodic address refresh."""
+        _log.info("Waiting for informer caches to sync")
+        await self._nodes.wait_for_sync()
+        metrics.RUNNING_MANAGED_CONTROLLERS.labels("cloud-node", wellknown.COMPONENT_NAME).set(1)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._loop.run(), name="cloud-node/workers")
+                tg.create_task(
+                    PeriodicLoop(
+                        name="cloud-node/status",
+                        period=self._status_update_frequency,
+                        step=self.update_node_status,
+                        logger=_log,
+                    ).run(),
+                    name="cloud-node/status",
+                )
+        finally:
+            metrics.RUNNING_MANAGED_CONTROLLERS.labels("cloud-node", wellknown.COMPONENT_NAME).set(
+                0
+            )
+
+    # --- initialization -------------------------------------------------------------------------
+
+    async def sync_node(self, name: str) -> None:
+        """Reconcile one Node: initialize it if tainted, else reconcile beta→GA labels."""
+        node = self._nodes.get(name)
+        if node is None:
+            return
+        if nodeutil.find_taint(node, wellknown.TAINT_UNINITIALIZED) is None:
+            await self._reconcile_labels(node)
+            return
+        _log.info("Initializing node %s with cloud provider", name)
+        try:
+            await self._initialize(node)
+        except (CloudProviderError, NodeInitializationError, ValueError, TimeoutError) as exc:
+            self._recorder.event(
+                node,
+                wellknown.EVENT_WARNING,
+                wellknown.EVENT_REASON_FAILED_TO_INITIALIZE,
+                f"Failed to initialize node with cloud provider: {exc}",
+            )
+            raise
+
+    async def _initialize(self, node: Mapping[str, Any]) -> None:
+        name = str(node["metadata"]["name"])
+        try:
+            metadata = await self._instance_metadata(node)
+        except CloudProviderError as exc:
+            raise NodeInitializationError(
+                f"failed to get instance metadata for node {name}: {exc}"
+            ) from exc
+        if metadata is None:
+            _log.info("Skip sync node %s because cloud provided nil metadata", name)
+            return
+
+        current: Mapping[str, Any] = node
+        for attempt in range(_CONFLICT_RETRIES):
+            if nodeutil.find_taint(current, wellknown.TAINT_UNINITIALIZED) is None:
+                return  # someone else initialized it meanwhile
+            patch = nodeutil.initialization_patch(current, metadata)
+            try:
+                updated = await self._client.patch(kclient.NODES, name, patch, patch_type="merge")
+                break
+            except NotFoundError:
+                return
+            except ConflictError:
+                if attempt == _CONFLICT_RETRIES - 1:
+                    raise
+                await clock.sleep(_CONFLICT_BACKOFF * (1 + attempt % 2))
+                try:
+                    current = await self._client.get(kclient.NODES, name)
+                except NotFoundError:
+                    return
+        else:  # pragma: no cover - the loop either breaks or raises
+            return
+
+        created = _creation_age(updated)
+        if created is not None:
+            metrics.NODE_TAINT_REMOVAL_DELAY.observe(created)
+        await self._update_addresses(updated, metadata.node_addresses)
+        _log.info("Successfully initialized node %s with cloud provider", name)
+        self._recorder.event(
+            updated,
+            wellknown.EVENT_NORMAL,
+            wellknown.EVENT_REASON_SYNCED,
+            wellknown.EVENT_MESSAGE_NODE_SYNCED,
+        )
+        created = _creation_age(updated)
+        if created is not None:
+            metrics.NODE_INITIAL_SYNC_DELAY.observe(created)
+
+    async def _reconcile_labels(self, node: Mapping[str, Any]) -> None:
+        patch = nodeutil.label_reconcile_patch(node)
+        if patch is None:
+            return
+        name = str(node["metadata"]["name"])
+        try:
+            await self._client.patch(kclient.NODES, name, patch, patch_type="strategic")
+        except NotFoundError:
+            return
+
+    async def _call(self, coro: Any) -> Any:
+        async with asyncio.timeout(self._cloud_timeout):
+            return await coro
+
+    async def _instance_metadata(self, node: Mapping[str, Any]) -> InstanceMetadata | None:
+        view = Node(node)
+        v2 = self._cloud.instances_v2()
+        if v2 is not None:
+            md: InstanceMetadata | None = await self._call(v2.instance_metadata(view))
+            if md is not None and not md.provider_id:
+                if not view.provider_id:
+                    raise NodeInitializationError(
+                        f"cloud provider does not set node provider ID for node {view.name}"
+                    )
+                md = _replace_provider_id(md, view.provider_id)
+            return md
+        instances = self._cloud.instances()
+        if instances is None:
+            raise NodeInitializationError("failed to get instances from cloud provider")
+        provider_id = view.provider_id
+        if not provider_id:
+            try:
+                provider_id = await self._call(
+                    get_instance_provider_id(self._cloud, instances, view.name)
+                )
+            except NotImplementedByProviderError:
+                _log.warning(
+                    "cloud provider does not set node provider ID, using node name to discover "
+                    "node %s",
+                    view.name,
+                )
+        addresses = await self._addresses_v1(instances, provider_id, view.name)
+        instance_type = await self._instance_type_v1(instances, provider_id, view.name)
+        zone_name = region = ""
+        zones = self._cloud.zones()
+        if zones is not None:
+            try:
+                zone = await self._call(zones.get_zone_by_provider_id(provider_id))
+            except CloudProviderError as by_id:
+                try:
+                    zone = await self._call(zones.get_zone_by_node_name(view.name))
+                except CloudProviderError as by_name:
+                    raise NodeInitializationError(
+                        "failed to get zone from cloud provider: Zone: Error fetching by "
+                        f"providerID: {by_id} Error fetching by NodeName: {by_name}"
+                    ) from by_name
+            zone_name, region = zone.failure_domain, zone.region
+        return InstanceMetadata(
+            provider_id=provider_id,
+            instance_type=instance_type,
+            node_addresses=tuple(addresses),
+            zone=zone_name,
+            region=region,
+        )
+
+    async def _addresses_v1(
+        self, instances: Instances, provider_id: str, name: str
+    ) -> list[NodeAddress]:
+        try:
+            return list(await self._call(instances.node_addresses_by_provider_id(provider_id)))
+        except CloudProviderError as by_id:
+            try:
+                return list(await self._call(instances.node_addresses(name)))
+            except CloudProviderError as by_name:
+                raise NodeInitializationError(
+                    f"error fetching node by provider ID: {by_id}, and error by node name: "
+                    f"{by_name}"
+                ) from by_name
+
+    async def _instance_type_v1(self, instances: Instances, provider_id: str, name: str) -> str:
+        try:
+            return str(await self._call(instances.instance_type_by_provider_id(provider_id)))
+        except CloudProviderError as by_id:
+            try:
+                return str(await self._call(instances.instance_type(name)))
+            except CloudProviderError as by_name:
+                raise NodeInitializationError(
+                    f"InstanceType: Error fetching by providerID: {by_id} Error fetching by "
+                    f"NodeName: {by_name}"
+                ) from by_name
+
+    # --- addresses ------------------------------------------------------------------------------
+
+    async def _update_addresses(
+        self, node: Mapping[str, Any], cloud_addresses: tuple[NodeAddress, ...] | list[NodeAddress]
+    ) -> None:
+        """Patch ``status.addresses`` when the cloud's addresses differ (upstream
+        ``updateNodeAddress``)."""
+        name = str(node["metadata"]["name"])
+        if nodeutil.find_taint(node, wellknown.TAINT_UNINITIALIZED) is not None:
+            _log.log(logs.v(5), "This node %s is still tainted. Will not process.", name)
+            return
+        try:
+            desired = nodeutil.desired_addresses(node, cloud_addresses)
+        except ValueError as exc:
+            _log.error("Failed to update node addresses for node %r: %s", name, exc)
+            return
+        if desired is None:
+            _log.log(
+                logs.v(5),
+                "Skipping node address update for node %r since cloud provider did not return any",
+                name,
+            )
+            return
+        if not nodeutil.addresses_changed(nodeutil.node_addresses(node), desired):
+            return
+        body = {"status": {"addresses": [a.to_dict() for a in desired]}}
+        try:
+            await self._client.patch(
+                kclient.NODES, name, body, subresource="status", patch_type="merge"
+            )
+        except NotFoundError:
+            return
+        except CCMError as exc:
+            _log.error("Error patching node with cloud ip addresses = [%s]", exc)
+
+    async def update_node_status(self) -> None:
+        """One pass of the periodic address refresh over every initialized Node."""
+        start = clock.monotonic()
+        nodes = self._nodes.list()
+        sem = asyncio.Semaphore(self._status_update_workers)
+
+        async def refresh(node: Mapping[str, Any]) -> None:
+            if nodeutil.find_taint(node, wellknown.TAINT_UNINITIALIZED) is not None:
+                return
+            async with sem:
+                name = node["metadata"]["name"]
+                try:
+                    addresses = await self._instance_addresses(node)
+                except (CCMError, TimeoutError) as exc:
+                    _log.error("Error getting instance metadata for node addresses: %s", exc)
+                    return
+                if addresses is None:
+                    _log.info(
+                        "Skipping address update of node %s: cloud provided nil metadata", name
+                    )
+                    return
+                await self._update_addresses(node, addresses)
+
+        async with asyncio.TaskGroup() as tg:
+            for node in nodes:
+                tg.create_task(refresh(node), name=f"cloud-node/status/{node['metadata']['name']}")
+        _log.log(
+            logs.v(2), "Update %d nodes status took %.3fs.", len(nodes), clock.monotonic() - start
+        )
+
+    async def _instance_addresses(self, node: Mapping[str, Any]) -> list[NodeAddress] | None:
+        view = Node(node)
+        v2 = self._cloud.instances_v2()
+        if v2 is not None:
+            md: InstanceMetadata | None = await self._call(v2.instance_metadata(view))
+            return None if md is None else list(md.node_addresses)
+        instances = self._cloud.instances()
+        if instances is None:
+            raise NodeInitializationError("failed to get instances from cloud provider")
+        return await self._addresses_v1(instances, view.provider_id, view.name)
+
+
+def _replace_provider_id(md: InstanceMetadata, provider_id: str) -> InstanceMetadata:
+    return InstanceMetadata(
+        provider_id=provider_id,
+        instance_type=md.instance_type,
+        node_addresses=md.node_addresses,
+        zone=md.zone,
+        region=md.region,
+        additional_labels=md.additional_labels,
+    )
+
+
+def _creation_age(node: Mapping[str, Any]) -> float | None:
+    ts = (node.get("metadata") or {}).get("creationTimestamp")
+    if not ts:
+        return None
+    import datetime as dt
+
+    try:
+        created = dt.datetime.strptime(str(ts), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return max(0.0, clock.wall() - created.timestamp())

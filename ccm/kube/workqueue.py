@@ -1,0 +1,369 @@
+"""An asyncio work queue with client-go semantics: dedup, a processing set, delays and rate limits.
+
+Ports ``k8s.io/client-go/util/workqueue`` (``queue.go``, ``delaying_queue.go``,
+``rate_limiting_queue.go``, ``default_rate_limiters.go``) and its metrics:
+
+* an item added while queued is queued once (dedup, the "dirty" set);
+* an item handed to a worker is not handed to another worker until :meth:`WorkQueue.done`; adds in
+  the meantime mark it dirty and it is queued again on ``done``;
+* :meth:`WorkQueue.add_after` keeps the earliest deadline per item;
+* :meth:`WorkQueue.add_rate_limited` asks the queue's :class:`RateLimiter` for the delay;
+* after :meth:`WorkQueue.shutdown`, adds are ignored and :meth:`WorkQueue.get` hands out what is
+  still queued, then raises :class:`ShutDown`.
+
+All time comes from the running loop (:mod:`ccm.clock`); delays are ``loop.call_at`` timers, so the
+queue owns no task and looptime drives it in tests. Items must be hashable. Not thread-safe: use it
+from one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+from collections.abc import Hashable
+from typing import Generic, Protocol, TypeVar
+
+from ccm import clock, metrics
+from ccm.kube import ratelimit
+
+__all__ = [
+    "BucketRateLimiter",
+    "ItemExponentialFailureRateLimiter",
+    "MaxOfRateLimiter",
+    "RateLimiter",
+    "ShutDown",
+    "WorkQueue",
+    "default_controller_rate_limiter",
+]
+
+T = TypeVar("T", bound=Hashable)
+
+
+class ShutDown(Exception):  # the upstream "shutdown" result of Get
+    """The queue is shut down and drained: the worker should exit."""
+
+
+class RateLimiter(Protocol):
+    """How long an item waits before it is re-queued (upstream ``workqueue.TypedRateLimiter``)."""
+
+    def when(self, item: Hashable) -> float: ...
+
+    def forget(self, item: Hashable) -> None: ...
+
+    def num_requeues(self, item: Hashable) -> int: ...
+
+
+class ItemExponentialFailureRateLimiter:
+    """``base_delay * 2**failures`` per item, capped at ``max_delay``."""
+
+    def __init__(self, base_delay: float, max_delay: float) -> None:
+        if base_delay < 0 or max_delay < 0:
+            raise ValueError("delays must be >= 0")
+        self.base_delay = float(base_delay)
+        self.max_delay = float(max_delay)
+        self._failures: dict[Hashable, int] = {}
+
+    def when(self, item: Hashable) -> float:
+        exp = self._failures.get(item, 0)
+        self._failures[item] = exp + 1
+        if exp >= 1024:  # 2.0**1024 raises OverflowError; the cap was reached long ago anyway
+            return self.max_delay
+        return min(self.base_delay * 2.0**exp, self.max_delay)
+
+    def forget(self, item: Hashable) -> None:
+        self._failures.pop(item, None)
+
+    def num_requeues(self, item: Hashable) -> int:
+        return self._failures.get(item, 0)
+
+
+class BucketRateLimiter:
+    """One token bucket for all items: an overall ``qps``/``burst`` limit on retries."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self._bucket = ratelimit.TokenBucket(qps, burst)
+
+    def when(self, item: Hashable) -> float:
+        return self._bucket.reserve()
+
+    def forget(self, item: Hashable) -> None:
+        pass
+
+    def num_requeues(self, item: Hashable) -> int:
+        return 0
+
+
+class MaxOfRateLimiter:
+    """The longest delay of several limiters (every limiter is consulted on every call)."""
+
+    def __init__(self, *limiters: RateLimiter) -> None:
+        if not limiters:
+            raise ValueError("MaxOfRateLimiter needs at least one limiter")
+        self._limiters = limiters
+
+    def when(self, item: Hashable) -> float:
+        return max(limiter.when(item) for limiter in self._limiters)
+
+    def forget(self, item: Hashable) -> None:
+        for limiter in self._limiters:
+            limiter.forget(item)
+
+    def num_requeues(self, item: Hashable) -> int:
+        return max(limiter.num_requeues(item) for limiter in self._limiters)
+
+
+def default_controller_rate_limiter() -> RateLimiter:
+    """client-go's ``DefaultControllerRateLimiter``.
+
+    Per item 5 ms doubling up to 1000 s, and overall 10 qps with a burst of 100.
+    """
+    return MaxOfRateLimiter(
+        ItemExponentialFailureRateLimiter(0.005, 1000.0),
+        BucketRateLimiter(10.0, 100),
+    )
+
+
+class WorkQueue(Generic[T]):
+    """A de-duplicating, delaying, rate-limited FIFO of keys for controller workers.
+
+    The usual worker loop::
+
+        while True:
+            try:
+                key = await queue.get()
+            except workqueue.ShutDown:
+                return
+            try:
+                await reconcile(key)
+            except Exception:
+                queue.add_rate_limited(key)
+            else:
+                queue.forget(key)
+            finally:
+                queue.done(key)
+    """
+
+    def __init__(self, name: str, *, rate_limiter: RateLimiter | None = None) -> None:
+        self.name = name
+        self.rate_limiter: RateLimiter = rate_limiter or default_controller_rate_limiter()
+        self._queue: collections.deque[T] = collections.deque()
+        self._dirty: set[T] = set()
+        self._processing: dict[T, float] = {}  # item -> loop time it was handed out
+        self._added_at: dict[T, float] = {}  # item -> loop time it was (first) queued
+        self._shutting_down = False
+        self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._drained: list[asyncio.Future[None]] = []
+        # Delaying part: the earliest deadline per item, a heap with lazy deletion, one timer.
+        self._waiting: dict[T, float] = {}
+        self._heap: list[tuple[float, int, T]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._m_depth = metrics.WORKQUEUE_DEPTH.labels(name)
+        self._m_adds = metrics.WORKQUEUE_ADDS.labels(name)
+        self._m_queue_duration = metrics.WORKQUEUE_QUEUE_DURATION.labels(name)
+        self._m_work_duration = metrics.WORKQUEUE_WORK_DURATION.labels(name)
+        self._m_unfinished = metrics.WORKQUEUE_UNFINISHED_WORK.labels(name)
+        self._m_longest = metrics.WORKQUEUE_LONGEST_RUNNING.labels(name)
+        self._m_retries = metrics.WORKQUEUE_RETRIES.labels(name)
+
+    def __repr__(self) -> str:
+        return (
+            f"<WorkQueue {self.name!r} queued={len(self._queue)} "
+            f"processing={len(self._processing)} waiting={len(self._waiting)}>"
+        )
+
+    # -- basic queue -------------------------------------------------------------------------
+
+    def add(self, item: T) -> None:
+        """Queue ``item`` unless already queued; if it is being processed, queue it on done."""
+        if self._shutting_down:
+            return
+        if item in self._dirty:
+            return
+        self._m_adds.inc()
+        self._dirty.add(item)
+        if item in self._processing:
+            return
+        self._push(item)
+
+    def _push(self, item: T) -> None:
+        self._added_at.setdefault(item, clock.monotonic())
+        self._queue.append(item)
+        self._m_depth.set(len(self._queue))
+        self._wakeup_one()
+
+    def _wakeup_one(self) -> None:
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+    def _wakeup_all(self) -> None:
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+
+    async def get(self) -> T:
+        """Wait for the next item and mark it as being processed. Raises :class:`ShutDown`."""
+        while not self._queue:
+            if self._shutting_down:
+                raise ShutDown(f"work queue {self.name!r} is shut down")
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except asyncio.CancelledError:
+                # If we were woken and then cancelled, pass the wake-up on so no item is stranded.
+                if getter.done() and not getter.cancelled() and self._queue:
+                    self._wakeup_one()
+                elif not getter.done():
+                    getter.cancel()
+                raise
+        item = self._queue.popleft()
+        now = clock.monotonic()
+        added = self._added_at.pop(item, None)
+        if added is not None:
+            self._m_queue_duration.observe(max(0.0, now - added))
+        self._processing[item] = now
+        self._dirty.discard(item)
+        self._m_depth.set(len(self._queue))
+        self._update_unfinished(now)
+        return item
+
+    def done(self, item: T) -> None:
+        """Mark ``item`` as finished; if it was re-added meanwhile, it is queued again now."""
+        started = self._processing.pop(item, None)
+        now = clock.monotonic()
+        if started is not None:
+            self._m_work_duration.observe(max(0.0, now - started))
+        if item in self._dirty:
+            self._push(item)
+        self._update_unfinished(now)
+        if not self._processing:
+            for fut in self._drained:
+                if not fut.done():
+                    fut.set_result(None)
+            self._drained.clear()
+
+    def _update_unfinished(self, now: float) -> None:
+        if not self._processing:
+            self._m_unfinished.set(0.0)
+            self._m_longest.set(0.0)
+            return
+        ages = [max(0.0, now - t) for t in self._processing.values()]
+        self._m_unfinished.set(sum(ages))
+        self._m_longest.set(max(ages))
+
+    def __len__(self) -> int:
+        """Items queued and not yet handed out (upstream ``Len``; excludes delayed items)."""
+        return len(self._queue)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._dirty
+
+    @property
+    def processing(self) -> frozenset[T]:
+        """Items handed out and not yet marked done."""
+        return frozenset(self._processing)
+
+    @property
+    def waiting(self) -> int:
+        """Items scheduled by add_after / add_rate_limited and not yet due."""
+        return len(self._waiting)
+
+    def shutdown(self) -> None:
+        """Stop accepting items, drop delayed ones, and wake every waiting ``get``."""
+        self._shutting_down = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = None
+        self._waiting.clear()
+        self._heap.clear()
+        self._wakeup_all()
+
+    async def shutdown_with_drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Shut down, then wait until items being processed are done; False on timeout."""
+        self.shutdown()
+        if not self._processing:
+            return True
+        fut = asyncio.get_running_loop().create_future()
+        self._drained.append(fut)
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    # -- delaying ----------------------------------------------------------------------------
+
+    def add_after(self, item: T, delay: float) -> None:
+        """Add ``item`` after ``delay`` seconds; an earlier pending deadline for it wins."""
+        if self._shutting_down:
+            return
+        if delay <= 0:
+            self.add(item)
+            return
+        deadline = clock.monotonic() + delay
+        current = self._waiting.get(item)
+        if current is not None and current <= deadline:
+            return
+        self._waiting[item] = deadline
+        heapq.heappush(self._heap, (deadline, next(self._seq), item))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        while self._heap and self._waiting.get(self._heap[0][2]) != self._heap[0][0]:
+            heapq.heappop(self._heap)  # stale entry: superseded by an earlier deadline or fired
+        if not self._heap:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+                self._timer_at = None
+            return
+        first = self._heap[0][0]
+        if self._timer is not None and self._timer_at is not None and self._timer_at <= first:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_at = first
+        self._timer = loop.call_at(first, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = clock.monotonic()
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _, item = heapq.heappop(self._heap)
+            if self._waiting.get(item) == deadline:
+                del self._waiting[item]
+                self.add(item)
+        if self._heap:
+            self._schedule()
+
+    # -- rate limiting -----------------------------------------------------------------------
+
+    def add_rate_limited(self, item: T) -> None:
+        """Add ``item`` after the delay its rate limiter gives (counts as a retry)."""
+        if self._shutting_down:
+            return
+        self._m_retries.inc()
+        self.add_after(item, self.rate_limiter.when(item))
+
+    def forget(self, item: T) -> None:
+        """Clear ``item``'s failure history (call after a successful reconcile)."""
+        self.rate_limiter.forget(item)
+
+    def num_requeues(self, item: T) -> int:
+        return self.rate_limiter.num_requeues(item)

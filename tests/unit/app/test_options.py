@@ -1,0 +1,129 @@
+"""Flag parsing and validation: upstream names, defaults, --controllers semantics,
+one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from ccm import names
+from ccm.app import options
+from ccm.errors import ConfigError
+
+
+def test_defaults_match_upstream() -> None:
+    o = options.parse_args(["--cloud-provider=fake"])
+    assert o.controllers == ["*"]
+    assert o.concurrent_node_syncs == 1
+    assert o.concurrent_service_syncs == 1
+    assert o.concurrent_node_status_updates == 0
+    assert o.node_status_update_frequency == 300.0
+    assert o.node_monitor_period == 5.0
+    assert o.route_reconciliation_period == 10.0
+    assert o.configure_cloud_routes is True
+    assert o.cluster_name == "kubernetes"
+    assert o.kube_api_qps == 20.0 and o.kube_api_burst == 30
+    assert (
+        o.leader_elect,
+        o.leader_elect_lease_duration,
+        o.leader_elect_renew_deadline,
+        o.leader_elect_retry_period,
+    ) == (True, 15.0, 10.0, 2.0)
+    assert o.leader_elect_resource_name == "cloud-controller-manager"
+    assert o.leader_elect_resource_namespace == "kube-system"
+    assert o.secure_port == 10258 and o.bind_address == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("0", 0.0),
+        ("5s", 5.0),
+        ("5m", 300.0),
+        ("1m30s", 90.0),
+        ("300ms", 0.3),
+        ("12h", 43200.0),
+        ("1.5s", 1.5),
+    ],
+)
+def test_parses_go_durations(text: str, seconds: float) -> None:
+    assert options.parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "5x", "s", "1m-3s"])
+def test_rejects_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        options.parse_duration(text)
+
+
+def test_go_style_booleans() -> None:
+    assert (
+        options.parse_args(["--cloud-provider=fake", "--leader-elect=false"]).leader_elect is False
+    )
+    assert options.parse_args(
+        ["--cloud-provider=fake", "--configure-cloud-routes"]
+    ).configure_cloud_routes
+    o = options.parse_args(["--cloud-provider", "fake", "--node-monitor-period", "1m", "-v", "4"])
+    assert o.node_monitor_period == 60.0 and o.verbosity == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "--cloud-provider cannot be empty"),
+        (
+            ["--cloud-provider=fake", "--controllers=bogus"],
+            '"bogus" is not in the list of known controllers',
+        ),
+        (["--cloud-provider=fake", "--concurrent-node-syncs=0"], "--concurrent-node-syncs"),
+        (["--cloud-provider=fake", "--node-monitor-period=soon"], "--node-monitor-period"),
+        (
+            ["--cloud-provider=fake", "--leader-elect-lease-duration=5s"],
+            "--leader-elect-lease-duration",
+        ),
+        (
+            ["--cloud-provider=fake", "--leader-elect-resource-lock=endpoints"],
+            "--leader-elect-resource-lock",
+        ),
+        (["--cloud-provider=fake", "--no-such-flag"], "--no-such-flag"),
+        (["--cloud-provider=fake", "--tls-cert-file=/x"], "--tls-private-key-file"),
+        (["--cloud-provider=fake", "positional"], "positional"),
+    ],
+)
+def test_bad_flags_raise_one_line_config_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        options.parse_args(argv)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+ALL = set(names.BY_NAME)
+
+
+@pytest.mark.parametrize(
+    ("controllers", "expected"),
+    [
+        pytest.param(["*"], ALL, id="star enables all"),
+        pytest.param([], set(), id="empty list runs nothing"),
+        pytest.param(["*", "-route"], ALL - {names.NODE_ROUTE_CONTROLLER}, id="alias disable"),
+        pytest.param(["cloud-node"], {names.CLOUD_NODE_CONTROLLER}, id="alias enable"),
+        pytest.param(
+            ["-service", "service", "*"], ALL - {names.SERVICE_LB_CONTROLLER}, id="first match wins"
+        ),
+        pytest.param(
+            ["service-lb-controller", "-service-lb-controller"],
+            {names.SERVICE_LB_CONTROLLER},
+            id="first exact name wins",
+        ),
+    ],
+)
+def test_controllers_flag_semantics(controllers: list[str], expected: set[str]) -> None:
+    enabled = options.enabled_controllers(controllers)
+    assert {n for n, on in enabled.items() if on} == expected
+
+
+def test_cluster_cidr_parsing() -> None:
+    o = options.Options(cloud_provider="fake", cluster_cidr="10.244.0.0/16,fd00::/48")
+    assert [str(n) for n in o.cluster_cidrs()] == ["10.244.0.0/16", "fd00::/48"]
+    for bad in ("", "10.0.0.0/8,10.1.0.0/16", "a,b,c", "nonsense"):
+        with pytest.raises(ConfigError, match="--cluster-cidr"):
+            options.Options(cloud_provider="fake", cluster_cidr=bad).cluster_cidrs()
