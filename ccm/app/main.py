@@ -106,6 +106,9 @@ def run(
         return 1
     except KeyboardInterrupt:
         return 0
+    except Exception:
+        logging.getLogger("ccm.app").exception("ccm crashed")
+        return 2
 
 
 def main() -> None:

@@ -226,7 +226,15 @@ class ControllerManager:
         ready: asyncio.Event | None,
     ) -> None:
         elector: leaderelection.LeaderElector | None = None
+        # Leader-election events (``<identity> became leader``) are sent before and after leading.
+        le_recorder = kevents.EventRecorder(
+            client.for_component("leader-election"),
+            component=wellknown.COMPONENT_NAME,
+            host=socket.gethostname(),
+        )
+        le_events = asyncio.create_task(le_recorder.run(), name="events/leader-election")
         if self.opts.leader_elect:
+            _log.info("Leader election identity: %s", self.identity)
             elector = leaderelection.LeaderElector(
                 client,
                 leaderelection.LeaderElectionConfig(
@@ -237,21 +245,28 @@ class ControllerManager:
                     renew_deadline=self.opts.leader_elect_renew_deadline,
                     retry_period=self.opts.leader_elect_retry_period,
                 ),
+                recorder=le_recorder,
             )
-        if self.opts.secure_port:
-            self.server = serving.SecureServer(
-                bind_address=self.opts.bind_address,
-                port=self.opts.secure_port,
-                cert_file=self.opts.tls_cert_file or None,
-                key_file=self.opts.tls_private_key_file or None,
-            )
-            if elector is not None:
-                self.server.add_healthz_check("leaderElection", elector.healthz_check)
-            await self.server.start()
-            _log.info("Serving securely on %s:%d", self.opts.bind_address, self.server.port)
-        if ready is not None:
-            ready.set()
         try:
+            if self.opts.secure_port:
+                self.server = serving.SecureServer(
+                    bind_address=self.opts.bind_address,
+                    port=self.opts.secure_port,
+                    cert_file=self.opts.tls_cert_file or None,
+                    key_file=self.opts.tls_private_key_file or None,
+                )
+                if elector is not None:
+                    self.server.add_healthz_check("leaderElection", elector.healthz_check)
+                try:
+                    await self.server.start()
+                except OSError as exc:
+                    raise ConfigError(
+                        f"--secure-port {self.opts.secure_port}: cannot listen on "
+                        f"{self.opts.bind_address}: {exc.strerror or exc}"
+                    ) from exc
+                _log.info("Serving securely on %s:%d", self.opts.bind_address, self.server.port)
+            if ready is not None:
+                ready.set()
             if elector is None:
                 await self._lead(client, to_run)
             else:
@@ -259,6 +274,9 @@ class ControllerManager:
         finally:
             if self.server is not None:
                 await self.server.stop()
+            await le_recorder.aclose()
+            le_events.cancel()
+            await asyncio.gather(le_events, return_exceptions=True)
 
     async def _lead(self, client: kclient.KubeClient, to_run: list[ControllerSpec]) -> None:
         """Everything that runs only on the leader."""
