@@ -43,3 +43,10 @@ demo: assets
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Render (kustomize build, kustomize built with Go on first use) and validate an overlay of
+# manifests/; prints the YAML: `make manifests OVERLAY=private-cloud | kubectl apply -f -`.
+OVERLAY ?= fake
+.PHONY: manifests
+manifests: venv
+	@$(BIN)/python -m ccm.testing.manifests $(OVERLAY)

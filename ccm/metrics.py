@@ -19,6 +19,7 @@ __all__ = [
     "REST_CLIENT_RATE_LIMITER_DURATION",
     "REST_CLIENT_REQUESTS",
     "REST_CLIENT_REQUEST_DURATION",
+    "ROUTE_SYNC_TOTAL",
     "RUNNING_MANAGED_CONTROLLERS",
     "WORKQUEUE_ADDS",
     "WORKQUEUE_DEPTH",
@@ -130,3 +131,44 @@ REST_CLIENT_RATE_LIMITER_DURATION = Histogram(
     buckets=_REST_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+
+# controllers/route/metrics.go (ALPHA, since 1.36): one increment per full route reconcile.
+ROUTE_SYNC_TOTAL = Counter(
+    "route_controller_route_sync",
+    "A metric counting the amount of times routes have been synced with the cloud provider.",
+    registry=REGISTRY,
+)
+
+# controllers/service/metrics.go (prometheus_client appends ``_total`` to counters).
+_SERVICE_LATENCY_BUCKETS = tuple(float(2**k) for k in range(15))  # 1·2^k s, 15 buckets
+SERVICE_LOADBALANCER_SYNC = Counter(
+    "service_controller_loadbalancer_sync",
+    "A metric counting the amount of times any load balancer has been configured, as an effect "
+    "of service/node changes on the cluster",
+    registry=REGISTRY,
+)
+SERVICE_NODESYNC_ERROR = Counter(
+    "service_controller_nodesync_error",
+    "A metric counting the amount of times any load balancer has been configured and errored, "
+    "as an effect of node changes on the cluster",
+    registry=REGISTRY,
+)
+SERVICE_NODESYNC_LATENCY = Histogram(
+    "service_controller_nodesync_latency_seconds",
+    "A metric measuring the latency for nodesync which updates loadbalancer hosts on cluster "
+    "node updates.",
+    buckets=_SERVICE_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+SERVICE_UPDATE_LB_HOST_LATENCY = Histogram(
+    "service_controller_update_loadbalancer_host_latency_seconds",
+    "A metric measuring the latency for updating each load balancer hosts.",
+    buckets=_SERVICE_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+__all__ += [
+    "SERVICE_LOADBALANCER_SYNC",
+    "SERVICE_NODESYNC_ERROR",
+    "SERVICE_NODESYNC_LATENCY",
+    "SERVICE_UPDATE_LB_HOST_LATENCY",
+]

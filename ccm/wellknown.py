@@ -92,3 +92,15 @@ EVENT_REASON_UNAVAILABLE_LB: Final = "UnAvailableLoadBalancer"
 COMPONENT_NAME: Final = "cloud-controller-manager"
 DEFAULT_LEADER_ELECTION_NAMESPACE: Final = "kube-system"
 DEFAULT_LEADER_ELECTION_NAME: Final = "cloud-controller-manager"
+
+# ccm addition (cloud node lifecycle controller): a Warning on a Node that is NOT deleted although
+# the cloud reports no instance, because its spec.providerID is malformed.
+EVENT_REASON_INVALID_PROVIDER_ID: Final = "InvalidProviderID"
+
+# Event messages: service controller (the fixed ones; the others carry an error).
+EVENT_MESSAGE_ENSURING_LB: Final = "Ensuring load balancer"
+EVENT_MESSAGE_ENSURED_LB: Final = "Ensured load balancer"
+EVENT_MESSAGE_DELETING_LB: Final = "Deleting load balancer"
+EVENT_MESSAGE_DELETED_LB: Final = "Deleted load balancer"
+EVENT_MESSAGE_UPDATED_LB: Final = "Updated load balancer with new hosts"
+EVENT_MESSAGE_UNAVAILABLE_LB: Final = "There are no available nodes for LoadBalancer"

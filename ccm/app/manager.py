@@ -23,12 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccm import leaderelection, metrics, names, wellknown
+from ccm.app import auth, serving
 from ccm.app import options as optionsmod
-from ccm.app import serving
 from ccm.cloudprovider import CAPABILITIES, CloudProvider, InitContext
 from ccm.controllers import node as node_controller
+from ccm.controllers import nodelifecycle as node_lifecycle_controller
+from ccm.controllers import route as route_controller
+from ccm.controllers import service as service_controller
 from ccm.errors import ConfigError
 from ccm.kube import client as kclient
+from ccm.kube import credentials
 from ccm.kube import events as kevents
 from ccm.kube import informer as kinformer
 
@@ -127,6 +131,51 @@ def _init_node_controller(ctx: ControllerContext) -> Runnable:
     return controller.run
 
 
+def _init_route_controller(ctx: ControllerContext) -> Runnable | str:
+    routes = ctx.cloud.routes()
+    if routes is None:
+        return "cloud provider does not support routes"
+    controller = route_controller.RouteController(
+        client=ctx.client,
+        nodes=ctx.informers.get(kclient.NODES),
+        routes=routes,
+        recorder=ctx.recorder,
+        cluster_name=ctx.options.cluster_name,
+        cluster_cidrs=ctx.options.cluster_cidrs(),
+        period=ctx.options.route_reconciliation_period,
+        cloud_timeout=ctx.options.cloud_call_timeout,
+        watch_based=route_controller.watch_based_enabled(ctx.options.feature_gates),
+    )
+    return controller.run
+
+
+def _init_service_controller(ctx: ControllerContext) -> Runnable:
+    controller = service_controller.ServiceController(
+        client=ctx.client,
+        services=ctx.informers.get(kclient.SERVICES),
+        nodes=ctx.informers.get(kclient.NODES),
+        cloud=ctx.cloud,
+        recorder=ctx.recorder,
+        cluster_name=ctx.options.cluster_name,
+        workers=ctx.options.concurrent_service_syncs,
+        cloud_timeout=ctx.options.cloud_call_timeout,
+    )
+    return controller.run
+
+
+def _init_node_lifecycle_controller(ctx: ControllerContext) -> Runnable:
+    controller = node_lifecycle_controller.CloudNodeLifecycleController(
+        client=ctx.client,
+        nodes=ctx.informers.get(kclient.NODES),
+        cloud=ctx.cloud,
+        recorder=ctx.recorder,
+        node_monitor_period=ctx.options.node_monitor_period,
+        cloud_timeout=ctx.options.cloud_call_timeout,
+        concurrency=ctx.options.concurrent_node_lifecycle_syncs,
+    )
+    return controller.run
+
+
 def default_controllers() -> dict[str, ControllerSpec]:
     """The controller map in start order (upstream iterates a Go map;
     ccm starts in a fixed order)."""
@@ -135,13 +184,19 @@ def default_controllers() -> dict[str, ControllerSpec]:
             name=names.CLOUD_NODE_CONTROLLER, precheck=_needs_instances, init=_init_node_controller
         ),
         names.CLOUD_NODE_LIFECYCLE_CONTROLLER: ControllerSpec(
-            name=names.CLOUD_NODE_LIFECYCLE_CONTROLLER, precheck=_needs_instances, init=None
+            name=names.CLOUD_NODE_LIFECYCLE_CONTROLLER,
+            precheck=_needs_instances,
+            init=_init_node_lifecycle_controller,
         ),
         names.SERVICE_LB_CONTROLLER: ControllerSpec(
-            name=names.SERVICE_LB_CONTROLLER, precheck=_needs_load_balancer, init=None
+            name=names.SERVICE_LB_CONTROLLER,
+            precheck=_needs_load_balancer,
+            init=_init_service_controller,
         ),
         names.NODE_ROUTE_CONTROLLER: ControllerSpec(
-            name=names.NODE_ROUTE_CONTROLLER, precheck=_needs_routes, init=None
+            name=names.NODE_ROUTE_CONTROLLER,
+            precheck=_needs_routes,
+            init=_init_route_controller,
         ),
     }
 
@@ -226,6 +281,7 @@ class ControllerManager:
         ready: asyncio.Event | None,
     ) -> None:
         elector: leaderelection.LeaderElector | None = None
+        extra_clients: list[kclient.KubeClient] = []
         # Leader-election events (``<identity> became leader``) are sent before and after leading.
         le_recorder = kevents.EventRecorder(
             client.for_component("leader-election"),
@@ -254,6 +310,7 @@ class ControllerManager:
                     port=self.opts.secure_port,
                     cert_file=self.opts.tls_cert_file or None,
                     key_file=self.opts.tls_private_key_file or None,
+                    authorizer=await self._delegated_auth(client, extra_clients),
                 )
                 if elector is not None:
                     self.server.add_healthz_check("leaderElection", elector.healthz_check)
@@ -277,6 +334,23 @@ class ControllerManager:
             await le_recorder.aclose()
             le_events.cancel()
             await asyncio.gather(le_events, return_exceptions=True)
+            for extra in extra_clients:
+                await extra.aclose()
+
+    async def _delegated_auth(
+        self, client: kclient.KubeClient, extra_clients: list[kclient.KubeClient]
+    ) -> auth.DelegatedAuth:
+        """TokenReview/SubjectAccessReview clients: ``--authentication-kubeconfig`` and
+        ``--authorization-kubeconfig`` when given, else the daemon's own client."""
+        clients: list[kclient.KubeClient] = []
+        for path in (self.opts.authentication_kubeconfig, self.opts.authorization_kubeconfig):
+            if path:
+                extra = await kclient.KubeClient.connect(kubeconfig=path, user_agent="ccm/auth")
+                extra_clients.append(extra)
+                clients.append(extra)
+            else:
+                clients.append(client.for_component("auth"))
+        return auth.DelegatedAuth(clients[0], authz_client=clients[1])
 
     async def _lead(self, client: kclient.KubeClient, to_run: list[ControllerSpec]) -> None:
         """Everything that runs only on the leader."""
@@ -286,6 +360,11 @@ class ControllerManager:
             resync_period=None,  # level-triggered periodic loops make resync unnecessary
         )
         recorders: list[kevents.EventRecorder] = []
+        sa_clients = (
+            credentials.ServiceAccountClients(client)
+            if self.opts.use_service_account_credentials
+            else None
+        )
         try:
             await self.cloud.initialize(
                 InitContext(
@@ -298,7 +377,12 @@ class ControllerManager:
             for spec in to_run:
                 assert spec.init is not None
                 cname = names.BY_NAME.get(spec.name)
-                component_client = client.for_component(self.client_names.get(spec.name, spec.name))
+                client_name = self.client_names.get(spec.name, spec.name)
+                component_client = (
+                    await sa_clients.client(client_name)
+                    if sa_clients is not None
+                    else client.for_component(client_name)
+                )
                 recorder = kevents.EventRecorder(
                     component_client,
                     component=cname.event_source if cname else spec.name,
@@ -318,6 +402,8 @@ class ControllerManager:
                     continue
                 runs.append((spec.name, result))
             async with asyncio.TaskGroup() as tg:
+                if sa_clients is not None:
+                    tg.create_task(sa_clients.run(), name="credentials/refresh")
                 for recorder in recorders:
                     tg.create_task(recorder.run(), name=f"events/{recorder.component}")
                 for informer in informers.all():
@@ -338,6 +424,8 @@ class ControllerManager:
                     ).set(0)
             for recorder in recorders:
                 await recorder.aclose()
+            if sa_clients is not None:
+                await sa_clients.aclose()
 
 
 def check_untagged(cloud: CloudProvider, opts: optionsmod.Options) -> None:

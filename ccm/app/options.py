@@ -108,6 +108,7 @@ class Options:
     verbosity: int = 0
     cloud_call_timeout: float = 60.0  # ccm: bound on every cloud call made by a controller
     shutdown_grace_period: float = 5.0  # ccm: how long SIGTERM waits for controllers to stop
+    concurrent_node_lifecycle_syncs: int = 10  # ccm: Nodes checked at once in a lifecycle sweep
 
     def cluster_cidrs(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """``--cluster-cidr`` parsed: one CIDR, or two of different IP families (dual-stack)."""
@@ -341,6 +342,12 @@ def build_parser(prog: str = "ccm", defaults: Options | None = None) -> argparse
         help="ccm: timeout of each cloud call made by a controller.",
     )
     flag(
+        "--concurrent-node-lifecycle-syncs",
+        type=int,
+        metavar="N",
+        help="ccm: NotReady Nodes the node lifecycle controller checks in the cloud at once.",
+    )
+    flag(
         "--shutdown-grace-period",
         type=_duration,
         metavar="DURATION",
@@ -382,6 +389,11 @@ def validate(opts: Options) -> None:
             raise ConfigError(f"{flag_name} must be greater than 0, got {value}")
     if opts.concurrent_node_status_updates < 0:
         raise ConfigError("--concurrent-node-status-updates must be >= 0")
+    if opts.concurrent_node_lifecycle_syncs <= 0:
+        raise ConfigError(
+            "--concurrent-node-lifecycle-syncs must be greater than 0, got "
+            f"{opts.concurrent_node_lifecycle_syncs}"
+        )
     for flag_name, period in (
         ("--node-status-update-frequency", opts.node_status_update_frequency),
         ("--node-monitor-period", opts.node_monitor_period),

@@ -21,6 +21,8 @@ deliberate differences:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -248,7 +250,7 @@ class CloudNodeController:
                     raise NodeInitializationError(
                         f"cloud provider does not set node provider ID for node {view.name}"
                     )
-                md = _replace_provider_id(md, view.provider_id)
+                md = dataclasses.replace(md, provider_id=view.provider_id)
             return md
         instances = self._cloud.instances()
         if instances is None:
@@ -392,23 +394,11 @@ class CloudNodeController:
         return await self._addresses_v1(instances, view.provider_id, view.name)
 
 
-def _replace_provider_id(md: InstanceMetadata, provider_id: str) -> InstanceMetadata:
-    return InstanceMetadata(
-        provider_id=provider_id,
-        instance_type=md.instance_type,
-        node_addresses=md.node_addresses,
-        zone=md.zone,
-        region=md.region,
-        additional_labels=md.additional_labels,
-    )
-
-
 def _creation_age(node: Mapping[str, Any]) -> float | None:
+    """Seconds since the Node's creationTimestamp, or None when it has none."""
     ts = (node.get("metadata") or {}).get("creationTimestamp")
     if not ts:
         return None
-    import datetime as dt
-
     try:
         created = dt.datetime.strptime(str(ts), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     except ValueError:

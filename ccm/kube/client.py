@@ -32,6 +32,7 @@ import builtins
 import collections
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
@@ -221,6 +222,36 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None: ...
 
+    def with_bearer_token(self, token: str) -> TokenTransport:
+        """A transport to the same apiserver that authenticates with ``token`` only (no client
+        certificate, none of this transport's credentials). The default sends through this
+        transport with an ``Authorization`` header, which suits in-memory fakes."""
+        return _HeaderTokenTransport(self, token)
+
+
+class TokenTransport(Transport):
+    """A transport authenticating with a bearer token that can be replaced (token refresh)."""
+
+    @abc.abstractmethod
+    def set_token(self, token: str) -> None: ...
+
+
+class _HeaderTokenTransport(TokenTransport):
+    def __init__(self, inner: Transport, token: str) -> None:
+        self.host = inner.host
+        self._inner = inner
+        self._token = token
+
+    def set_token(self, token: str) -> None:
+        self._token = token
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        headers = {**request.headers, "Authorization": f"Bearer {self._token}"}
+        return await self._inner.send(dataclasses.replace(request, headers=headers))
+
+    async def aclose(self) -> None:
+        return None  # the inner transport belongs to someone else
+
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -319,6 +350,7 @@ class AiohttpTransport(Transport):
         from kubernetes_asyncio.client import rest
 
         self.host = str(configuration.host).rstrip("/")
+        self._configuration = configuration
         self._rest = rest.RESTClientObject(configuration)
         self._auth = _Auth(configuration, loader)
         self._connect_timeout = connect_timeout
@@ -372,6 +404,27 @@ class AiohttpTransport(Transport):
 
     async def aclose(self) -> None:
         await self._rest.close()
+
+    def with_bearer_token(self, token: str) -> TokenTransport:
+        """A new connection pool to the same apiserver, trusting the same CA, that presents only
+        ``token`` (a client certificate would win over the token at the apiserver)."""
+        cfg = copy.copy(self._configuration)
+        cfg.cert_file = None
+        cfg.key_file = None
+        cfg.username = None
+        cfg.password = None
+        cfg.refresh_api_key_hook = None
+        cfg.api_key = {}
+        cfg.api_key_prefix = {}
+        transport = _AiohttpTokenTransport(cfg, connect_timeout=self._connect_timeout)
+        transport.set_token(token)
+        return transport
+
+
+class _AiohttpTokenTransport(AiohttpTransport, TokenTransport):
+    def set_token(self, token: str) -> None:
+        self._configuration.api_key = {"BearerToken": token}
+        self._configuration.api_key_prefix = {"BearerToken": "Bearer"}
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -677,6 +730,14 @@ class KubeClient:
     def host(self) -> str:
         """The apiserver URL."""
         return self._transport.host
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    @property
+    def base_user_agent(self) -> str:
+        return self._base_user_agent
 
     @property
     def limiter(self) -> ratelimit.TokenBucket:

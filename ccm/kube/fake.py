@@ -483,6 +483,7 @@ class FakeRequest:
     body: Any  # decoded JSON (or None)
     patch_type: str | None
     user_agent: str
+    authorization: str = ""  # the Authorization header, when the client sent one
 
     @property
     def action(self) -> Action:
@@ -844,11 +845,19 @@ class FakeApiServer(kclient.Transport):
                 f"the name on the URL ({name})",
             )
         if subresource == "status":
+            # As the apiserver's status strategies: spec is reset to the old one, status and
+            # metadata changes (labels, annotations, finalizers) are kept. This is how upstream
+            # controllers write the load-balancer finalizer through services/status.
             stored = _clone(old)
             if "status" in new:
                 stored["status"] = new["status"]
             else:
                 stored.pop("status", None)
+            for key in ("labels", "annotations", "finalizers", "ownerReferences"):
+                if key in new_meta:
+                    stored["metadata"][key] = new_meta[key]
+                else:
+                    stored["metadata"].pop(key, None)
             new = stored
             new_meta = new["metadata"]
         elif full:
@@ -958,6 +967,7 @@ class FakeApiServer(kclient.Transport):
         query = dict(request.query)
         res, req = self._parse(request.method, request.path, query)
         req.user_agent = request.headers.get("User-Agent", "")
+        req.authorization = request.headers.get("Authorization", "")
         content_type = request.headers.get("Content-Type", "")
         if request.body:
             try:

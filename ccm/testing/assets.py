@@ -44,14 +44,18 @@ from ccm import errors
 __all__ = [
     "APISERVER_BINARY",
     "ETCD_BINARY",
+    "KUSTOMIZE_BINARY",
     "AssetBuildError",
     "AssetsError",
     "GoNotFoundError",
     "Versions",
     "build_assets",
+    "build_kustomize",
     "cache_dir",
     "cached_assets_dir",
     "find_assets",
+    "find_kustomize",
+    "kustomize_version",
     "main",
     "versions",
 ]
@@ -318,6 +322,81 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(folder)
     return 0
+
+
+# --- kustomize (renders manifests/; used by ccm.testing.manifests and `make manifests`) -----------
+
+KUSTOMIZE_BINARY = "kustomize"
+_KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
+
+
+def kustomize_version() -> str:
+    """The pinned ``KUSTOMIZE_VERSION`` of ``versions.env`` (``v5.8.2``)."""
+    text = importlib.resources.files("ccm.testing").joinpath("versions.env").read_text("utf-8")
+    for raw in text.splitlines():
+        key, sep, value = raw.strip().partition("=")
+        if sep and key.strip() == "KUSTOMIZE_VERSION":
+            return value.strip().strip("\"'")
+    raise AssetsError("ccm/testing/versions.env does not define KUSTOMIZE_VERSION")
+
+
+def find_kustomize() -> Path:
+    """Return the path of a ``kustomize`` binary at the pinned version, building it if needed.
+
+    ``$CCM_KUSTOMIZE`` (a binary path) is used as is; otherwise the binary cached in
+    :func:`cached_assets_dir` is used when its ``kustomize version`` is the pinned one, else
+    :func:`build_kustomize` builds it there (needs ``go`` on ``PATH``; the Go caches make a rebuild
+    quick).
+    """
+    if explicit := os.environ.get("CCM_KUSTOMIZE"):
+        binary = Path(explicit)
+        if not _is_executable(binary):
+            raise AssetsError(f"CCM_KUSTOMIZE={binary} is not an executable file")
+        return binary
+    target = cached_assets_dir() / KUSTOMIZE_BINARY
+    if _kustomize_version_of(target) == kustomize_version():
+        return target
+    return build_kustomize()
+
+
+def build_kustomize(*, log: bool = True) -> Path:
+    """Build kustomize at the pinned version into :func:`cached_assets_dir`; return its path.
+
+    Like etcd: a scratch main module requires ``sigs.k8s.io/kustomize/kustomize/v5@<version>``
+    and builds it (``kustomize version`` reads the version from the build info). Serialises with
+    :func:`build_assets` on the same lock file.
+    """
+    version = kustomize_version()
+    pinned = versions()
+    folder = cached_assets_dir(pinned)
+    work = cache_dir() / "build"
+    folder.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    builder = _Builder(pinned=pinned, assets=folder, work=work, log=log)
+    target = folder / KUSTOMIZE_BINARY
+    with _locked(work / ".lock"):
+        if _kustomize_version_of(target) == version:
+            return target
+        go = _go()
+        module = builder._fresh_dir(f"kustomize-{version}")
+        builder.say(f"building kustomize {version} in {module}")
+        builder._go(go, module, "mod", "init", "ccm.invalid/kustomizebuild", quiet=True)
+        builder._go(go, module, "get", f"{_KUSTOMIZE_MODULE}@{version}", quiet=True)
+        builder._install(go, module, target, ["-ldflags", "-s -w"], _KUSTOMIZE_MODULE)
+        builder.say(f"kustomize {version} ready in {folder}")
+    return target
+
+
+def _kustomize_version_of(binary: Path) -> str:
+    if not _is_executable(binary):
+        return ""
+    try:
+        result = subprocess.run(
+            [str(binary), "version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.strip()
 
 
 if __name__ == "__main__":

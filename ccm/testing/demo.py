@@ -69,6 +69,8 @@ def _check(status: int, body: bytes, what: str) -> Any:
 
 
 def _register_node(cp: ControlPlane, name: str) -> None:
+    """Register a Node with its status in one request, as a kubelet does."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     node = {
         "apiVersion": "v1",
         "kind": "Node",
@@ -78,23 +80,21 @@ def _register_node(cp: ControlPlane, name: str) -> None:
                 {"key": wellknown.TAINT_UNINITIALIZED, "value": "true", "effect": "NoSchedule"}
             ]
         },
+        "status": {
+            "addresses": [{"type": "Hostname", "address": name}],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                }
+            ],
+        },
     }
-    created = _check(*cp.request("POST", "/api/v1/nodes", node), f"create node {name}")
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    created["status"] = {
-        "addresses": [{"type": "Hostname", "address": name}],
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "True",
-                "reason": "KubeletReady",
-                "message": "kubelet is posting ready status",
-                "lastHeartbeatTime": now,
-                "lastTransitionTime": now,
-            }
-        ],
-    }
-    _check(*cp.request("PUT", f"/api/v1/nodes/{name}/status", created), f"status of {name}")
+    _check(*cp.request("POST", "/api/v1/nodes", node), f"create node {name}")
 
 
 def _nodes(cp: ControlPlane) -> list[dict[str, Any]]:

@@ -63,40 +63,42 @@ class Nodes:
         self.created: list[str] = []
 
     def create(self, name: str, *, internal_ip: str | None = None, ready: bool = True) -> Any:
-        from kubernetes import client
-
-        body = client.V1Node(
-            metadata=client.V1ObjectMeta(name=name, labels={wellknown.LABEL_HOSTNAME: name}),
-            spec=client.V1NodeSpec(
-                taints=[
-                    client.V1Taint(
-                        key=wellknown.TAINT_UNINITIALIZED, value="true", effect="NoSchedule"
-                    )
-                ]
-            ),
-        )
-        self.core.create_node(body)
-        self.created.append(name)
+        """Register Node ``name`` with its status in the same request, as a kubelet does (a Node
+        without a Ready condition counts as Unknown to the lifecycle controller)."""
         addresses = [{"type": "Hostname", "address": name}]
         if internal_ip:
             addresses.insert(0, {"type": "InternalIP", "address": internal_ip})
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        status = {
-            "addresses": addresses,
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True" if ready else "False",
-                    "reason": "KubeletReady",
-                    "message": "kubelet is posting ready status",
-                    "lastHeartbeatTime": now,
-                    "lastTransitionTime": now,
-                }
-            ],
-            "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
-            "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {wellknown.LABEL_HOSTNAME: name}},
+            "spec": {
+                "taints": [
+                    {"key": wellknown.TAINT_UNINITIALIZED, "value": "true", "effect": "NoSchedule"}
+                ]
+            },
+            "status": {
+                "addresses": addresses,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True" if ready else "False",
+                        "reason": "KubeletReady",
+                        "message": "kubelet is posting ready status",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    }
+                ],
+                "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+                "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+            },
         }
-        return self.core.patch_node_status(name, {"status": status})
+        node = self.core.create_node(body)
+        self.created.append(name)
+        conditions = node.status.conditions or []
+        assert conditions, "the apiserver dropped the status of a created Node"
+        return node
 
     def get(self, name: str) -> Any:
         return self.core.read_node(name)
@@ -182,3 +184,36 @@ def daemon_factory(
     finally:
         for d in started:
             d.stop()
+
+
+@pytest.fixture(scope="session")
+def metrics_token(control_plane: ControlPlane) -> str:
+    """A ServiceAccount token whose user may ``get`` the non-resource URL /metrics."""
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(str(control_plane.kubeconfig_path))
+    try:
+        name = "ccm-e2e-metrics-reader"
+        core = client.CoreV1Api(api)
+        core.create_namespaced_service_account("kube-system", {"metadata": {"name": name}})
+        rbac = client.RbacAuthorizationV1Api(api)
+        rbac.create_cluster_role(
+            {
+                "metadata": {"name": name},
+                "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}],
+            }
+        )
+        rbac.create_cluster_role_binding(
+            {
+                "metadata": {"name": name},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": name,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "kube-system"}],
+            }
+        )
+    finally:
+        api.close()
+    return control_plane.service_account_token("kube-system", name)

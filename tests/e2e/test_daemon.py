@@ -64,6 +64,7 @@ def test_initializes_tainted_nodes_and_never_untaints_before_labels(
     fake_cloud_files: Callable[..., FakeCloudFiles],
     daemon_factory: Callable[..., Daemon],
     unique_name: Callable[..., str],
+    metrics_token: str,
 ) -> None:
     names = [unique_name("node") for _ in range(3)]
     cloud = fake_cloud_files()
@@ -131,7 +132,7 @@ def test_initializes_tainted_nodes_and_never_untaints_before_labels(
 
     status, body = daemon.get("/healthz")
     assert (status, body) == (200, "ok")
-    status, metrics = daemon.get("/metrics")
+    status, metrics = daemon.get("/metrics", token=metrics_token)
     assert status == 200
     assert 'workqueue_adds_total{name="Nodes"}' in metrics
     assert "node_controller_cloud_provider_taint_removal_delay_seconds_count" in metrics
@@ -380,3 +381,42 @@ def test_version_and_help() -> None:
         "--node-status-update-frequency",
     ):
         assert flag in help_text
+
+
+def test_service_account_credentials_give_each_controller_its_own_identity(
+    control_plane: ControlPlane,
+    nodes: Nodes,
+    fake_cloud_files: Callable[..., FakeCloudFiles],
+    daemon_factory: Callable[..., Daemon],
+    unique_name: Callable[..., str],
+) -> None:
+    import json
+
+    cloud = fake_cloud_files(defaultInstance={"zones": ["z"], "region": "r"})
+    daemon_factory(
+        cloud, "--use-service-account-credentials", "--controllers=cloud-node-controller"
+    )
+    name = unique_name("node")
+    nodes.create(name)
+    nodes.wait(name, lambda n: not is_tainted(n), what="initialized")
+    # The apiserver saw the initialization write from the node-controller ServiceAccount
+    # (bootstrap RBAC role system:controller:node-controller), not from the daemon's identity.
+    deadline = time.monotonic() + 10
+    writers: set[str] = set()
+    while time.monotonic() < deadline:
+        writers = set()
+        for line in control_plane.audit_log_path.read_text().splitlines():
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            if (
+                event.get("verb") == "patch"
+                and ref.get("resource") == "nodes"
+                and ref.get("name") == name
+                and not ref.get("subresource")  # the test's own writes are to nodes/status
+                and event.get("stage") == "ResponseComplete"
+            ):
+                writers.add(event["user"]["username"])
+        if writers:
+            break
+        time.sleep(0.2)
+    assert writers == {"system:serviceaccount:kube-system:node-controller"}

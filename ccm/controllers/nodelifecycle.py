@@ -1,0 +1,444 @@
+"""The cloud node lifecycle controller (``cloud-node-lifecycle-controller``): deletes Nodes whose
+instance is gone from the cloud and taints Nodes whose instance is shut down.
+
+Ports ``controllers/nodelifecycle/node_lifecycle_controller.go`` of k8s.io/cloud-provider
+(UPSTREAM_SPEC §2.2). Every ``--node-monitor-period`` (sliding, like ``wait.Until``) one sweep looks
+at every cached Node:
+
+- Ready ``True`` → the shutdown taint is removed when the cached Node carries it (no API call
+  otherwise);
+- Ready ``False``/``Unknown``/missing → the cloud is asked whether the instance exists
+  (InstancesV2 ``instance_exists``, or Instances ``instance_exists_by_provider_id`` with the
+  providerID of the Node, else the one from ``instance_id``; ``InstanceNotFoundError`` there means
+  "gone"). Gone → Normal event ``DeletingNode`` and DELETE of the Node (Warning
+  ``DeletingNodeFailed`` on failure). Exists and shut down → the taint
+  ``node.cloudprovider.kubernetes.io/shutdown:NoSchedule`` is added.
+
+Never delete on doubt: a cloud error, a cloud call running longer than ``cloud_timeout`` or an
+``InstanceNotFoundError`` raised by ``instance_exists`` leaves the Node alone, with a log line
+giving the reason (upstream behaviour).
+
+Deliberate differences from upstream:
+
+- the Nodes of one sweep are checked concurrently, at most ``concurrency`` (the ccm flag
+  ``--concurrent-node-lifecycle-syncs``, default :data:`DEFAULT_CONCURRENCY`) at a time, so a
+  slow cloud makes a sweep take ``ceil(nodes / concurrency) x latency`` instead of
+  ``nodes x latency``; a sweep still never overlaps the next one
+  (:class:`~ccm.controllers.base.PeriodicLoop`);
+- every cloud call is bounded by ``cloud_timeout`` (``--cloud-call-timeout``);
+- the DELETE carries a precondition on the Node's UID, so a Node deleted and re-created under the
+  same name meanwhile is never deleted by mistake; a Node already gone (404) or replaced (409) is
+  logged, without a ``DeletingNodeFailed`` event;
+- taints are written with a strategic merge patch of ``spec.taints`` guarded by the Node's
+  resourceVersion (5 attempts, a fresh GET after a conflict), and the shutdown taint is added only
+  when the cached Node lacks it (upstream GETs the Node on every sweep);
+- a Node whose instance the cloud reports gone while its ``spec.providerID`` is malformed (not
+  ``<provider>://<id>``) is not deleted: the answer is about an identifier that cannot name an
+  instance. A Warning event ``InvalidProviderID`` and an error log line say so (once per Node UID
+  and providerID; later sweeps log at -v 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from ccm import clock, logs, metrics, names, wellknown
+from ccm.cloudprovider import (
+    CloudProvider,
+    Node,
+    get_instance_provider_id,
+    split_provider_id,
+)
+from ccm.controllers import nodeutil
+from ccm.controllers.base import PeriodicLoop
+from ccm.errors import (
+    CCMError,
+    CloudProviderError,
+    ConflictError,
+    InstanceNotFoundError,
+    NotFoundError,
+    NotImplementedByProviderError,
+)
+from ccm.kube import client as kclient
+from ccm.kube import informer as kinformer
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "SHUTDOWN_TAINT",
+    "CloudNodeLifecycleController",
+    "get_provider_id",
+]
+
+_log = logging.getLogger("ccm.controllers.nodelifecycle")
+
+#: Nodes whose cloud state is checked at the same time within one sweep (ccm addition).
+DEFAULT_CONCURRENCY = 10
+
+#: The taint of a Node whose instance is shut down (upstream ``ShutdownTaint``).
+SHUTDOWN_TAINT: Mapping[str, str] = {
+    "key": wellknown.TAINT_SHUTDOWN,
+    "effect": wellknown.TAINT_EFFECT_NO_SCHEDULE,
+}
+
+#: Attempts of a taint write (upstream: 5 conflict retries, 100 ms apart).
+_TAINT_ATTEMPTS = 5
+_TAINT_BACKOFF = 0.1
+
+_METRIC_NAME = "cloud-node-lifecycle"
+
+T = TypeVar("T")
+
+
+class KubeWriter(Protocol):
+    """The slice of ``ccm.kube.client.KubeClient`` this controller uses."""
+
+    async def get(
+        self, res: kclient.Resource, name: str, *, namespace: str | None = None
+    ) -> dict[str, Any]: ...
+
+    async def patch(
+        self,
+        res: kclient.Resource,
+        name: str,
+        body: Any,
+        *,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        patch_type: kclient.PatchType = "strategic",
+        field_manager: str | None = None,
+        force: bool | None = None,
+    ) -> dict[str, Any]: ...
+
+    async def delete(
+        self,
+        res: kclient.Resource,
+        name: str,
+        *,
+        namespace: str | None = None,
+        preconditions: Mapping[str, Any] | None = None,
+        propagation_policy: str | None = None,
+        grace_period_seconds: int | None = None,
+    ) -> dict[str, Any] | None: ...
+
+
+class Recorder(Protocol):
+    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None: ...
+
+
+async def get_provider_id(
+    cloud: CloudProvider, node: Node, *, call_timeout: float | None = None
+) -> str:
+    """The provider ID of ``node``: its ``spec.providerID``, else the cloud's (upstream
+    ``getProviderID``).
+
+    InstancesV2: ``instance_metadata(node).provider_id`` (``""`` when the metadata is ``None``);
+    Instances: :func:`ccm.cloudprovider.get_instance_provider_id`, whose ``InstanceNotFoundError``
+    and ``NotImplementedByProviderError`` pass through unchanged.
+    """
+    if node.provider_id:
+        return node.provider_id
+    v2 = cloud.instances_v2()
+    if v2 is not None:
+        async with asyncio.timeout(call_timeout):
+            md = await v2.instance_metadata(node)
+        return md.provider_id if md is not None else ""
+    instances = cloud.instances()
+    if instances is None:
+        raise CloudProviderError("failed to get instances from cloud provider")
+    async with asyncio.timeout(call_timeout):
+        return await get_instance_provider_id(cloud, instances, node.name)
+
+
+def ready_status(node: Mapping[str, Any]) -> str:
+    """The status of the Node's Ready condition; ``Unknown`` when it has none."""
+    cond = nodeutil.node_condition(node, wellknown.CONDITION_READY)
+    if cond is None:
+        return "Unknown"
+    return str(cond.get("status") or "Unknown")
+
+
+def _has_shutdown_taint(node: Mapping[str, Any]) -> bool:
+    return any(_is_shutdown_taint(t) for t in (node.get("spec") or {}).get("taints") or ())
+
+
+def _with_shutdown_taint(node: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The Node's taints plus the shutdown taint, or None when it already has it."""
+    if _has_shutdown_taint(node):
+        return None
+    taints = [dict(t) for t in (node.get("spec") or {}).get("taints") or ()]
+    taints.append(dict(SHUTDOWN_TAINT))
+    return taints
+
+
+def _is_shutdown_taint(taint: Mapping[str, Any]) -> bool:
+    """Upstream ``MatchTaint``: same key and effect."""
+    return bool(
+        taint.get("key") == SHUTDOWN_TAINT["key"]
+        and taint.get("effect") == SHUTDOWN_TAINT["effect"]
+    )
+
+
+def _without_shutdown_taint(node: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The Node's taints without the shutdown taint, or None when it has none."""
+    if not _has_shutdown_taint(node):
+        return None
+    return [
+        dict(t) for t in (node.get("spec") or {}).get("taints") or () if not _is_shutdown_taint(t)
+    ]
+
+
+class CloudNodeLifecycleController:
+    """Deletes Nodes whose instance is gone and taints Nodes whose instance is shut down."""
+
+    name = names.CLOUD_NODE_LIFECYCLE_CONTROLLER
+
+    def __init__(
+        self,
+        *,
+        client: KubeWriter,
+        nodes: kinformer.Informer,
+        cloud: CloudProvider,
+        recorder: Recorder,
+        node_monitor_period: float = 5.0,
+        cloud_timeout: float = 60.0,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        if cloud.instances_v2() is None and cloud.instances() is None:
+            raise CCMError("cloud provider does not support instances")
+        if node_monitor_period <= 0:
+            raise ValueError("node_monitor_period must be > 0")
+        self._client = client
+        self._nodes = nodes
+        self._cloud = cloud
+        self._recorder = recorder
+        self._period = node_monitor_period
+        self._cloud_timeout = cloud_timeout
+        self._concurrency = max(1, concurrency)
+        # (uid, providerID) of Nodes already reported for a malformed providerID
+        self._reported_bad_ids: set[tuple[str, str]] = set()
+
+    async def run(self) -> None:
+        """Wait for the Node cache, then sweep every ``node_monitor_period`` until cancelled."""
+        _log.info("Waiting for informer caches to sync")
+        await self._nodes.wait_for_sync()
+        gauge = metrics.RUNNING_MANAGED_CONTROLLERS.labels(_METRIC_NAME, wellknown.COMPONENT_NAME)
+        gauge.set(1)
+        try:
+            await PeriodicLoop(
+                name="cloud-node-lifecycle/monitor",
+                period=self._period,
+                step=self.monitor_nodes,
+                sliding=True,
+                logger=_log,
+            ).run()
+        finally:
+            gauge.set(0)
+
+    # --- the sweep ------------------------------------------------------------------------------
+
+    async def monitor_nodes(self) -> None:
+        """One sweep over every cached Node (upstream ``MonitorNodes``)."""
+        start = clock.monotonic()
+        nodes = self._nodes.list()
+        sem = asyncio.Semaphore(self._concurrency)
+        seen: set[tuple[str, str]] = set()
+
+        async def check(node: Mapping[str, Any]) -> None:
+            async with sem:
+                try:
+                    await self.monitor_node(node)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    _log.exception(
+                        "unexpected error monitoring node %s", node["metadata"].get("name")
+                    )
+
+        async with asyncio.TaskGroup() as tg:
+            for node in nodes:
+                view = Node(node)
+                seen.add((view.uid, view.provider_id))
+                if ready_status(node) == "True" and not _has_shutdown_taint(node):
+                    continue  # the common case: nothing to do, no task
+                tg.create_task(check(node), name=f"cloud-node-lifecycle/{view.name}")
+        self._reported_bad_ids &= seen  # forget Nodes that are gone or fixed
+        _log.log(
+            logs.v(4),
+            "Monitored %d nodes in %.3fs",
+            len(nodes),
+            clock.monotonic() - start,
+        )
+
+    async def monitor_node(self, node: Mapping[str, Any]) -> None:
+        """Check one (cached) Node against the cloud and act on the answer."""
+        view = Node(node)
+        name = view.name
+        if ready_status(node) == "True":
+            try:
+                await self._update_taints(node, _without_shutdown_taint)
+            except (CCMError, TimeoutError) as exc:
+                _log.error("error patching node taints: %s", exc)
+            return
+
+        try:
+            exists = await self._instance_exists(view)
+        except (CCMError, TimeoutError) as exc:
+            _log.error("error checking if node %s exists: %s", name, _reason(exc))
+            return
+
+        if not exists:
+            if self._malformed_provider_id(node):
+                return
+            await self._delete_node(node)
+            return
+
+        try:
+            shutdown = await self._instance_shutdown(view)
+        except (CCMError, TimeoutError) as exc:
+            _log.error("error checking if node %s is shutdown: %s", name, _reason(exc))
+            return
+        if not shutdown:
+            return
+        try:
+            await self._update_taints(node, _with_shutdown_taint)
+        except (CCMError, TimeoutError) as exc:
+            _log.error(
+                "failed to apply shutdown taint to node %s, it may have been deleted. (%s)",
+                name,
+                exc,
+            )
+
+    # --- cloud ----------------------------------------------------------------------------------
+
+    async def _call(self, coro: Awaitable[T]) -> T:
+        async with asyncio.timeout(self._cloud_timeout):
+            return await coro
+
+    async def _instance_exists(self, node: Node) -> bool:
+        """Upstream ``ensureNodeExistsByProviderID``."""
+        v2 = self._cloud.instances_v2()
+        if v2 is not None:
+            return bool(await self._call(v2.instance_exists(node)))
+        instances = self._cloud.instances()
+        if instances is None:
+            raise CloudProviderError("instances interface not supported in the cloud provider")
+        try:
+            provider_id = await get_provider_id(self._cloud, node, call_timeout=self._cloud_timeout)
+        except InstanceNotFoundError:
+            return False
+        return bool(await self._call(instances.instance_exists_by_provider_id(provider_id)))
+
+    async def _instance_shutdown(self, node: Node) -> bool:
+        """Upstream ``shutdownInCloudProvider``."""
+        v2 = self._cloud.instances_v2()
+        if v2 is not None:
+            return bool(await self._call(v2.instance_shutdown(node)))
+        instances = self._cloud.instances()
+        if instances is None:
+            raise CloudProviderError("cloud provider does not support instances")
+        try:
+            provider_id = await get_provider_id(self._cloud, node, call_timeout=self._cloud_timeout)
+        except InstanceNotFoundError:
+            return False
+        try:
+            return bool(await self._call(instances.instance_shutdown_by_provider_id(provider_id)))
+        except NotImplementedByProviderError:
+            return False
+
+    # --- Kubernetes -----------------------------------------------------------------------------
+
+    def _malformed_provider_id(self, node: Mapping[str, Any]) -> bool:
+        """True (after reporting it) when the Node's non-empty providerID is malformed."""
+        view = Node(node)
+        provider_id = view.provider_id
+        if not provider_id:
+            return False
+        try:
+            split_provider_id(provider_id)
+        except ValueError as exc:
+            key = (view.uid, provider_id)
+            message = (
+                f"Not deleting node {view.name}: the cloud provider reports no instance for it, "
+                f"but its providerID is malformed: {exc}"
+            )
+            if key in self._reported_bad_ids:
+                _log.log(logs.v(2), "%s", message)
+            else:
+                self._reported_bad_ids.add(key)
+                _log.error("%s", message)
+                self._recorder.event(
+                    node,
+                    wellknown.EVENT_WARNING,
+                    wellknown.EVENT_REASON_INVALID_PROVIDER_ID,
+                    message,
+                )
+            return True
+        return False
+
+    async def _delete_node(self, node: Mapping[str, Any]) -> None:
+        view = Node(node)
+        name = view.name
+        _log.log(
+            logs.v(2), "deleting node since it is no longer present in cloud provider: %s", name
+        )
+        self._recorder.event(
+            node,
+            wellknown.EVENT_NORMAL,
+            wellknown.EVENT_REASON_DELETING_NODE,
+            f"Deleting node {name} because it does not exist in the cloud provider",
+        )
+        preconditions = {"uid": view.uid} if view.uid else None
+        try:
+            await self._client.delete(kclient.NODES, name, preconditions=preconditions)
+        except NotFoundError:
+            _log.info("node %s was already deleted", name)
+        except ConflictError as exc:
+            _log.info("not deleting node %r: it was replaced meanwhile (%s)", name, exc)
+        except CCMError as exc:
+            _log.error("unable to delete node %r: %s", name, exc)
+            self._recorder.event(
+                node,
+                wellknown.EVENT_WARNING,
+                wellknown.EVENT_REASON_DELETING_NODE_FAILED,
+                f"Failed deleting node {name}: {exc}",
+            )
+
+    async def _update_taints(
+        self,
+        cached: Mapping[str, Any],
+        change: Callable[[Mapping[str, Any]], list[dict[str, Any]] | None],
+    ) -> None:
+        """Write ``change(node)`` as the Node's taints, guarded by its resourceVersion; starts from
+        the cached Node (no API call when it needs no change) and re-reads it after a conflict."""
+        name = str(cached["metadata"]["name"])
+        current: Mapping[str, Any] = cached
+        for attempt in range(_TAINT_ATTEMPTS):
+            taints = change(current)
+            if taints is None:
+                return
+            body = {
+                "metadata": {"resourceVersion": current["metadata"].get("resourceVersion")},
+                "spec": {"taints": taints or None},
+            }
+            try:
+                await self._client.patch(kclient.NODES, name, body, patch_type="strategic")
+                return
+            except NotFoundError:
+                return
+            except ConflictError:
+                if attempt == _TAINT_ATTEMPTS - 1:
+                    raise
+            await clock.sleep(_TAINT_BACKOFF)
+            try:
+                current = await self._client.get(kclient.NODES, name)
+            except NotFoundError:
+                return
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out waiting for the cloud provider"
+    return str(exc) or type(exc).__name__
