@@ -50,3 +50,37 @@ OVERLAY ?= fake
 .PHONY: manifests
 manifests: venv
 	@$(BIN)/python -m ccm.testing.manifests $(OVERLAY)
+
+# Side-by-side benchmark of ccm and the upstream Go CCM (bench/, issue 8); results in bench/results/.
+# The upstream CCM is built from bench/upstream with Go into the cache on first use.
+BENCH_ARGS ?= --nodes 1000
+.PHONY: bench
+bench: assets
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Samples (samples/, each with its README): installed editable into the venv (their dependencies
+# are ccm's own); `make test` tests them and `make demo` runs the private-cloud one. The embedded
+# main sample is a script and needs no install.
+SAMPLES := samples/private-cloud samples/minimal-provider
+.PHONY: samples lint-samples format-samples
+samples: $(VENV)/.samples-installed
+
+$(VENV)/.samples-installed: $(VENV)/.installed samples/private-cloud/pyproject.toml samples/minimal-provider/pyproject.toml
+	$(BIN)/pip install --quiet --no-deps $(foreach s,$(SAMPLES),-e $(s))
+	touch $@
+
+lint-samples: venv
+	$(BIN)/ruff format --check samples
+	$(BIN)/ruff check samples
+
+format-samples: venv
+	$(BIN)/ruff format samples
+	$(BIN)/ruff check --fix samples
+
+lint: lint-samples
+format: format-samples
+test: samples
+demo: samples
+test-unit: samples
+test-e2e: samples

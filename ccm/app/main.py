@@ -12,6 +12,7 @@ Embedding (upstream ``sample/basic_main.go``): call :func:`run` with your own ``
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -91,6 +92,11 @@ def run(
 ) -> int:
     """Run the daemon with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "conformance":
+        # ccm.app must not import ccm.testing (import-linter layers): load the suite lazily.
+        cli = importlib.import_module("ccm.testing.conformance.cli")
+        code: int = cli.main(args[1:])
+        return code
     if "--version" in args:
         print(f"{prog} {version()}")
         return 0

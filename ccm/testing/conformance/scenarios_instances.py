@@ -1,0 +1,312 @@
+"""InstancesV2 scenarios: node initialization, address refresh, existence, shutdown, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from ccm import errors, wellknown
+from ccm.cloudprovider import NodeAddress
+from ccm.kube import client as kclient
+from ccm.testing.conformance.suite import (
+    Context,
+    RuleViolation,
+    _offered,
+    node_view,
+    scenario,
+)
+
+CAP = "instances-v2"
+
+
+async def _record_versions(
+    ctx: Context, name: str, created: dict[str, Any], seen: list[dict[str, Any]]
+) -> None:
+    """Record every version of Node ``name`` after ``created`` (to check the update order)."""
+    rv = created.get("metadata", {}).get("resourceVersion", "0")
+    with contextlib.suppress(errors.CCMError):
+        async with contextlib.aclosing(
+            ctx.client.watch(
+                kclient.NODES,
+                resource_version=rv,
+                field_selector=f"metadata.name={name}",
+                timeout_seconds=int(ctx.config.wait_timeout) + 5,
+            )
+        ) as events:
+            async for event in events:
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    seen.append(event["object"])
+
+
+def _taints(node: dict[str, Any]) -> set[str]:
+    return {t.get("key", "") for t in node.get("spec", {}).get("taints") or []}
+
+
+def _addresses(node: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(a["type"], a["address"]) for a in node.get("status", {}).get("addresses") or []}
+
+
+async def _wait_initialized(ctx: Context, names: list[str]) -> None:
+    """Wait until the Nodes lost the uninitialized taint; fail at once when node-initialization
+    already failed in this run (waiting again would only repeat the same timeout)."""
+    if ctx.notes.get("init-failed"):
+        raise RuleViolation(
+            "taint-removed", f"Nodes are not initialized: {ctx.notes['init-failed']}"
+        )
+
+    async def done() -> bool:
+        for name in names:
+            node = await ctx.get_node(name)
+            if node is None or wellknown.TAINT_UNINITIALIZED in _taints(node):
+                return False
+        return True
+
+    await ctx.wait_for(done, "taint-removed", f"Nodes {names} were not initialized")
+
+
+@scenario(CAP, "node-initialization")
+async def node_initialization(ctx: Context) -> None:
+    """A tainted Node of a new machine gets providerID, addresses, type/zone/region labels, and
+    loses the uninitialized taint (only once its labels are set)."""
+    try:
+        await _node_initialization(ctx)
+    except RuleViolation as exc:
+        ctx.notes["init-failed"] = str(exc)
+        raise
+
+
+async def _node_initialization(ctx: Context) -> None:
+    cap = _offered(ctx, CAP)
+    driver = ctx.need_driver()
+    machine = await driver.create_machine(ctx.name("init"))
+    prefix = f"{ctx.provider.provider_name}://"
+    meta = await ctx.call("instance_metadata", cap.instance_metadata(node_view(machine.name)))
+    if meta is None or not meta.provider_id:
+        raise RuleViolation(
+            "providerID-not-empty",
+            f"instance_metadata for a Node without providerID returned an empty provider_id "
+            f"(machine {machine.name})",
+        )
+    if not meta.provider_id.startswith(prefix):
+        raise RuleViolation(
+            "providerID-format",
+            f"provider_id {meta.provider_id!r} does not start with {prefix!r}",
+        )
+    created = await ctx.create_node(machine)
+    seen: list[dict[str, Any]] = []
+    watcher = asyncio.create_task(_record_versions(ctx, machine.name, created, seen))
+
+    async def initialized() -> dict[str, Any] | None:
+        node = await ctx.get_node(machine.name)
+        if node is None or wellknown.TAINT_UNINITIALIZED in _taints(node):
+            return None
+        return node
+
+    node = await ctx.wait_for(
+        initialized,
+        "taint-removed",
+        f"Node {machine.name} kept the {wellknown.TAINT_UNINITIALIZED} taint",
+    )
+    pid = node.get("spec", {}).get("providerID", "")
+    if not pid:
+        raise RuleViolation("providerID-not-empty", f"Node {machine.name} has no spec.providerID")
+    if machine.provider_id and pid != machine.provider_id:
+        raise RuleViolation(
+            "providerID-matches-machine",
+            f"Node {machine.name} got providerID {pid!r}, the machine is {machine.provider_id!r}",
+        )
+    labels = node.get("metadata", {}).get("labels") or {}
+    expected = {
+        wellknown.LABEL_INSTANCE_TYPE: machine.instance_type,
+        wellknown.LABEL_ZONE: machine.zone,
+        wellknown.LABEL_REGION: machine.region,
+        **dict(machine.labels),
+    }
+    await asyncio.sleep(0.5)  # let the watch deliver the last versions
+    watcher.cancel()
+    await asyncio.gather(watcher, return_exceptions=True)
+    for version in seen:
+        if wellknown.TAINT_UNINITIALIZED in _taints(version):
+            continue
+        version_labels = version.get("metadata", {}).get("labels") or {}
+        if machine.instance_type is not None and (
+            version_labels.get(wellknown.LABEL_INSTANCE_TYPE) != machine.instance_type
+        ):
+            raise RuleViolation(
+                "labels-before-taint-removal",
+                f"a version of Node {machine.name} had no uninitialized taint but no instance-type "
+                "label yet: the taint must go only once the labels are set",
+            )
+    for key, value in expected.items():
+        if value is not None and labels.get(key) != value:
+            raise RuleViolation(
+                "labels-before-taint-removal",
+                f"Node {machine.name} lost its taint without label {key}={value!r} "
+                f"(has {labels.get(key)!r})",
+            )
+    got = _addresses(node)
+    if not got:
+        raise RuleViolation("addresses-set", f"Node {machine.name} has no status.addresses")
+    missing = {(a.type, a.address) for a in machine.addresses} - got
+    if missing:
+        raise RuleViolation(
+            "addresses-set", f"Node {machine.name} lacks the machine's addresses {sorted(missing)}"
+        )
+    await ctx.delete_node(machine.name)
+
+
+@scenario(CAP, "address-refresh")
+async def address_refresh(ctx: Context) -> None:
+    """When the machine's addresses change in the cloud, the Node's status.addresses follow."""
+    _offered(ctx, CAP)
+    driver = ctx.need_driver()
+    machine = await driver.create_machine(ctx.name("addr"))
+    await ctx.create_node(machine)
+    await _wait_initialized(ctx, [machine.name])
+    try:
+        new = await driver.change_addresses(machine.name)
+    except NotImplementedError:
+        from ccm.testing.conformance.suite import NotOffered
+
+        raise NotOffered("the driver cannot change a machine's addresses") from None
+    want = {(a.type, a.address) for a in new}
+
+    async def refreshed() -> bool:
+        node = await ctx.get_node(machine.name)
+        return node is not None and want <= _addresses(node)
+
+    await ctx.wait_for(
+        refreshed,
+        "address-refresh",
+        f"Node {machine.name} never got the new addresses {sorted(want)}",
+    )
+    await ctx.delete_node(machine.name)
+
+
+async def _machine_and_view(ctx: Context, prefix: str) -> tuple[Any, Any, Any]:
+    cap = _offered(ctx, CAP)
+    driver = ctx.need_driver()
+    machine = await driver.create_machine(ctx.name(prefix))
+    meta = await ctx.call("instance_metadata", cap.instance_metadata(node_view(machine.name)))
+    pid = machine.provider_id or (meta.provider_id if meta else "")
+    return cap, machine, node_view(machine.name, pid, machine.addresses)
+
+
+@scenario(CAP, "running-instance-exists")
+async def running_exists(ctx: Context) -> None:
+    """instance_exists is True and instance_shutdown False for a running machine."""
+    cap, machine, view = await _machine_and_view(ctx, "run")
+    if not await ctx.call("instance_exists", cap.instance_exists(view)):
+        raise RuleViolation(
+            "running-instance-exists", f"running machine {machine.name} reported as non-existent"
+        )
+    if await ctx.call("instance_shutdown", cap.instance_shutdown(view)):
+        raise RuleViolation(
+            "shutdown-detection", f"running machine {machine.name} reported as shut down"
+        )
+
+
+@scenario(CAP, "stopped-instance-exists")
+async def stopped_exists(ctx: Context) -> None:
+    """A stopped machine still exists (else the lifecycle controller deletes a live Node) and is
+    reported shut down; started again, it is no longer shut down."""
+    cap, machine, view = await _machine_and_view(ctx, "stop")
+    driver = ctx.need_driver()
+    await driver.stop_machine(machine.name)
+    if not await ctx.call("instance_exists", cap.instance_exists(view)):
+        raise RuleViolation(
+            "stopped-instance-exists",
+            f"stopped machine {machine.name} reported as non-existent: a stopped instance must "
+            "still exist, or its Node is deleted",
+        )
+    if not await ctx.call("instance_shutdown", cap.instance_shutdown(view)):
+        raise RuleViolation(
+            "shutdown-detection", f"stopped machine {machine.name} not reported as shut down"
+        )
+    await driver.start_machine(machine.name)
+    if await ctx.call("instance_shutdown", cap.instance_shutdown(view)):
+        raise RuleViolation(
+            "shutdown-detection", f"restarted machine {machine.name} still reported as shut down"
+        )
+
+
+@scenario(CAP, "deleted-instance-does-not-exist")
+async def deleted_gone(ctx: Context) -> None:
+    """instance_exists is False (not an error) for a deleted machine; instance_metadata raises
+    InstanceNotFoundError."""
+    cap, machine, view = await _machine_and_view(ctx, "del")
+    await ctx.need_driver().delete_machine(machine.name)
+    try:
+        exists = await ctx.call("instance_exists", cap.instance_exists(view))
+    except errors.CCMError as exc:
+        raise RuleViolation(
+            "deleted-instance-not-exists",
+            f"instance_exists raised {exc!r} for a deleted machine instead of returning False",
+        ) from None
+    if exists:
+        raise RuleViolation(
+            "deleted-instance-not-exists", f"deleted machine {machine.name} reported as existing"
+        )
+    try:
+        await ctx.call("instance_metadata", cap.instance_metadata(view))
+    except errors.InstanceNotFoundError:
+        return
+    except Exception as exc:
+        raise RuleViolation(
+            "instance-not-found-error",
+            f"instance_metadata of a deleted machine raised {type(exc).__name__}, "
+            "not InstanceNotFoundError",
+        ) from None
+    raise RuleViolation(
+        "instance-not-found-error",
+        "instance_metadata of a deleted machine returned instead of raising InstanceNotFoundError",
+    )
+
+
+@scenario(CAP, "lifecycle-deletion")
+async def lifecycle(ctx: Context) -> None:
+    """A NotReady Node whose machine was deleted is deleted; a NotReady Node whose machine is only
+    stopped is kept and gets the shutdown taint."""
+    _offered(ctx, CAP)
+    driver = ctx.need_driver()
+    stopped = await driver.create_machine(ctx.name("lc-stopped"))
+    deleted = await driver.create_machine(ctx.name("lc-deleted"))
+    for m in (stopped, deleted):
+        await ctx.create_node(m)
+
+    await _wait_initialized(ctx, [stopped.name, deleted.name])
+    await driver.stop_machine(stopped.name)
+    await driver.delete_machine(deleted.name)
+    for m in (stopped, deleted):
+        await ctx.set_ready(m.name, False)
+
+    async def gone() -> bool:
+        return await ctx.get_node(deleted.name) is None
+
+    await ctx.wait_for(
+        gone,
+        "lifecycle-deletes-deleted",
+        f"the NotReady Node {deleted.name} of a deleted machine was not deleted",
+    )
+    ctx.nodes.discard(deleted.name)
+
+    async def shutdown_tainted() -> bool:
+        node = await ctx.get_node(stopped.name)
+        if node is None:
+            raise RuleViolation(
+                "stopped-instance-exists",
+                f"the Node {stopped.name} of a stopped machine was deleted: "
+                "a stopped instance must still exist",
+            )
+        return wellknown.TAINT_SHUTDOWN in _taints(node)
+
+    await ctx.wait_for(
+        shutdown_tainted,
+        "shutdown-detection",
+        f"the Node {stopped.name} of a stopped machine never got the shutdown taint",
+    )
+    await ctx.delete_node(stopped.name)
+
+
+__all__ = ["NodeAddress"]

@@ -1,0 +1,174 @@
+"""Routes scenarios: create/list/delete round-trip, idempotence, cluster scoping, dual-stack."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any
+
+from ccm import errors
+from ccm.cloudprovider import Route
+from ccm.testing.conformance.suite import Context, RuleViolation, _offered, scenario
+
+CAP = "routes"
+
+
+async def _listed(ctx: Context, routes: Any, cluster: str, target: str, cidr: str) -> list[Route]:
+    listed = await ctx.call("list_routes", routes.list_routes(cluster))
+    return [r for r in listed if r.target_node == target and r.destination_cidr == cidr]
+
+
+async def _target(ctx: Context) -> str:
+    return (await ctx.need_driver().create_machine(ctx.name("rt"))).name
+
+
+async def _cleanup(ctx: Context, routes: Any, cluster: str, target: str) -> None:
+    with contextlib.suppress(Exception):
+        for r in await routes.list_routes(cluster):
+            if r.target_node == target:
+                await routes.delete_route(cluster, r)
+
+
+@scenario(CAP, "round-trip")
+async def round_trip(ctx: Context) -> None:
+    """A created route is listed (target and CIDR); deleting the listed route removes it."""
+    routes = _offered(ctx, CAP)
+    cluster = ctx.config.cluster_name
+    target = await _target(ctx)
+    cidr = "10.250.1.0/24"
+    try:
+        await ctx.call(
+            "create_route",
+            routes.create_route(
+                cluster, str(uuid.uuid4()), Route(target_node=target, destination_cidr=cidr)
+            ),
+        )
+        found = await _listed(ctx, routes, cluster, target, cidr)
+        if len(found) != 1:
+            raise RuleViolation(
+                "route-round-trip",
+                f"list_routes shows {len(found)} routes for {target} {cidr} after create",
+            )
+        await ctx.call("delete_route", routes.delete_route(cluster, found[0]))
+        if await _listed(ctx, routes, cluster, target, cidr):
+            raise RuleViolation("route-round-trip", "the route is still listed after delete_route")
+    finally:
+        await _cleanup(ctx, routes, cluster, target)
+
+
+@scenario(CAP, "idempotent-create-delete")
+async def idempotent(ctx: Context) -> None:
+    """Creating the same route twice leaves one route; deleting it twice succeeds."""
+    routes = _offered(ctx, CAP)
+    cluster = ctx.config.cluster_name
+    target = await _target(ctx)
+    cidr = "10.250.2.0/24"
+    hint = str(uuid.uuid4())
+    try:
+        for _ in range(2):
+            try:
+                await ctx.call(
+                    "create_route",
+                    routes.create_route(
+                        cluster, hint, Route(target_node=target, destination_cidr=cidr)
+                    ),
+                )
+            except errors.CCMError as exc:
+                raise RuleViolation(
+                    "route-create-idempotent", f"creating the same route again raised {exc!r}"
+                ) from None
+        found = await _listed(ctx, routes, cluster, target, cidr)
+        if len(found) != 1:
+            raise RuleViolation(
+                "route-create-idempotent",
+                f"{len(found)} routes listed after creating the same route twice",
+            )
+        for attempt in (1, 2):
+            try:
+                await ctx.call("delete_route", routes.delete_route(cluster, found[0]))
+            except errors.CCMError as exc:
+                raise RuleViolation(
+                    "route-delete-idempotent", f"delete #{attempt} raised {exc!r}"
+                ) from None
+    finally:
+        await _cleanup(ctx, routes, cluster, target)
+
+
+@scenario(CAP, "cluster-name-scoping")
+async def scoping(ctx: Context) -> None:
+    """Routes of cluster A are neither listed nor deleted through cluster B."""
+    routes = _offered(ctx, CAP)
+    a = f"{ctx.config.cluster_name}-a"
+    b = f"{ctx.config.cluster_name}-b"
+    target = await _target(ctx)
+    cidr = "10.250.3.0/24"
+    try:
+        await ctx.call(
+            "create_route",
+            routes.create_route(
+                a, str(uuid.uuid4()), Route(target_node=target, destination_cidr=cidr)
+            ),
+        )
+        if await _listed(ctx, routes, b, target, cidr):
+            raise RuleViolation(
+                "route-cluster-scoping", f"list_routes({b!r}) shows a route of cluster {a!r}"
+            )
+        await ctx.call(
+            "create_route",
+            routes.create_route(
+                b, str(uuid.uuid4()), Route(target_node=target, destination_cidr=cidr)
+            ),
+        )
+        in_b = await _listed(ctx, routes, b, target, cidr)
+        if len(in_b) != 1:
+            raise RuleViolation(
+                "route-cluster-scoping", f"list_routes({b!r}) shows {len(in_b)} routes, expected 1"
+            )
+        await ctx.call("delete_route", routes.delete_route(b, in_b[0]))
+        if not await _listed(ctx, routes, a, target, cidr):
+            raise RuleViolation(
+                "route-cluster-scoping",
+                f"delete_route({b!r}, ...) deleted the route of cluster {a!r}: "
+                "delete must honour the cluster name",
+            )
+        held = await ctx.need_driver().routes(a)
+        if held is not None and not any(
+            r.target_node == target and r.destination_cidr == cidr for r in held
+        ):
+            raise RuleViolation(
+                "route-cluster-scoping", f"the cloud no longer holds the route of cluster {a!r}"
+            )
+    finally:
+        await _cleanup(ctx, routes, a, target)
+        await _cleanup(ctx, routes, b, target)
+
+
+@scenario(CAP, "dual-stack")
+async def dual_stack(ctx: Context) -> None:
+    """An IPv4 and an IPv6 route to the same Node are both created, listed and deleted."""
+    routes = _offered(ctx, CAP)
+    cluster = ctx.config.cluster_name
+    target = await _target(ctx)
+    cidrs = ("10.250.4.0/24", "fd00:10:250:4::/64")
+    try:
+        for cidr in cidrs:
+            await ctx.call(
+                "create_route",
+                routes.create_route(
+                    cluster, str(uuid.uuid4()), Route(target_node=target, destination_cidr=cidr)
+                ),
+            )
+        for cidr in cidrs:
+            found = await _listed(ctx, routes, cluster, target, cidr)
+            if len(found) != 1:
+                raise RuleViolation(
+                    "route-dual-stack", f"the {cidr} route to {target} is not listed exactly once"
+                )
+            await ctx.call("delete_route", routes.delete_route(cluster, found[0]))
+        for cidr in cidrs:
+            if await _listed(ctx, routes, cluster, target, cidr):
+                raise RuleViolation(
+                    "route-dual-stack", f"the {cidr} route is still listed after delete"
+                )
+    finally:
+        await _cleanup(ctx, routes, cluster, target)

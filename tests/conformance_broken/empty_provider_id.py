@@ -1,0 +1,14 @@
+"""instance_metadata returns an empty providerID."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ccm.cloudprovider import InstanceMetadata, Node
+from ccm.testing.fake_cloud import FakeCloud
+
+
+class EmptyProviderID(FakeCloud):
+    async def instance_metadata(self, node: Node) -> InstanceMetadata | None:
+        meta = await super().instance_metadata(node)
+        return None if meta is None else dataclasses.replace(meta, provider_id="")

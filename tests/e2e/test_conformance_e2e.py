@@ -1,0 +1,217 @@
+"""End to end: the conformance suite on the real kube-apiserver with the real controllers.
+
+The fake provider passes every scenario (through ``ccm conformance`` with ``--junit-xml``, and
+through the pytest plugin); each deliberately broken provider of ``tests/conformance_broken`` fails
+its capability with a message naming the broken rule. Broken-provider runs are limited to the
+relevant capability (``only=``) to stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from ccm.testing.conformance import suite
+from ccm.testing.conformance.fake_driver import fake_driver_factory
+from ccm.testing.controlplane import ControlPlane
+from ccm.testing.fake_cloud import FakeCapabilities, FakeCloud
+from tests.conformance_broken.empty_provider_id import EmptyProviderID
+from tests.conformance_broken.leaky_delete import LeakyDelete
+from tests.conformance_broken.non_idempotent_ensure import NonIdempotentEnsure
+from tests.conformance_broken.raises_foreign_error import RaisesForeignError
+from tests.conformance_broken.route_delete_ignores_cluster import RouteDeleteIgnoresCluster
+from tests.conformance_broken.stopped_not_exists import StoppedReportedGone
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = suite.SuiteConfig(wait_timeout=15.0)
+
+
+def _ccm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ccm", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_fake_provider_passes_everything_through_the_cli(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    junit = tmp_path / "conformance.xml"
+    proc = _ccm(
+        "conformance",
+        "--cloud-provider",
+        "fake",
+        "--kubeconfig",
+        str(control_plane.kubeconfig_path),
+        "--junit-xml",
+        str(junit),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for cap in suite.CAPABILITIES:
+        assert f"{cap}: passed" in proc.stdout
+    assert "CONFORMANT: 18 passed, 0 failed, 0 not offered" in proc.stdout
+    root = ET.parse(junit).getroot()
+    cases = list(root.iter("testcase"))
+    assert len(cases) == len(suite.SCENARIOS)
+    assert not root.findall(".//failure")
+    assert not root.findall(".//skipped")
+
+
+def test_cli_fails_a_provider_raising_foreign_errors_and_reports_not_offered(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    config = tmp_path / "fake.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """\
+            capabilities: {loadBalancer: false}
+            errors:
+              - {method: instance-shutdown, kind: generic, message: sdk exploded}
+            """
+        )
+    )
+    junit = tmp_path / "conformance.xml"
+    proc = _ccm(
+        "conformance",
+        "--cloud-provider=fake",
+        f"--cloud-config={config}",
+        f"--kubeconfig={control_plane.kubeconfig_path}",
+        f"--junit-xml={junit}",
+        "--only=load-balancer",
+        "--only=hygiene",
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "load-balancer: not offered" in proc.stdout
+    assert "[errors-are-ccm-errors]" in proc.stdout
+    assert "RuntimeError" in proc.stdout
+    root = ET.parse(junit).getroot()
+    assert root.findall(".//testsuite[@name='load-balancer']/testcase/skipped")
+    assert root.findall(".//testsuite[@name='hygiene']/testcase/failure")
+
+
+async def _run(provider: FakeCloud, *only: str, kubeconfig: str) -> suite.Report:
+    return await suite.run_suite(
+        provider, fake_driver_factory(provider), kubeconfig=kubeconfig, only=only, config=CONFIG
+    )
+
+
+@pytest.mark.parametrize(
+    ("provider_class", "capability", "failures"),
+    [
+        pytest.param(
+            StoppedReportedGone,
+            "instances-v2",
+            {
+                "stopped-instance-exists": "stopped-instance-exists",
+                "lifecycle-deletion": "stopped-instance-exists",
+            },
+            id="stopped instance reported as non-existent",
+        ),
+        pytest.param(
+            EmptyProviderID,
+            "instances-v2",
+            {"node-initialization": "providerID-not-empty"},
+            id="empty providerID",
+        ),
+        pytest.param(
+            NonIdempotentEnsure,
+            "load-balancer",
+            {"ensure-is-idempotent": "ensure-idempotent"},
+            id="non-idempotent ensure",
+        ),
+        pytest.param(
+            LeakyDelete,
+            "load-balancer",
+            {
+                "delete-is-idempotent": "delete-leaves-nothing",
+                "status-round-trips": "delete-leaves-nothing",
+            },
+            id="leaked load balancer on delete",
+        ),
+        pytest.param(
+            RouteDeleteIgnoresCluster,
+            "routes",
+            {"cluster-name-scoping": "route-cluster-scoping"},
+            id="route delete ignores the cluster name",
+        ),
+        pytest.param(
+            RaisesForeignError,
+            "hygiene",
+            {"errors-are-ccm-errors": "errors-are-ccm-errors"},
+            id="error that is not a ccm.errors type",
+        ),
+    ],
+)
+async def test_suite_fails_broken_provider_naming_the_rule(
+    control_plane: ControlPlane,
+    provider_class: type[FakeCloud],
+    capability: str,
+    failures: dict[str, str],
+) -> None:
+    report = await _run(provider_class(), capability, kubeconfig=str(control_plane.kubeconfig_path))
+    assert not report.passed
+    failed = {r.scenario: r for r in report.failures()}
+    for scenario_name, rule in failures.items():
+        assert scenario_name in failed, [(r.scenario, r.outcome) for r in report.results]
+        assert failed[scenario_name].rule == rule
+        assert f"[{rule}]" in failed[scenario_name].reason
+    # nothing the run created is left behind
+    assert all(r.capability == capability for r in report.results)
+
+
+async def test_capabilities_not_offered_are_never_passed(control_plane: ControlPlane) -> None:
+    cloud = FakeCloud(capabilities=FakeCapabilities(load_balancer=False, routes=False))
+    report = await _run(
+        cloud, "load-balancer", "routes", kubeconfig=str(control_plane.kubeconfig_path)
+    )
+    assert report.results
+    assert {r.outcome for r in report.results} == {"not offered"}
+    assert report.passed
+
+
+def test_pytest_plugin_turns_scenarios_into_test_items(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    (tmp_path / "conftest.py").write_text(
+        textwrap.dedent(
+            """\
+            import os
+            import pytest
+            from ccm.testing.fake_cloud import FakeCloud
+
+            pytest_plugins = ["ccm.testing.conformance.pytest_plugin"]
+
+            @pytest.fixture
+            def conformance_provider():
+                return FakeCloud()
+
+            @pytest.fixture
+            def conformance_kubeconfig():
+                return os.environ["CF_KUBECONFIG"]
+            """
+        )
+    )
+    (tmp_path / "test_my_cloud.py").write_text(
+        "from ccm.testing.conformance.pytest_plugin import test_conformance  # noqa: F401\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        env={**os.environ, "CF_KUBECONFIG": str(control_plane.kubeconfig_path)},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(suite.SCENARIOS)} passed" in proc.stdout
