@@ -13,16 +13,72 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 
 from ccm import clock, metrics
 from ccm.errors import find_retry_after
+from ccm.kube import client as kclient
 from ccm.kube import workqueue
 
-__all__ = ["RECONCILE_TOTAL", "PeriodicLoop", "WorkQueueLoop"]
+__all__ = [
+    "RECONCILE_TOTAL",
+    "KubeDeleter",
+    "KubeGetter",
+    "KubePatcher",
+    "PeriodicLoop",
+    "Recorder",
+    "WorkQueueLoop",
+]
+
+
+class Recorder(Protocol):
+    """What controllers need of ``ccm.kube.events.EventRecorder``."""
+
+    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None: ...
+
+
+class KubeGetter(Protocol):
+    """``KubeClient.get``, as the controllers use it (so the in-memory fake fits too)."""
+
+    async def get(
+        self, res: kclient.Resource, name: str, *, namespace: str | None = None
+    ) -> dict[str, Any]: ...
+
+
+class KubePatcher(Protocol):
+    """``KubeClient.patch``."""
+
+    async def patch(
+        self,
+        res: kclient.Resource,
+        name: str,
+        body: Any,
+        *,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        patch_type: kclient.PatchType = "strategic",
+        field_manager: str | None = None,
+        force: bool | None = None,
+    ) -> dict[str, Any]: ...
+
+
+class KubeDeleter(Protocol):
+    """``KubeClient.delete``."""
+
+    async def delete(
+        self,
+        res: kclient.Resource,
+        name: str,
+        *,
+        namespace: str | None = None,
+        preconditions: Mapping[str, Any] | None = None,
+        propagation_policy: str | None = None,
+        grace_period_seconds: int | None = None,
+    ) -> dict[str, Any] | None: ...
+
 
 K = TypeVar("K")
 

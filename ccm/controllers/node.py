@@ -36,7 +36,7 @@ from ccm.cloudprovider import (
     NodeAddress,
     get_instance_provider_id,
 )
-from ccm.controllers import nodeutil
+from ccm.controllers import base, nodeutil
 from ccm.controllers.base import PeriodicLoop, WorkQueueLoop
 from ccm.errors import (
     CCMError,
@@ -63,29 +63,11 @@ class NodeInitializationError(CCMError):
     """Initialization of a Node failed; the taint stays and the Node is retried."""
 
 
-class KubeWriter(Protocol):
+class KubeWriter(base.KubeGetter, base.KubePatcher, Protocol):
     """The slice of ``ccm.kube.client.KubeClient`` this controller uses."""
 
-    async def get(
-        self, res: kclient.Resource, name: str, *, namespace: str | None = None
-    ) -> dict[str, Any]: ...
 
-    async def patch(
-        self,
-        res: kclient.Resource,
-        name: str,
-        body: Any,
-        *,
-        namespace: str | None = None,
-        subresource: str | None = None,
-        patch_type: kclient.PatchType = "strategic",
-        field_manager: str | None = None,
-        force: bool | None = None,
-    ) -> dict[str, Any]: ...
-
-
-class Recorder(Protocol):
-    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None: ...
+Recorder = base.Recorder
 
 
 class CloudNodeController:

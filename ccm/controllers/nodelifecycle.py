@@ -52,7 +52,7 @@ from ccm.cloudprovider import (
     get_instance_provider_id,
     split_provider_id,
 )
-from ccm.controllers import nodeutil
+from ccm.controllers import base, nodeutil
 from ccm.controllers.base import PeriodicLoop
 from ccm.errors import (
     CCMError,
@@ -92,40 +92,11 @@ _METRIC_NAME = "cloud-node-lifecycle"
 T = TypeVar("T")
 
 
-class KubeWriter(Protocol):
+class KubeWriter(base.KubeGetter, base.KubePatcher, base.KubeDeleter, Protocol):
     """The slice of ``ccm.kube.client.KubeClient`` this controller uses."""
 
-    async def get(
-        self, res: kclient.Resource, name: str, *, namespace: str | None = None
-    ) -> dict[str, Any]: ...
 
-    async def patch(
-        self,
-        res: kclient.Resource,
-        name: str,
-        body: Any,
-        *,
-        namespace: str | None = None,
-        subresource: str | None = None,
-        patch_type: kclient.PatchType = "strategic",
-        field_manager: str | None = None,
-        force: bool | None = None,
-    ) -> dict[str, Any]: ...
-
-    async def delete(
-        self,
-        res: kclient.Resource,
-        name: str,
-        *,
-        namespace: str | None = None,
-        preconditions: Mapping[str, Any] | None = None,
-        propagation_policy: str | None = None,
-        grace_period_seconds: int | None = None,
-    ) -> dict[str, Any] | None: ...
-
-
-class Recorder(Protocol):
-    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None: ...
+Recorder = base.Recorder
 
 
 async def get_provider_id(

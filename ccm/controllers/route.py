@@ -38,7 +38,7 @@ from typing import Any, Literal, Protocol
 
 from ccm import clock, logs, metrics, names, wellknown
 from ccm.cloudprovider import NodeAddress, Route, Routes
-from ccm.controllers import nodeutil
+from ccm.controllers import base, nodeutil
 from ccm.controllers.base import PeriodicLoop
 from ccm.errors import ConflictError, NotFoundError
 from ccm.kube import client as kclient
@@ -75,25 +75,11 @@ RouteAction = Literal["keep", "add", "remove", "update"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class KubeWriter(Protocol):
+class KubeWriter(base.KubePatcher, Protocol):
     """The slice of ``ccm.kube.client.KubeClient`` this controller uses."""
 
-    async def patch(
-        self,
-        res: kclient.Resource,
-        name: str,
-        body: Any,
-        *,
-        namespace: str | None = None,
-        subresource: str | None = None,
-        patch_type: kclient.PatchType = "strategic",
-        field_manager: str | None = None,
-        force: bool | None = None,
-    ) -> dict[str, Any]: ...
 
-
-class Recorder(Protocol):
-    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None: ...
+Recorder = base.Recorder
 
 
 def _cidr_key(cidr: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 from ccm import clock, logs, metrics, names, wellknown
 from ccm.cloudprovider import CloudProvider, LoadBalancer, LoadBalancerStatus, Node, Service
+from ccm.controllers import base
 from ccm.controllers import servicehelpers as helpers
 from ccm.controllers.base import WorkQueueLoop
 from ccm.errors import CCMError, ImplementedElsewhereError, NotFoundError
@@ -63,25 +64,11 @@ class Operation(enum.Enum):
     ENSURE = "ensure"
 
 
-class KubeWriter(Protocol):
+class KubeWriter(base.KubePatcher, Protocol):
     """The slice of ``ccm.kube.client.KubeClient`` this controller uses."""
 
-    async def patch(
-        self,
-        res: kclient.Resource,
-        name: str,
-        body: Any,
-        *,
-        namespace: str | None = None,
-        subresource: str | None = None,
-        patch_type: kclient.PatchType = "strategic",
-        field_manager: str | None = None,
-        force: bool | None = None,
-    ) -> dict[str, Any]: ...
 
-
-class Recorder(Protocol):
-    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None: ...
+Recorder = base.Recorder
 
 
 def _uid(obj: Mapping[str, Any]) -> str:
