@@ -2,11 +2,9 @@
 cloud.
 
 Upstream cases of controllers/service/controller_test.go are ported as pytest.param ids where the
-behaviour is the same; ccm-specific behaviour has its own tests. The in-memory apiserver keeps only
-``status`` on writes to a ``status`` subresource, while the real apiserver's Service status strategy
-also keeps metadata changes (that is how upstream, and ccm, write the finalizer); the fixture
-installs a reactor that answers ``PATCH services/status`` the way the real apiserver does (the e2e
-tests check the real one).
+behaviour is the same; ccm-specific behaviour has its own tests. Like the real apiserver's Service
+status strategy, the in-memory apiserver keeps metadata changes made through ``services/status``
+(that is how upstream, and ccm, write the finalizer); the e2e tests check the real one.
 """
 
 from __future__ import annotations
@@ -49,35 +47,6 @@ class Recorder:
 
     def messages(self, reason: str) -> list[str]:
         return [e[3] for e in self.events if e[2] == reason]
-
-
-def service_status_strategy(server: kfake.FakeApiServer) -> kfake.Reactor:
-    """Answer PATCH services/status like the apiserver: metadata and status change, spec stays."""
-
-    def react(req: kfake.FakeRequest) -> dict[str, Any] | None:
-        if req.verb != "patch" or req.subresource != "status" or req.name is None:
-            return None
-        old = server.get_object(kclient.SERVICES, req.name, req.namespace)
-        if old is None:
-            raise errors.NotFoundError(
-                f'services "{req.name}" not found', status=404, reason="NotFound"
-            )
-        if req.patch_type == "merge":
-            new = kfake.apply_merge_patch(old, req.body)
-        else:
-            new = kfake.apply_strategic_merge_patch(old, req.body)
-        new_rv = new["metadata"].get("resourceVersion")
-        if new_rv and new_rv != old["metadata"]["resourceVersion"]:
-            raise errors.ConflictError("conflict", status=409, reason="Conflict")
-        added = set(new["metadata"].get("finalizers") or ()) - set(
-            old["metadata"].get("finalizers") or ()
-        )
-        if old["metadata"].get("deletionTimestamp") and added:
-            raise errors.InvalidError("no new finalizers", status=422, reason="Invalid")
-        new["spec"] = old["spec"]
-        return server.put_object(kclient.SERVICES, new)
-
-    return react
 
 
 @dataclass
@@ -158,7 +127,6 @@ def make_node(
 
 async def start_env(cloud: FakeCloud | None = None, workers: int = 1) -> Env:
     client = FakeKubeClient()
-    client.add_reactor("patch", "services", service_status_strategy(client.server))
     cloud = cloud or FakeCloud()
     services = kinformer.Informer(client, kclient.SERVICES)
     nodes = kinformer.Informer(client, kclient.NODES)

@@ -236,6 +236,35 @@ async def test_main_writes_keep_status_and_status_writes_keep_the_rest() -> None
         await kube.patch(kclient.LEASES, "l", {}, namespace="ns", subresource="status")
 
 
+async def test_status_writes_keep_metadata_changes_as_the_apiserver_does() -> None:
+    """Finalizers and labels written through ``services/status`` are kept; spec is not."""
+    kube = fake.FakeKubeClient()
+    await kube.create(
+        kclient.SERVICES,
+        {"metadata": {"name": "s", "namespace": "ns"}, "spec": {"type": "LoadBalancer"}},
+    )
+    await kube.patch(
+        kclient.SERVICES,
+        "s",
+        {
+            "metadata": {
+                "finalizers": ["service.kubernetes.io/load-balancer-cleanup"],
+                "labels": {"a": "1"},
+            },
+            "spec": {"type": "ClusterIP"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
+        },
+        namespace="ns",
+        subresource="status",
+    )
+    stored = kube.get_object(kclient.SERVICES, "s", "ns")
+    assert stored is not None
+    assert stored["metadata"]["finalizers"] == ["service.kubernetes.io/load-balancer-cleanup"]
+    assert stored["metadata"]["labels"] == {"a": "1"}
+    assert stored["spec"]["type"] == "LoadBalancer"
+    assert stored["status"]["loadBalancer"]["ingress"] == [{"ip": "192.0.2.1"}]
+
+
 async def test_delete_with_finalizers_waits_for_them() -> None:
     kube = fake.FakeKubeClient()
     await kube.create(
