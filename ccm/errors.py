@@ -18,6 +18,7 @@ Kubernetes API errors that ``ccm.kube`` translates at its boundary.
     │   ├── ImplementedElsewhereError    "implemented by alternate to cloud provider"
     │   ├── DiskNotFoundError            "disk is not found"
     │   └── RetryAfterError              ask for a requeue after exactly ``delay`` seconds
+    ├── CloudCallTimeoutError            a cloud call ran longer than --cloud-call-timeout
     └── KubeError                        the Kubernetes API said no, or could not be reached
         └── ApiError                     an HTTP status from the apiserver
             ├── BadRequestError (400)  UnauthorizedError (401)  ForbiddenError (403)
@@ -39,6 +40,7 @@ __all__ = [
     "ApiError",
     "BadRequestError",
     "CCMError",
+    "CloudCallTimeoutError",
     "CloudProviderError",
     "ConfigError",
     "ConflictError",
@@ -126,6 +128,22 @@ class RetryAfterError(CloudProviderError):
             raise ValueError("RetryAfterError delay must be >= 0")
         super().__init__(message)
         self.delay = float(delay)
+
+
+class CloudCallTimeoutError(CCMError):
+    """A cloud provider call did not return within ``--cloud-call-timeout``.
+
+    Deliberately not a :class:`CloudProviderError`: the provider never answered, so nothing is
+    known about the cloud. Callers that fall back to another call on a provider error (the
+    Instances by-ID/by-name fallbacks) do not fall back on a timeout, and the node lifecycle
+    controller treats it as doubt (never deletes). ``call`` names the call, ``timeout`` is the
+    bound in seconds.
+    """
+
+    def __init__(self, call: str, timeout: float) -> None:
+        self.call = call
+        self.timeout = timeout
+        super().__init__(f"cloud provider call {call} did not return within {timeout:g}s")
 
 
 def find_retry_after(exc: BaseException) -> RetryAfterError | None:

@@ -11,6 +11,11 @@ Ports the behaviour of client-go ``tools/leaderelection/leaderelection.go`` (the
   *our* clock: the Lease is expired when ``leaseDurationSeconds`` have passed since we last saw its
   record change. The remote ``renewTime`` is never compared with the local clock, so clock skew
   between hosts does not matter.
+* Beyond client-go, a candidate that failed also watches the Lease (a single-object watch,
+  ``fieldSelector=metadata.name=<name>``) and tries again as soon as the holder releases or deletes
+  it, so a hand-over after the leader's SIGTERM takes one round trip instead of a jittered retry
+  period (up to 4.4 s at the defaults). Without ``watch`` permission (403) it falls back to
+  polling only.
 * The leader runs ``leading()`` as a task and renews every ``retry_period``. If no renewal succeeds
   for ``renew_deadline`` (counted from the start of the last successful renewal, so the leader
   gives up before any candidate can take over), or if a renewal finds another live holder,
@@ -25,18 +30,19 @@ Time comes only from the running loop (:mod:`ccm.clock`), so tests fast-forward 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import math
 import random
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ccm import clock, metrics, wellknown
-from ccm.errors import CCMError, ConflictError, NotFoundError
+from ccm.errors import CCMError, ConflictError, ForbiddenError, NotFoundError
 from ccm.kube import client as kube_client
 from ccm.logs import v
 
@@ -184,6 +190,7 @@ class LeaderElector:
         self._leading = False  # we hold the Lease and leading() should be running
         self._holding = False  # from acquisition until leading() has actually stopped
         self._running = False
+        self._watch_release = True  # cleared after a 403: the RBAC does not allow the watch
         self._master_status = metrics.LEADER_ELECTION_MASTER_STATUS.labels(name=config.name)
         self._slowpath = metrics.LEADER_ELECTION_SLOWPATH_TOTAL.labels(name=config.name)
         self._master_status.set(0)
@@ -239,22 +246,76 @@ class LeaderElector:
     async def _acquire(self) -> None:
         cfg = self._config
         _log.info("attempting to acquire leader lease %s...", self._desc)
-        while True:
-            try:
-                acquired = await self._attempt(within=cfg.renew_deadline)
-            except asyncio.CancelledError:
-                # Cancelled mid-request: our create/update may have reached the apiserver. Give
-                # the Lease back if it names us (one GET otherwise) rather than leave a standby
-                # waiting out a lease nobody renews.
-                if cfg.release_on_cancel:
-                    await self._release_bounded()
-                raise
-            self._maybe_report_transition()
-            if acquired:
-                _log.info("successfully acquired lease %s", self._desc)
-                return
-            _log.log(v(4), "failed to acquire lease %s", self._desc)
-            await clock.sleep(cfg.retry_period * (1.0 + random.random() * JITTER_FACTOR))
+        released = asyncio.Event()
+        watcher: asyncio.Task[None] | None = None
+        try:
+            while True:
+                try:
+                    acquired = await self._attempt(within=cfg.renew_deadline)
+                except asyncio.CancelledError:
+                    # Cancelled mid-request: our create/update may have reached the apiserver.
+                    # Give the Lease back if it names us (one GET otherwise) rather than leave a
+                    # standby waiting out a lease nobody renews.
+                    if cfg.release_on_cancel:
+                        await self._release_bounded()
+                    raise
+                self._maybe_report_transition()
+                if acquired:
+                    _log.info("successfully acquired lease %s", self._desc)
+                    return
+                _log.log(v(4), "failed to acquire lease %s", self._desc)
+                released.clear()
+                if watcher is None or watcher.done():
+                    watcher = self._start_release_watch(released)
+                delay = cfg.retry_period * (1.0 + random.random() * JITTER_FACTOR)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await released.wait()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+
+    def _start_release_watch(self, released: asyncio.Event) -> asyncio.Task[None] | None:
+        """Watch the Lease from the version we last read; set ``released`` when its holder gives
+        it up (empty ``holderIdentity``) or it is deleted. Only a client with ``watch`` (like
+        :meth:`ccm.kube.client.KubeClient.watch`) can; others poll."""
+        watch = getattr(self._client, "watch", None)
+        rv = str(((self._lease or {}).get("metadata") or {}).get("resourceVersion") or "")
+        if not self._watch_release or watch is None or not rv:
+            return None
+        return asyncio.create_task(
+            self._watch_for_release(watch, rv, released), name="leader-election/watch"
+        )
+
+    async def _watch_for_release(
+        self, watch: Callable[..., AsyncIterator[dict[str, Any]]], rv: str, released: asyncio.Event
+    ) -> None:
+        cfg = self._config
+        events = watch(
+            kube_client.LEASES,
+            resource_version=rv,
+            namespace=cfg.namespace,
+            field_selector=f"metadata.name={cfg.name}",
+            timeout_seconds=max(60, int(cfg.lease_duration * 4)),
+        )
+        try:
+            async for event in events:
+                spec = (event.get("object") or {}).get("spec") or {}
+                if event.get("type") == "DELETED" or (
+                    event.get("type") == "MODIFIED" and not spec.get("holderIdentity")
+                ):
+                    _log.log(v(2), "lease %s was released; trying to acquire it", self._desc)
+                    released.set()
+        except ForbiddenError as exc:
+            self._watch_release = False
+            _log.info("cannot watch lease %s (%s); polling every retry period", self._desc, exc)
+        except CCMError as exc:  # expired version, broken connection: the next failure restarts it
+            _log.log(v(4), "watch of lease %s ended: %s", self._desc, exc)
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _lead(self, leading: Callable[[], Awaitable[None]]) -> None:
         self._leading = self._holding = True

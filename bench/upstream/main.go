@@ -1,22 +1,29 @@
 // Command upstream-ccm is the upstream Go cloud-controller-manager (k8s.io/cloud-provider/app) wired
 // to a small fake provider with the same latency model as ccm's fake (ccm/testing/fake_cloud.py):
 // a fixed latency per cloud call and an optional token-bucket rate limit shared by all calls.
-// It is built by `python -m bench build-upstream` from the Go module proxy into the ccm cache and
+// `upstream-ccm raw-patch ...` is the benchmark's tight client instead (see rawPatch).
+// It is built by `python -m bench --build-only` from the Go module proxy into the ccm cache and
 // is used only by the benchmark harness (bench/).
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/time/rate"
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/app"
 	cloudcontrollerconfig "k8s.io/cloud-provider/app/config"
@@ -153,7 +160,79 @@ func (c *benchCloud) EnsureLoadBalancerDeleted(ctx context.Context, clusterName 
 	return nil
 }
 
+// rawPatch is the benchmark's "tight client": the same two merge patches per Node that
+// initialisation needs (labels, providerID and taints on the Node; addresses on nodes/status), sent
+// by a pool of goroutines with no client-side rate limit, JSON like ccm. Its rate is the ceiling a
+// CCM could reach on this apiserver.
+func rawPatch(args []string) error {
+	fs := pflag.NewFlagSet("raw-patch", pflag.ContinueOnError)
+	kubeconfig := fs.String("kubeconfig", "", "admin kubeconfig")
+	selector := fs.String("selector", "", "label selector of the Nodes to patch")
+	workers := fs.Int("workers", 16, "concurrent requests")
+	writes := fs.Int("writes", 2, "1: one merge patch per Node; 2: Node and nodes/status")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = -1, 0
+	cfg.ContentType = "application/json"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: *selector})
+	if err != nil {
+		return err
+	}
+	work := make(chan string)
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	started := time.Now()
+	for i := 0; i < *workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range work {
+				h := digest(name)
+				node := fmt.Sprintf(`{"metadata":{"labels":{"node.kubernetes.io/instance-type":"raw"}},"spec":{"providerID":"fake://%s","taints":null}}`, name)
+				if _, err := cs.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, []byte(node), metav1.PatchOptions{}); err != nil {
+					failed.Add(1)
+					continue
+				}
+				if *writes < 2 {
+					continue
+				}
+				status := fmt.Sprintf(`{"status":{"addresses":[{"type":"InternalIP","address":"10.%d.%d.%d"},{"type":"Hostname","address":"%s"}]}}`, (h>>16)&0xff, (h>>8)&0xff, h&0xff, name)
+				if _, err := cs.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, []byte(status), metav1.PatchOptions{}, "status"); err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	for _, n := range list.Items {
+		work <- n.Name
+	}
+	close(work)
+	wg.Wait()
+	seconds := time.Since(started).Seconds()
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"nodes": len(list.Items), "workers": *workers, "writes_per_node": *writes,
+		"failed": failed.Load(), "seconds": seconds, "nodes_per_s": float64(len(list.Items)) / seconds,
+	})
+}
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "raw-patch" {
+		if err := rawPatch(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "raw-patch: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ccmOptions, err := options.NewCloudControllerManagerOptions()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "unable to initialize command options: %v\n", err)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccm import leaderelection, metrics, names, wellknown
-from ccm.app import auth, serving
+from ccm.app import auth, looplag, serving
 from ccm.app import options as optionsmod
 from ccm.cloudprovider import CAPABILITIES, CloudProvider, InitContext
 from ccm.controllers import node as node_controller
@@ -289,6 +289,7 @@ class ControllerManager:
             host=socket.gethostname(),
         )
         le_events = asyncio.create_task(le_recorder.run(), name="events/leader-election")
+        lag = asyncio.create_task(looplag.LagMonitor().run(), name="event-loop-lag")
         if self.opts.leader_elect:
             _log.info("Leader election identity: %s", self.identity)
             elector = leaderelection.LeaderElector(
@@ -333,7 +334,8 @@ class ControllerManager:
                 await self.server.stop()
             await le_recorder.aclose()
             le_events.cancel()
-            await asyncio.gather(le_events, return_exceptions=True)
+            lag.cancel()
+            await asyncio.gather(le_events, lag, return_exceptions=True)
             for extra in extra_clients:
                 await extra.aclose()
 
@@ -408,6 +410,10 @@ class ControllerManager:
                     tg.create_task(recorder.run(), name=f"events/{recorder.component}")
                 for informer in informers.all():
                     tg.create_task(informer.run(), name=f"informer/{informer.name}")
+                tg.create_task(
+                    looplag.freeze_after_sync(i.wait_for_sync() for i in informers.all()),
+                    name="gc/freeze-after-sync",
+                )
                 for name, run in runs:
                     _log.info('Started "%s"', name)
                     self._health.controllers_started.add(name)

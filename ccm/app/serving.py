@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import datetime as _dt
 import inspect
-import ipaddress
 import logging
 import os
 import ssl
@@ -39,13 +38,9 @@ from typing import Final
 
 import prometheus_client
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from prometheus_client import exposition
 
-from ccm import metrics, wellknown
+from ccm import certs, metrics, wellknown
 from ccm.errors import ConfigError
 from ccm.logs import v
 
@@ -87,54 +82,19 @@ def generate_self_signed_cert(
     common_name: str | None = None,
     dns_names: Sequence[str] = ("localhost",),
     ip_addresses: Sequence[str] = ("127.0.0.1",),
-    valid_for: _dt.timedelta = _dt.timedelta(days=365),
+    valid_for: _dt.timedelta = certs.DEFAULT_VALIDITY,
 ) -> tuple[bytes, bytes]:
     """A self-signed serving certificate and its key, PEM-encoded: ``(cert, key)``.
 
     Like upstream ``GenerateSelfSignedCertKey``: ``CN=localhost@<unix time>``, SANs for the given
     names and addresses, valid for a year. ECDSA P-256 (instant to generate).
     """
-    key = ec.generate_private_key(ec.SECP256R1())
     now = _dt.datetime.now(_dt.UTC)
     cn = common_name or f"{dns_names[0] if dns_names else 'localhost'}@{int(now.timestamp())}"
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _dt.timedelta(minutes=5))
-        .not_valid_after(now + valid_for)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
+    pair = certs.self_signed(
+        cn, usage="server", dns_names=dns_names, ip_addresses=ip_addresses, valid_for=valid_for
     )
-    return (
-        cert.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+    return pair.cert_pem, pair.key_pem
 
 
 class SecureServer:

@@ -32,6 +32,7 @@ __all__ = [
     "Clusters",
     "InitContext",
     "Instances",
+    "InstancesBatch",
     "InstancesV2",
     "LoadBalancer",
     "Routes",
@@ -71,6 +72,54 @@ class InstancesV2(Protocol):
         Node
         (the taint stays). Raise InstanceNotFoundError when there is no such instance.
         """
+        ...
+
+
+@runtime_checkable
+class InstancesBatch(Protocol):
+    """Optional: answer the InstancesV2 questions for many Nodes with one cloud call.
+
+    Offered through :meth:`CloudProvider.instances_batch` and used **only when the provider also
+    offers InstancesV2** (the single calls stay the reference and the fallback). The node
+    controller coalesces concurrent ``instance_metadata`` requests into one
+    ``instance_metadata_batch`` call; the node lifecycle controller asks ``instance_exists_batch``
+    (and ``instance_shutdown_batch`` for the Nodes that exist) in chunks of ``max_batch_size``.
+
+    Rules, for every method:
+
+    - ``nodes`` holds between 1 and ``max_batch_size`` read-only Node views (never empty; the same
+      Node may appear twice, answer both).
+    - Return exactly one result per input Node, **in input order**. Each result means exactly
+      what the InstancesV2 single call would return for that Node; an ``Exception`` instance in
+      place of a result means what the single call *raising* that exception means (for example
+      ``InstanceNotFoundError`` from ``instance_metadata_batch``; any error from
+      ``instance_exists_batch`` is doubt: that Node is never deleted). Return per-Node errors as
+      values; do not raise for one Node.
+    - Raising from the method fails every Node of the batch with that error (a whole-call
+      failure: quota, network, timeout).
+    - A result list of the wrong length is a provider bug: the framework logs it and treats every
+      Node of that batch as an error (no Node is initialized or deleted on such an answer).
+    - The whole call is bounded by ``--cloud-call-timeout``, like a single call; honour
+      cancellation.
+    """
+
+    #: The most Nodes one call accepts (>= 1). Larger sets are split into chunks of this size.
+    max_batch_size: int
+
+    async def instance_metadata_batch(
+        self, nodes: Sequence[Node]
+    ) -> Sequence[InstanceMetadata | Exception | None]:
+        """Per Node: what :meth:`InstancesV2.instance_metadata` returns (metadata, or ``None`` to
+        skip the Node) or raises (the exception, e.g. ``InstanceNotFoundError``)."""
+        ...
+
+    async def instance_exists_batch(self, nodes: Sequence[Node]) -> Sequence[bool | Exception]:
+        """Per Node: :meth:`InstancesV2.instance_exists` (``False`` only when the instance is
+        gone; a stopped instance exists; an exception is doubt and keeps the Node)."""
+        ...
+
+    async def instance_shutdown_batch(self, nodes: Sequence[Node]) -> Sequence[bool | Exception]:
+        """Per Node: :meth:`InstancesV2.instance_shutdown`."""
         ...
 
 
@@ -256,6 +305,13 @@ class CloudProvider(abc.ABC):  # noqa: B024 - every capability is optional
         """The legacy Instances capability, or None."""
         return None
 
+    def instances_batch(self) -> InstancesBatch | None:
+        """The optional InstancesBatch capability (many Nodes per cloud call), or None.
+
+        Used only together with :meth:`instances_v2`; see :class:`InstancesBatch`.
+        """
+        return None
+
     def zones(self) -> Zones | None:
         """The deprecated Zones capability, or None."""
         return None
@@ -278,6 +334,7 @@ class CloudProvider(abc.ABC):  # noqa: B024 - every capability is optional
 CAPABILITIES: tuple[tuple[str, str], ...] = (
     ("instances_v2", "InstancesV2"),
     ("instances", "Instances"),
+    ("instances_batch", "InstancesBatch"),
     ("zones", "Zones"),
     ("load_balancer", "LoadBalancer"),
     ("routes", "Routes"),

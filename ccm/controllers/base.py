@@ -19,18 +19,20 @@ from typing import Any, Generic, Protocol, TypeVar
 from prometheus_client import Counter
 
 from ccm import clock, metrics
-from ccm.errors import find_retry_after
+from ccm.errors import CloudCallTimeoutError, find_retry_after
 from ccm.kube import client as kclient
 from ccm.kube import workqueue
 
 __all__ = [
     "RECONCILE_TOTAL",
+    "CloudCallTimeoutError",
     "KubeDeleter",
     "KubeGetter",
     "KubePatcher",
     "PeriodicLoop",
     "Recorder",
     "WorkQueueLoop",
+    "call_cloud",
 ]
 
 
@@ -81,6 +83,26 @@ class KubeDeleter(Protocol):
 
 
 K = TypeVar("K")
+T = TypeVar("T")
+
+
+async def call_cloud(awaitable: Awaitable[T], seconds: float | None, what: str) -> T:
+    """Await one cloud provider call, bounded by ``seconds`` (``None``: unbounded).
+
+    When the bound expires the call is cancelled and :class:`ccm.errors.CloudCallTimeoutError`
+    (naming ``what`` and the bound) is raised. A ``TimeoutError`` the provider raises itself
+    passes through unchanged, and so does cancellation of the caller. Uses ``asyncio.timeout``
+    (never ``asyncio.wait_for``, which in 3.11 can swallow a cancellation).
+    """
+    bound = asyncio.timeout(seconds)
+    try:
+        async with bound:
+            return await awaitable
+    except TimeoutError:
+        if bound.expired():
+            raise CloudCallTimeoutError(what, seconds if seconds is not None else 0.0) from None
+        raise
+
 
 RECONCILE_TOTAL = Counter(
     "ccm_reconcile_total",
@@ -127,6 +149,10 @@ class WorkQueueLoop(Generic[K]):
                 await self.process(key)
             finally:
                 self.queue.done(key)
+            # A reconcile that has nothing to do never suspends, and neither does get() on a full
+            # queue: without this, one worker could drain thousands of keys (a relist re-adds
+            # every Node) while the rest of the loop waits.
+            await asyncio.sleep(0)
 
     async def process(self, key: K) -> None:
         """Reconcile one key and apply the retry switch (public so tests can drive it)."""

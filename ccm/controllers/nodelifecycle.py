@@ -26,6 +26,10 @@ Deliberate differences from upstream:
   ``nodes x latency``; a sweep still never overlaps the next one
   (:class:`~ccm.controllers.base.PeriodicLoop`);
 - every cloud call is bounded by ``cloud_timeout`` (``--cloud-call-timeout``);
+- when the provider offers the optional InstancesBatch capability (with InstancesV2), a sweep
+  asks ``instance_exists_batch`` (then ``instance_shutdown_batch`` for the Nodes that exist) in
+  chunks of ``max_batch_size`` instead of one call per Node; per Node nothing changes (an
+  Exception for a Node is doubt: never deleted);
 - the DELETE carries a precondition on the Node's UID, so a Node deleted and re-created under the
   same name meanwhile is never deleted by mistake; a Node already gone (404) or replaced (409) is
   logged, without a ``DeletingNodeFailed`` event;
@@ -48,14 +52,16 @@ from typing import Any, Protocol, TypeVar
 from ccm import clock, logs, metrics, names, wellknown
 from ccm.cloudprovider import (
     CloudProvider,
+    InstancesBatch,
     Node,
     get_instance_provider_id,
     split_provider_id,
 )
-from ccm.controllers import base, nodeutil
+from ccm.controllers import base, batching, nodeutil
 from ccm.controllers.base import PeriodicLoop
 from ccm.errors import (
     CCMError,
+    CloudCallTimeoutError,
     CloudProviderError,
     ConflictError,
     InstanceNotFoundError,
@@ -113,14 +119,14 @@ async def get_provider_id(
         return node.provider_id
     v2 = cloud.instances_v2()
     if v2 is not None:
-        async with asyncio.timeout(call_timeout):
-            md = await v2.instance_metadata(node)
+        md = await base.call_cloud(v2.instance_metadata(node), call_timeout, "instance_metadata")
         return md.provider_id if md is not None else ""
     instances = cloud.instances()
     if instances is None:
         raise CloudProviderError("failed to get instances from cloud provider")
-    async with asyncio.timeout(call_timeout):
-        return await get_instance_provider_id(cloud, instances, node.name)
+    return await base.call_cloud(
+        get_instance_provider_id(cloud, instances, node.name), call_timeout, "instance_id"
+    )
 
 
 def ready_status(node: Mapping[str, Any]) -> str:
@@ -228,13 +234,31 @@ class CloudNodeLifecycleController:
                         "unexpected error monitoring node %s", node["metadata"].get("name")
                     )
 
+        batch = self._cloud.instances_batch() if self._cloud.instances_v2() is not None else None
+        to_ask: list[Mapping[str, Any]] = []  # NotReady Nodes, asked in batches
+
+        async def check_chunk(chunk: list[Mapping[str, Any]]) -> None:
+            assert batch is not None
+            async with sem:
+                await self._monitor_batch(batch, chunk)
+
         async with asyncio.TaskGroup() as tg:
             for node in nodes:
                 view = Node(node)
                 seen.add((view.uid, view.provider_id))
                 if ready_status(node) == "True" and not _has_shutdown_taint(node):
                     continue  # the common case: nothing to do, no task
+                if batch is not None and ready_status(node) != "True":
+                    to_ask.append(node)
+                    continue
                 tg.create_task(check(node), name=f"cloud-node-lifecycle/{view.name}")
+            if batch is not None and to_ask:
+                size = max(1, int(batch.max_batch_size))
+                for i in range(0, len(to_ask), size):
+                    tg.create_task(
+                        check_chunk(to_ask[i : i + size]),
+                        name=f"cloud-node-lifecycle/batch-{i // size}",
+                    )
         self._reported_bad_ids &= seen  # forget Nodes that are gone or fixed
         _log.log(
             logs.v(4),
@@ -282,17 +306,66 @@ class CloudNodeLifecycleController:
                 exc,
             )
 
+    async def _monitor_batch(self, batch: InstancesBatch, chunk: list[Mapping[str, Any]]) -> None:
+        """The NotReady branch of :meth:`monitor_node` for a chunk of Nodes, with one
+        ``instance_exists_batch`` call and one ``instance_shutdown_batch`` call for those that
+        exist. Per Node the semantics are those of the single calls: an Exception is doubt."""
+        views = [Node(node) for node in chunk]
+        exists = await batching.call_batch(
+            batch.instance_exists_batch, views, self._cloud_timeout, "instance_exists_batch"
+        )
+        alive: list[tuple[Mapping[str, Any], Node]] = []
+        for node, view, answer in zip(chunk, views, exists, strict=True):
+            if isinstance(answer, Exception):
+                _log.error("error checking if node %s exists: %s", view.name, _reason(answer))
+                continue
+            if answer:
+                alive.append((node, view))
+                continue
+            try:
+                if not self._malformed_provider_id(node):
+                    await self._delete_node(node)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.exception("unexpected error monitoring node %s", view.name)
+        if not alive:
+            return
+        shutdown = await batching.call_batch(
+            batch.instance_shutdown_batch,
+            [view for _, view in alive],
+            self._cloud_timeout,
+            "instance_shutdown_batch",
+        )
+        for (node, view), answer in zip(alive, shutdown, strict=True):
+            if isinstance(answer, Exception):
+                _log.error("error checking if node %s is shutdown: %s", view.name, _reason(answer))
+                continue
+            if not answer:
+                continue
+            try:
+                await self._update_taints(node, _with_shutdown_taint)
+            except (CCMError, TimeoutError) as exc:
+                _log.error(
+                    "failed to apply shutdown taint to node %s, it may have been deleted. (%s)",
+                    view.name,
+                    exc,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.exception("unexpected error monitoring node %s", view.name)
+
     # --- cloud ----------------------------------------------------------------------------------
 
-    async def _call(self, coro: Awaitable[T]) -> T:
-        async with asyncio.timeout(self._cloud_timeout):
-            return await coro
+    async def _call(self, awaitable: Awaitable[T], what: str) -> T:
+        return await base.call_cloud(awaitable, self._cloud_timeout, what)
 
     async def _instance_exists(self, node: Node) -> bool:
         """Upstream ``ensureNodeExistsByProviderID``."""
         v2 = self._cloud.instances_v2()
         if v2 is not None:
-            return bool(await self._call(v2.instance_exists(node)))
+            return bool(await self._call(v2.instance_exists(node), "instance_exists"))
         instances = self._cloud.instances()
         if instances is None:
             raise CloudProviderError("instances interface not supported in the cloud provider")
@@ -300,13 +373,18 @@ class CloudNodeLifecycleController:
             provider_id = await get_provider_id(self._cloud, node, call_timeout=self._cloud_timeout)
         except InstanceNotFoundError:
             return False
-        return bool(await self._call(instances.instance_exists_by_provider_id(provider_id)))
+        return bool(
+            await self._call(
+                instances.instance_exists_by_provider_id(provider_id),
+                "instance_exists_by_provider_id",
+            )
+        )
 
     async def _instance_shutdown(self, node: Node) -> bool:
         """Upstream ``shutdownInCloudProvider``."""
         v2 = self._cloud.instances_v2()
         if v2 is not None:
-            return bool(await self._call(v2.instance_shutdown(node)))
+            return bool(await self._call(v2.instance_shutdown(node), "instance_shutdown"))
         instances = self._cloud.instances()
         if instances is None:
             raise CloudProviderError("cloud provider does not support instances")
@@ -315,7 +393,12 @@ class CloudNodeLifecycleController:
         except InstanceNotFoundError:
             return False
         try:
-            return bool(await self._call(instances.instance_shutdown_by_provider_id(provider_id)))
+            return bool(
+                await self._call(
+                    instances.instance_shutdown_by_provider_id(provider_id),
+                    "instance_shutdown_by_provider_id",
+                )
+            )
         except NotImplementedByProviderError:
             return False
 
@@ -410,6 +493,8 @@ class CloudNodeLifecycleController:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, CloudCallTimeoutError):
+        return f"timed out waiting for the cloud provider: {exc}"
     if isinstance(exc, TimeoutError):
         return "timed out waiting for the cloud provider"
     return str(exc) or type(exc).__name__

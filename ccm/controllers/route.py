@@ -302,7 +302,10 @@ class RouteController:
         """One full pass: list the cloud's routes and the cached Nodes, then reconcile."""
         metrics.ROUTE_SYNC_TOTAL.inc()
         try:
-            routes = await self._cloud(self._routes.list_routes(self._cluster_name))
+            routes = await base.call_cloud(
+                self._routes.list_routes(self._cluster_name), self._cloud_timeout, "list_routes"
+            )
+
         except Exception as exc:
             raise RuntimeError(f"error listing routes: {exc}") from exc
         nodes = sorted(self._nodes.list(), key=_name)
@@ -319,10 +322,6 @@ class RouteController:
         return any(
             c.version == net.version and (first in c or last in c) for c in self._cluster_cidrs
         )
-
-    async def _cloud(self, coro: Any) -> Any:
-        async with asyncio.timeout(self._cloud_timeout):
-            return await coro
 
     async def reconcile(self, nodes: Sequence[Mapping[str, Any]], routes: Sequence[Route]) -> None:
         """Upstream ``reconcile``: deletes, creates, then the Node conditions."""
@@ -438,7 +437,12 @@ class RouteController:
         async with limiter:
             _log.info("Deleting route %s %s", route.name, route.destination_cidr)
             try:
-                await self._cloud(self._routes.delete_route(self._cluster_name, route))
+                await base.call_cloud(
+                    self._routes.delete_route(self._cluster_name, route),
+                    self._cloud_timeout,
+                    "delete_route",
+                )
+
             except Exception as exc:
                 _log.error(
                     "Could not delete route %s %s after %.3fs: %s",
@@ -480,7 +484,12 @@ class RouteController:
                 clock.monotonic() - start,
             )
             try:
-                await self._cloud(self._routes.create_route(self._cluster_name, hint, route))
+                await base.call_cloud(
+                    self._routes.create_route(self._cluster_name, hint, route),
+                    self._cloud_timeout,
+                    "create_route",
+                )
+
             except Exception as exc:
                 reason = str(exc) or type(exc).__name__
                 msg = (

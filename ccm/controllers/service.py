@@ -33,7 +33,7 @@ from ccm.cloudprovider import CloudProvider, LoadBalancer, LoadBalancerStatus, N
 from ccm.controllers import base
 from ccm.controllers import servicehelpers as helpers
 from ccm.controllers.base import WorkQueueLoop
-from ccm.errors import CCMError, ImplementedElsewhereError, NotFoundError
+from ccm.errors import CCMError, CloudCallTimeoutError, ImplementedElsewhereError, NotFoundError
 from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
 from ccm.kube import workqueue
@@ -53,10 +53,6 @@ _METRIC_NAME = "service"  # running_managed_controllers{name="service"}
 
 class ServiceSyncError(CCMError):
     """A sync of one Service failed; the message is what the Warning event shows."""
-
-
-class CloudCallTimeoutError(CCMError):
-    """A cloud provider call did not return within ``--cloud-call-timeout``."""
 
 
 class Operation(enum.Enum):
@@ -215,18 +211,9 @@ class ServiceController:
         if lock is not None and not lock.locked():
             del self._locks[key]
 
-    async def _call(self, awaitable: Awaitable[T]) -> T:
-        """Await one cloud call, bounded by the cloud call timeout."""
-        timeout = asyncio.timeout(self._cloud_timeout)
-        try:
-            async with timeout:
-                return await awaitable
-        except TimeoutError:
-            if timeout.expired():
-                raise CloudCallTimeoutError(
-                    f"cloud provider call did not return within {self._cloud_timeout:g}s"
-                ) from None
-            raise
+    async def _call(self, awaitable: Awaitable[T], what: str) -> T:
+        """Await one cloud call, bounded by the cloud call timeout (``CloudCallTimeoutError``)."""
+        return await base.call_cloud(awaitable, self._cloud_timeout, what)
 
     def _node_view(self, node: Mapping[str, Any]) -> Node:
         """A read-only view of ``node``, reused while its resourceVersion stays the same."""
@@ -291,7 +278,8 @@ class ServiceController:
         )
         try:
             await self._call(
-                self._balancer.ensure_load_balancer_deleted(self._cluster_name, Service(svc))
+                self._balancer.ensure_load_balancer_deleted(self._cluster_name, Service(svc)),
+                "ensure_load_balancer_deleted",
             )
         except Exception as exc:
             self._event(
@@ -340,7 +328,7 @@ class ServiceController:
             new_status = {}
             try:
                 _, exists = await self._call(
-                    self._balancer.get_load_balancer(self._cluster_name, view)
+                    self._balancer.get_load_balancer(self._cluster_name, view), "get_load_balancer"
                 )
             except Exception as exc:
                 raise ServiceSyncError(
@@ -356,7 +344,8 @@ class ServiceController:
                 )
                 try:
                     await self._call(
-                        self._balancer.ensure_load_balancer_deleted(self._cluster_name, view)
+                        self._balancer.ensure_load_balancer_deleted(self._cluster_name, view),
+                        "ensure_load_balancer_deleted",
                     )
                 except ImplementedElsewhereError:
                     _log.log(
@@ -441,7 +430,8 @@ class ServiceController:
             )
         self.last_synced_nodes[key] = nodes
         status: LoadBalancerStatus | None = await self._call(
-            self._balancer.ensure_load_balancer(self._cluster_name, view, self._views(nodes))
+            self._balancer.ensure_load_balancer(self._cluster_name, view, self._views(nodes)),
+            "ensure_load_balancer",
         )
         return status
 
@@ -560,7 +550,8 @@ class ServiceController:
                 await self._call(
                     self._balancer.update_load_balancer(
                         self._cluster_name, view, self._views(hosts)
-                    )
+                    ),
+                    "update_load_balancer",
                 )
             except ImplementedElsewhereError:
                 return
@@ -568,7 +559,8 @@ class ServiceController:
                 # It is only an error if the load balancer still exists.
                 try:
                     _, exists = await self._call(
-                        self._balancer.get_load_balancer(self._cluster_name, view)
+                        self._balancer.get_load_balancer(self._cluster_name, view),
+                        "get_load_balancer",
                     )
                 except Exception as get_exc:
                     _log.error(

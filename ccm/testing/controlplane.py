@@ -2,7 +2,7 @@
 
 :class:`ControlPlane` starts etcd and kube-apiserver as child processes on free loopback ports,
 with a throw-away directory holding etcd's data, freshly generated certificates (ECDSA P-256, made
-with ``cryptography``), the logs and an audit log. There is no kube-controller-manager, scheduler or
+by :mod:`ccm.certs`), the logs and an audit log. There is no kube-controller-manager, scheduler or
 kubelet: what those would do (namespace finalisation, ``default`` service accounts, node
 heartbeats) is up to the test, see :mod:`ccm.testing.pytest_plugin`. Binaries come from
 :func:`ccm.testing.assets.find_assets`.
@@ -31,7 +31,6 @@ import base64
 import contextlib
 import ctypes
 import dataclasses
-import datetime
 import hashlib
 import http.client
 import ipaddress
@@ -49,7 +48,6 @@ import tempfile
 import threading
 import time
 import urllib.parse
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -57,12 +55,8 @@ from types import FrameType, TracebackType
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ccm import errors
+from ccm import certs, errors
 from ccm.testing import assets
 
 __all__ = [
@@ -96,7 +90,6 @@ rules:
 _LOG_TAIL_LINES = 30
 _PORT_IN_USE = re.compile(r"address already in use", re.IGNORECASE)
 _PR_SET_PDEATHSIG = 1
-_CERT_VALIDITY = datetime.timedelta(days=365)
 
 
 class ControlPlaneError(errors.CCMError):
@@ -108,127 +101,6 @@ class ControlPlaneError(errors.CCMError):
 
 class _PortInUseError(ControlPlaneError):
     """A child lost the race for a free port; start() retries with new ports."""
-
-
-# --------------------------------------------------------------------------------------------------
-# certificates
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _KeyPair:
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def key_pem(self) -> bytes:
-        return _key_pem(self.key)
-
-    def write(self, cert_path: Path, key_path: Path) -> None:
-        cert_path.write_bytes(self.cert_pem)
-        _write_key(key_path, self.key)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.touch(mode=0o600)
-    path.write_bytes(_key_pem(key))
-
-
-def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
-    # Kubernetes user and group names may exceed X.509's 64-character upper bound, which Go
-    # accepts; cryptography refuses them, or only warns when told not to validate.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        attributes = [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org, _validate=False)
-            for org in organizations
-        ]
-        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name, _validate=False))
-    return x509.Name(attributes)
-
-
-def _builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -> Any:
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + _CERT_VALIDITY)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-
-
-def _new_ca(common_name: str) -> _KeyPair:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = _name(common_name)
-    cert = (
-        _builder(subject, subject, key)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return _KeyPair(cert, key)
-
-
-def _issue(
-    ca: _KeyPair,
-    subject: x509.Name,
-    *,
-    usage: x509.ObjectIdentifier,
-    sans: Sequence[x509.GeneralName] = (),
-) -> _KeyPair:
-    key = ec.generate_private_key(ec.SECP256R1())
-    ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    builder = (
-        _builder(subject, ca.cert.subject, key)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
-    )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    return _KeyPair(builder.sign(ca.key, hashes.SHA256()), key)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,7 +345,7 @@ class ControlPlane:
         self._layout: _Layout | None = None
         self._etcd: subprocess.Popen[bytes] | None = None
         self._apiserver: subprocess.Popen[bytes] | None = None
-        self._client_ca: _KeyPair | None = None
+        self._client_ca: certs.KeyPair | None = None
         self._ssl_context: ssl.SSLContext | None = None
         self._pids: list[int] = []
         self._stopping = False
@@ -628,7 +500,7 @@ class ControlPlane:
         layout = self._require()
         if self._client_ca is None:
             raise ControlPlaneError("the control plane is not started")
-        pair = _issue(self._client_ca, _name(name, groups), usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+        pair = certs.issue(self._client_ca, name, usage="client", organizations=groups)
         folder = layout.data_dir / "users"
         folder.mkdir(exist_ok=True)
         base = _safe_file_name(name)
@@ -636,6 +508,40 @@ class ControlPlane:
         path = folder / f"{base}.kubeconfig"
         self._write_kubeconfig(path, name, pair)
         return path
+
+    def metrics_reader_token(self, name: str = "ccm-metrics-reader") -> str:
+        """A token of ServiceAccount ``kube-system/<name>``, bound (created if missing) to a
+        ClusterRole that may ``get`` the non-resource URL ``/metrics`` — what a Prometheus scraper
+        of ccm needs under delegated authorization."""
+        rbac = "/apis/rbac.authorization.k8s.io/v1"
+        for path, body in (
+            ("/api/v1/namespaces/kube-system/serviceaccounts", {"metadata": {"name": name}}),
+            (
+                f"{rbac}/clusterroles",
+                {
+                    "metadata": {"name": name},
+                    "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}],
+                },
+            ),
+            (
+                f"{rbac}/clusterrolebindings",
+                {
+                    "metadata": {"name": name},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": name,
+                    },
+                    "subjects": [
+                        {"kind": "ServiceAccount", "name": name, "namespace": "kube-system"}
+                    ],
+                },
+            ),
+        ):
+            status, raw = self.request("POST", path, body)
+            if status not in (201, 409):
+                raise ControlPlaneError(f"POST {path}: HTTP {status}: {raw[:300]!r}")
+        return self.service_account_token("kube-system", name)
 
     def service_account_token(
         self,
@@ -747,22 +653,22 @@ class ControlPlane:
         self._etcd = self._spawn(self.etcd_command, self.etcd_log_path)
         self._wait("etcd", self._etcd, self.etcd_log_path, deadline, timeout, self._etcd_healthy)
 
-        certs = self._require().certs
+        cert_dir = self._require().certs
         apiserver_defaults: dict[str, str | None] = {
             "--etcd-servers": self.etcd_url,
             "--bind-address": "127.0.0.1",
             "--advertise-address": "127.0.0.1",
             "--secure-port": str(apiserver_port),
             "--cert-dir": str(data_dir / "apiserver"),
-            "--tls-cert-file": str(certs / "serving.crt"),
-            "--tls-private-key-file": str(certs / "serving.key"),
+            "--tls-cert-file": str(cert_dir / "serving.crt"),
+            "--tls-private-key-file": str(cert_dir / "serving.key"),
             "--client-ca-file": str(self.client_ca_cert_path),
             "--authorization-mode": "Node,RBAC",
             "--service-cluster-ip-range": SERVICE_CLUSTER_IP_RANGE,
             "--endpoint-reconciler-type": "none",
             "--allow-privileged": "true",
             "--service-account-issuer": self.url,
-            "--service-account-key-file": str(certs / "sa.pub"),
+            "--service-account-key-file": str(cert_dir / "sa.pub"),
             "--service-account-signing-key-file": str(self.service_account_key_path),
         }
         if self._audit_policy is not None:
@@ -787,40 +693,33 @@ class ControlPlane:
         )
 
     def _write_certificates(self) -> None:
-        certs = self._require().certs
-        certs.mkdir(mode=0o700)
-        serving_ca = _new_ca("ccm-test-serving-ca")
-        serving_ca.write(certs / "serving-ca.crt", certs / "serving-ca.key")
-        sans: list[x509.GeneralName] = [
-            x509.DNSName("localhost"),
-            x509.DNSName("kubernetes"),
-            x509.DNSName("kubernetes.default"),
-            x509.DNSName("kubernetes.default.svc"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(next(ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE).hosts())),
-        ]
-        serving = _issue(
-            serving_ca, _name("kube-apiserver"), usage=ExtendedKeyUsageOID.SERVER_AUTH, sans=sans
+        folder = self._require().certs
+        folder.mkdir(mode=0o700)
+        serving_ca = certs.new_ca("ccm-test-serving-ca")
+        serving_ca.write(folder / "serving-ca.crt", folder / "serving-ca.key")
+        serving = certs.issue(
+            serving_ca,
+            "kube-apiserver",
+            usage="server",
+            dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+            ip_addresses=[
+                "127.0.0.1",
+                next(ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE).hosts()),
+            ],
         )
-        serving.write(certs / "serving.crt", certs / "serving.key")
-        self._client_ca = _new_ca("ccm-test-client-ca")
-        self._client_ca.write(certs / "client-ca.crt", certs / "client-ca.key")
-        admin = _issue(
-            self._client_ca,
-            _name("admin", ["system:masters"]),
-            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        serving.write(folder / "serving.crt", folder / "serving.key")
+        self._client_ca = certs.new_ca("ccm-test-client-ca")
+        self._client_ca.write(folder / "client-ca.crt", folder / "client-ca.key")
+        admin = certs.issue(
+            self._client_ca, "admin", usage="client", organizations=["system:masters"]
         )
         admin.write(self.admin_cert_path, self.admin_key_path)
-        sa_key = ec.generate_private_key(ec.SECP256R1())
-        _write_key(self.service_account_key_path, sa_key)
-        (certs / "sa.pub").write_bytes(
-            sa_key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
+        sa_key = certs.new_key()
+        certs.write_key(self.service_account_key_path, sa_key)
+        (folder / "sa.pub").write_bytes(certs.public_key_to_pem(sa_key))
         self._write_kubeconfig(self.kubeconfig_path, "admin", admin)
 
-    def _write_kubeconfig(self, path: Path, user: str, pair: _KeyPair) -> None:
+    def _write_kubeconfig(self, path: Path, user: str, pair: certs.KeyPair) -> None:
         def b64(data: bytes) -> str:
             return base64.b64encode(data).decode()
 

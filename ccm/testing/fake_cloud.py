@@ -4,7 +4,10 @@ Plays the role of upstream ``fake/fake.go`` (k8s.io/cloud-provider), written afr
 the entry point ``fake`` (``ccm --cloud-provider=fake --cloud-config=fake.yaml``) and is used
 in-process by controller tests (``FakeCloud(...)``). It implements every capability of the
 contract: InstancesV2, Instances (legacy), Zones, LoadBalancer, Routes and Clusters; each can be
-switched off (its accessor then returns ``None``).
+switched off (its accessor then returns ``None``). The optional InstancesBatch capability is
+implemented too, but off unless switched on (``FakeCapabilities(instances_batch=True)``, or
+``capabilities: {instancesBatch: true}`` in the config); ``max_batch_size`` (config
+``maxBatchSize``, default 100) is its ``max_batch_size``.
 
 In-process API (details in the class docstrings)
 ================================================
@@ -33,6 +36,12 @@ argument is also a public attribute (``capabilities.routes = False`` works at an
 Method names (for ``calls``, errors and latency)
 ================================================
 InstancesV2: ``instance-exists``, ``instance-shutdown``, ``instance-metadata``.
+InstancesBatch: ``instance-exists-batch``, ``instance-shutdown-batch``,
+``instance-metadata-batch`` (one record, rate-limit charge and latency per batch call, recorded
+with key ``""``; the call's identifiers are every node name and provider ID of the batch, so a
+keyed rule of a batch method fails the whole call. Per Node, an error rule of the single method,
+e.g. ``instance-metadata`` with ``key: node-1``, makes that Node's result the exception.
+``batch_items`` / status ``batchItems`` counts the Nodes answered per batch method).
 Instances: ``node-addresses``, ``node-addresses-by-provider-id``, ``instance-id``,
 ``instance-type``, ``instance-type-by-provider-id``, ``instance-exists-by-provider-id``,
 ``instance-shutdown-by-provider-id``, ``add-ssh-key-to-all-instances``, ``current-node-name``.
@@ -62,7 +71,8 @@ Config file (``--cloud-config``, YAML or JSON; every key is optional)
     providerName: fake              # providerID prefix "<providerName>://"
     hasClusterID: true
     capabilities: {instancesV2: true, instances: true, zones: true, loadBalancer: true,
-                   routes: true, clusters: true}
+                   routes: true, clusters: true, instancesBatch: false}
+    maxBatchSize: 100                 # InstancesBatch.max_batch_size
     loadBalancer:
       ipPool: 192.0.2.0/24          # ingress IP hashed from the service key, probing on collision
       ipMode: null                  # or VIP / Proxy (status.loadBalancer.ingress[].ipMode)
@@ -143,7 +153,8 @@ every change). Tests poll it::
      "routes": {"kubernetes": [{"name": "...", "targetNode": "node-1",
          "destinationCIDR": "10.244.1.0/24", "blackhole": false, "targetNodeAddresses": []}]},
      "calls": {"instance-metadata": 3}, "callsByKey": {"instance-metadata": {"node-1": 3}},
-     "totalCalls": 3, "stateGeneration": 1, "stateError": null}
+     "totalCalls": 3, "batchItems": {"instance-metadata-batch": 0}, "stateGeneration": 1,
+     "stateError": null}
 
 Load balancers and routes
 =========================
@@ -194,6 +205,7 @@ from ccm.cloudprovider import (
     InitContext,
     InstanceMetadata,
     Instances,
+    InstancesBatch,
     InstancesV2,
     LoadBalancer,
     LoadBalancerIngress,
@@ -250,6 +262,9 @@ CLOUD_METHODS: frozenset[str] = frozenset(
         "instance-exists",
         "instance-shutdown",
         "instance-metadata",
+        "instance-exists-batch",
+        "instance-shutdown-batch",
+        "instance-metadata-batch",
         "node-addresses",
         "node-addresses-by-provider-id",
         "instance-id",
@@ -423,6 +438,7 @@ class FakeCloudStateSpec(_Model):
 class CapabilitiesSpec(_Model):
     instances_v2: bool = True
     instances: bool = True
+    instances_batch: bool = False
     zones: bool = True
     load_balancer: bool = True
     routes: bool = True
@@ -462,6 +478,7 @@ class FakeCloudConfig(FakeCloudStateSpec):
     clusters: ClustersSpec = Field(default_factory=ClustersSpec)
     routes_enable_node_addresses: bool = False
     routes_auto_blackhole: bool = False
+    max_batch_size: int = Field(100, ge=1)
     state_file: str | None = None
     status_file: str | None = None
     status_interval: float = Field(0.1, ge=0)
@@ -511,6 +528,7 @@ class FakeCloudStatus(_StatusModel):
     calls: dict[str, int] = Field(default_factory=dict)
     calls_by_key: dict[str, dict[str, int]] = Field(default_factory=dict)
     total_calls: int = 0
+    batch_items: dict[str, int] = Field(default_factory=dict)
     state_generation: int = 0
     state_error: str | None = None
 
@@ -625,6 +643,9 @@ class FakeCapabilities:
     load_balancer: bool = True
     routes: bool = True
     clusters: bool = True
+    #: InstancesBatch (off by default, so the single-call counters of existing tests keep their
+    #: meaning; ``capabilities: {instancesBatch: true}`` in the config turns it on).
+    instances_batch: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -873,6 +894,7 @@ class FakeCloud(CloudProvider):
         cluster_id: bool = True,
         routes_enable_node_addresses: bool = False,
         routes_auto_blackhole: bool = False,
+        max_batch_size: int = 100,
         latency: Mapping[str, float] | None = None,
         rate_limit: tuple[float, int] | None = None,
         record_calls: bool = True,
@@ -904,6 +926,12 @@ class FakeCloud(CloudProvider):
         self.cluster_id = cluster_id
         self.routes_enable_node_addresses = routes_enable_node_addresses
         self.routes_auto_blackhole = routes_auto_blackhole
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        #: InstancesBatch.max_batch_size
+        self.max_batch_size = max_batch_size
+        #: Nodes answered by the batch methods, per method (the status file's ``batchItems``).
+        self.batch_items: collections.Counter[str] = collections.Counter()
         self.errors: list[ErrorRule] = []
         self.latency: dict[str, float] = {}
         for method, seconds in (latency or {}).items():
@@ -964,7 +992,9 @@ class FakeCloud(CloudProvider):
                 load_balancer=caps.load_balancer,
                 routes=caps.routes,
                 clusters=caps.clusters,
+                instances_batch=caps.instances_batch,
             ),
+            max_batch_size=cfg.max_batch_size,
             ip_pool=lb.ip_pool,
             ip_mode=lb.ip_mode,
             reject_protocols=lb.reject_protocols,
@@ -1000,6 +1030,9 @@ class FakeCloud(CloudProvider):
 
     def instances(self) -> Instances | None:
         return self if self.capabilities.instances else None
+
+    def instances_batch(self) -> InstancesBatch | None:
+        return self if self.capabilities.instances_batch else None
 
     def zones(self) -> Zones | None:
         return self if self.capabilities.zones else None
@@ -1139,6 +1172,7 @@ class FakeCloud(CloudProvider):
         self.call_counts.clear()
         self._calls_by_key.clear()
         self.total_calls = 0
+        self.batch_items.clear()
 
     def _record(self, method: str, key: str) -> FakeCall:
         call = FakeCall(method, key)
@@ -1251,15 +1285,61 @@ class FakeCloud(CloudProvider):
 
     async def instance_exists(self, node: Node) -> bool:
         await self._call("instance-exists", node.name, node.provider_id)
-        instance = self.find_instance(node.name, node.provider_id, node)
-        return instance is not None and instance.exists
+        return self._exists_answer(node)
 
     async def instance_shutdown(self, node: Node) -> bool:
         await self._call("instance-shutdown", node.name, node.provider_id)
-        return self._existing(node.name, node.provider_id, node).shutdown
+        return self._shutdown_answer(node)
 
     async def instance_metadata(self, node: Node) -> InstanceMetadata | None:
         await self._call("instance-metadata", node.name, node.provider_id)
+        return self._metadata_answer(node)
+
+    # ---- InstancesBatch: one call (one record, rate-limit charge and latency) per batch; the
+    # per-Node answers are those of the single calls, and an error rule of the single method
+    # (e.g. ``instance-metadata`` with a node key) makes that Node's result an exception.
+
+    async def _batch(
+        self, method: str, single: str, nodes: Sequence[Node], answer: Callable[[Node], Any]
+    ) -> list[Any]:
+        nodes = list(nodes)
+        idents = [i for n in nodes for i in (n.name, n.provider_id) if i]
+        await self._call(method, "", *idents)
+        self.batch_items[method] += len(nodes)
+        self._status_changed()
+        results: list[Any] = []
+        for node in nodes:
+            failure = self._item_error(single, node.name, node.provider_id)
+            if failure is not None:
+                results.append(failure)
+                continue
+            try:
+                results.append(answer(node))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _item_error(self, method: str, *keys: str) -> Exception | None:
+        present = {k for k in keys if k}
+        for rule in self.errors:
+            if rule.method != _WILDCARD and rule.matches(method, present):
+                if rule.times is not None:
+                    rule.times -= 1
+                rule.fired += 1
+                error = rule.build()
+                if isinstance(error, Exception):
+                    return error
+                raise error
+        return None
+
+    def _exists_answer(self, node: Node) -> bool:
+        instance = self.find_instance(node.name, node.provider_id, node)
+        return instance is not None and instance.exists
+
+    def _shutdown_answer(self, node: Node) -> bool:
+        return self._existing(node.name, node.provider_id, node).shutdown
+
+    def _metadata_answer(self, node: Node) -> InstanceMetadata | None:
         instance = self._existing(node.name, node.provider_id, node)
         return InstanceMetadata(
             provider_id=self.provider_id_of(instance),
@@ -1270,6 +1350,23 @@ class FakeCloud(CloudProvider):
             additional_labels=MappingProxyType(dict(instance.labels))
             if instance.labels
             else _EMPTY_LABELS,
+        )
+
+    async def instance_exists_batch(self, nodes: Sequence[Node]) -> Sequence[bool | Exception]:
+        return await self._batch(
+            "instance-exists-batch", "instance-exists", nodes, self._exists_answer
+        )
+
+    async def instance_shutdown_batch(self, nodes: Sequence[Node]) -> Sequence[bool | Exception]:
+        return await self._batch(
+            "instance-shutdown-batch", "instance-shutdown", nodes, self._shutdown_answer
+        )
+
+    async def instance_metadata_batch(
+        self, nodes: Sequence[Node]
+    ) -> Sequence[InstanceMetadata | Exception | None]:
+        return await self._batch(
+            "instance-metadata-batch", "instance-metadata", nodes, self._metadata_answer
         )
 
     # ---- Instances (legacy)
@@ -1663,6 +1760,7 @@ class FakeCloud(CloudProvider):
                 m: dict(sorted(c.items())) for m, c in sorted(self._calls_by_key.items())
             },
             "totalCalls": self.total_calls,
+            "batchItems": dict(sorted(self.batch_items.items())),
             "stateGeneration": self.state_generation,
             "stateError": self.state_error,
         }

@@ -189,31 +189,4 @@ def daemon_factory(
 @pytest.fixture(scope="session")
 def metrics_token(control_plane: ControlPlane) -> str:
     """A ServiceAccount token whose user may ``get`` the non-resource URL /metrics."""
-    from kubernetes import client, config
-
-    api = config.new_client_from_config(str(control_plane.kubeconfig_path))
-    try:
-        name = "ccm-e2e-metrics-reader"
-        core = client.CoreV1Api(api)
-        core.create_namespaced_service_account("kube-system", {"metadata": {"name": name}})
-        rbac = client.RbacAuthorizationV1Api(api)
-        rbac.create_cluster_role(
-            {
-                "metadata": {"name": name},
-                "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}],
-            }
-        )
-        rbac.create_cluster_role_binding(
-            {
-                "metadata": {"name": name},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": name,
-                },
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "kube-system"}],
-            }
-        )
-    finally:
-        api.close()
-    return control_plane.service_account_token("kube-system", name)
+    return control_plane.metrics_reader_token("ccm-e2e-metrics-reader")

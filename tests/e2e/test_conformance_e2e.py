@@ -59,7 +59,7 @@ def test_fake_provider_passes_everything_through_the_cli(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for cap in suite.CAPABILITIES:
         assert f"{cap}: passed" in proc.stdout
-    assert "CONFORMANT: 18 passed, 0 failed, 0 not offered" in proc.stdout
+    assert "CONFORMANT: 19 passed, 0 failed, 0 not offered" in proc.stdout
     root = ET.parse(junit).getroot()
     cases = list(root.iter("testcase"))
     assert len(cases) == len(suite.SCENARIOS)

@@ -4,6 +4,7 @@ observed through the official ``kubernetes`` client."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -136,6 +137,8 @@ def test_initializes_tainted_nodes_and_never_untaints_before_labels(
     assert status == 200
     assert 'workqueue_adds_total{name="Nodes"}' in metrics
     assert "node_controller_cloud_provider_taint_removal_delay_seconds_count" in metrics
+    lag_samples = re.search(r"^ccm_event_loop_lag_seconds_count (\S+)$", metrics, re.M)
+    assert lag_samples is not None and float(lag_samples.group(1)) >= 1
     assert (
         'running_managed_controllers{manager="cloud-controller-manager",name="cloud-node"} 1.0'
         in metrics

@@ -103,6 +103,16 @@ def _audit(cp: ControlPlane) -> list[dict[str, Any]]:
     return [json.loads(line) for line in cp.audit_log_path.read_text().splitlines() if line]
 
 
+def _lease_verbs(cp: ControlPlane) -> set[str]:
+    """Verbs the daemon's own identity has used on Leases so far (audit log)."""
+    return {
+        e["verb"]
+        for e in _audit(cp)
+        if e["user"]["username"] == CCM_USER
+        and (e.get("objectRef") or {}).get("resource") == "leases"
+    }
+
+
 def _key(event: dict[str, Any]) -> tuple[str, str, str]:
     ref = event.get("objectRef") or {}
     resource = ref.get("resource", "")
@@ -271,9 +281,10 @@ def test_runs_every_loop_under_the_shipped_rbac_with_no_forbidden_request(
 
     _wait("service cleanup", service_gone)
     assert d1.get("/metrics", token=metrics_token)[0] == 200
-    assert d1.stop() == 0
 
     # ---- phase 2: as shipped, each controller with its own ServiceAccount ----------------------
+    # The second daemon starts as a standby (it watches the Lease) and takes over when the first
+    # one stops.
     fresh = unique_name("fresh")
     from kubernetes.client.rest import ApiException
 
@@ -292,6 +303,8 @@ def test_runs_every_loop_under_the_shipped_rbac_with_no_forbidden_request(
         name="phase2",
     )
     d2.start()
+    _wait("the standby's watch of the Lease", lambda: "watch" in _lease_verbs(control_plane))
+    assert d1.stop() == 0
     nodes.create(fresh)
     cloud.state.add_instance(fresh, zone="z2", region="r1")
     cloud.write_state()

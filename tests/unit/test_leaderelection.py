@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 import uuid
@@ -580,10 +581,55 @@ async def test_a_standby_takes_over_at_once_after_the_leader_releases(looptime: 
     stopped_at = float(looptime)
     await lead2.started.wait()
     assert lead2.started_at is not None
-    assert lead2.started_at - stopped_at <= 2 * 2.2 + 0.01  # one retry, not a lease duration
+    # The standby watches the Lease: it acts on the release itself, not at its next retry.
+    assert lead2.started_at - stopped_at < 0.05
     assert store.spec["holderIdentity"] == "second"
     assert store.spec["leaseTransitions"] == 1
+    watches = [a for a in store.actions if a.verb == "watch"]
+    assert watches and all(a.resource == "leases" for a in watches)
     await stop(task2)
+
+
+async def test_without_watch_permission_a_standby_polls_and_still_takes_over(
+    looptime: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ccm.leaderelection")
+    store = Kube()
+    store.inject_error("watch", "leases", 403)
+    first, second = make(store, "first"), make(store, "second")
+    lead1, lead2 = Leading(), Leading()
+    task1 = await start(first, lead1)
+    await lead1.started.wait()
+    task2 = await start(second, lead2)
+    await asyncio.sleep(30)
+    watch_attempts = len([a for a in store.actions if a.verb == "watch"])
+    assert watch_attempts == 1  # tried once, then polling only
+    await stop(task1)
+    stopped_at = float(looptime)
+    await lead2.started.wait()
+    assert lead2.started_at is not None
+    assert lead2.started_at - stopped_at <= 2 * 2.2 + 0.01  # the next jittered retry
+    assert store.spec["holderIdentity"] == "second"
+    assert "cannot watch lease kube-system/cloud-controller-manager" in caplog.text
+    await stop(task2)
+
+
+async def test_a_standby_ignores_renewals_and_keeps_waiting(looptime: Any) -> None:
+    store = Kube()
+    first, second = make(store, "first"), make(store, "second")
+    lead1, lead2 = Leading(), Leading()
+    task1 = await start(first, lead1)
+    await lead1.started.wait()
+    task2 = await start(second, lead2)
+    await asyncio.sleep(60)  # ~30 renewals by the leader, each a MODIFIED event for the standby
+    assert first.is_leader and not second.is_leader
+    assert not lead2.started.is_set()
+    # The leader renews without reading (0 GETs), so these are the standby's attempts: one per
+    # jittered retry period (mean 3.2 s, ~19 in 60 s), not one per renewal it watched (30).
+    gets_by_standby = len([a for a in store.actions if a.verb == "get"])
+    assert 10 <= gets_by_standby <= 24
+    await stop(task2)
+    await stop(task1)
 
 
 async def test_run_cannot_be_entered_twice(looptime: Any) -> None:

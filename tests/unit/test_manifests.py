@@ -249,6 +249,7 @@ def test_kube_system_role_leases_and_controller_service_accounts(
         ("coordination.k8s.io", "leases", "create", ()),
         ("coordination.k8s.io", "leases", "get", lease),
         ("coordination.k8s.io", "leases", "update", lease),
+        ("coordination.k8s.io", "leases", "watch", lease),
         ("", "serviceaccounts", "create", ()),
         ("", "serviceaccounts", "get", clients),
         ("", "serviceaccounts/token", "create", clients),

@@ -309,4 +309,83 @@ async def lifecycle(ctx: Context) -> None:
     await ctx.delete_node(stopped.name)
 
 
+_BATCH_METHODS = ("instance_exists", "instance_shutdown", "instance_metadata")
+
+
+async def _outcome(ctx: Context, what: str, awaitable: Any) -> Any:
+    """The value of a provider call, or the exception it raised (timeouts stay violations)."""
+    try:
+        return await ctx.call(what, awaitable)
+    except RuleViolation:
+        raise
+    except Exception as exc:
+        return exc
+
+
+def _describe(answer: Any) -> str:
+    if isinstance(answer, BaseException):
+        return f"{type(answer).__name__}({answer})"
+    return repr(answer)
+
+
+def _agrees(single: Any, batched: Any) -> bool:
+    if isinstance(single, BaseException):
+        if not isinstance(batched, Exception):
+            return False
+        if isinstance(single, errors.InstanceNotFoundError):
+            return isinstance(batched, errors.InstanceNotFoundError)
+        return True
+    return not isinstance(batched, BaseException) and bool(batched == single)
+
+
+@scenario(CAP, "batch-agrees-with-single-calls")
+async def batch_agrees(ctx: Context) -> None:
+    """When the provider offers the optional InstancesBatch: ``max_batch_size`` is >= 1, each batch
+    method returns one answer per Node in input order, and every answer agrees with the single
+    InstancesV2 call for that Node (a running, a stopped and a deleted machine, and a Node that
+    never had one): the same value, or an exception where the single call raises
+    (InstanceNotFoundError where it raises InstanceNotFoundError). A provider without
+    InstancesBatch passes: the capability is optional and the single calls are used."""
+    cap = _offered(ctx, CAP)
+    batch = ctx.provider.instances_batch()
+    if batch is None:
+        return
+    size = getattr(batch, "max_batch_size", None)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise RuleViolation("batch-max-size", f"max_batch_size is {size!r}, not an int >= 1")
+    driver = ctx.need_driver()
+    _, running, running_view = await _machine_and_view(ctx, "b-run")
+    _, stopped, stopped_view = await _machine_and_view(ctx, "b-stop")
+    _, deleted, deleted_view = await _machine_and_view(ctx, "b-del")
+    await driver.stop_machine(stopped.name)
+    await driver.delete_machine(deleted.name)
+    views = [running_view, stopped_view, deleted_view, node_view(ctx.name("b-missing"))]
+    labels = [running.name, f"{stopped.name} (stopped)", f"{deleted.name} (deleted)", "missing"]
+    for method in _BATCH_METHODS:
+        single = [await _outcome(ctx, method, getattr(cap, method)(v)) for v in views]
+        for start in range(0, len(views), size):
+            chunk = views[start : start + size]
+            what = f"{method}_batch"
+            answers = await ctx.call(what, getattr(batch, what)(chunk))
+            try:
+                answers = list(answers)
+            except TypeError:
+                answers = None
+            if answers is None or len(answers) != len(chunk):
+                got = "no sequence" if answers is None else f"{len(answers)} answers"
+                raise RuleViolation(
+                    "batch-one-answer-per-node",
+                    f"{what} returned {got} for {len(chunk)} nodes: it must return exactly one "
+                    "answer per input Node, in order",
+                )
+            for offset, answer in enumerate(answers):
+                i = start + offset
+                if not _agrees(single[i], answer):
+                    raise RuleViolation(
+                        "batch-agrees-with-single",
+                        f"{what} answered {_describe(answer)} for {labels[i]}, but {method} "
+                        f"answers {_describe(single[i])}",
+                    )
+
+
 __all__ = ["NodeAddress"]

@@ -180,6 +180,9 @@ class ObservedProvider(CloudProvider):
     def instances(self) -> Any:
         return self._wrap("Instances", self.inner.instances())
 
+    def instances_batch(self) -> Any:
+        return self._wrap("InstancesBatch", self.inner.instances_batch())
+
     def zones(self) -> Any:
         return self._wrap("Zones", self.inner.zones())
 

@@ -13,15 +13,12 @@ from ccm.errors import ConfigError
 def test_defaults_match_upstream() -> None:
     o = options.parse_args(["--cloud-provider=fake"])
     assert o.controllers == ["*"]
-    assert o.concurrent_node_syncs == 1
-    assert o.concurrent_service_syncs == 1
     assert o.concurrent_node_status_updates == 0
     assert o.node_status_update_frequency == 300.0
     assert o.node_monitor_period == 5.0
     assert o.route_reconciliation_period == 10.0
     assert o.configure_cloud_routes is True
     assert o.cluster_name == "kubernetes"
-    assert o.kube_api_qps == 20.0 and o.kube_api_burst == 30
     assert (
         o.leader_elect,
         o.leader_elect_lease_duration,
@@ -31,6 +28,23 @@ def test_defaults_match_upstream() -> None:
     assert o.leader_elect_resource_name == "cloud-controller-manager"
     assert o.leader_elect_resource_namespace == "kube-system"
     assert o.secure_port == 10258 and o.bind_address == "0.0.0.0"
+
+
+def test_throughput_defaults_are_ccms_own_and_upstreams_are_one_flag_away() -> None:
+    o = options.parse_args(["--cloud-provider=fake"])
+    assert (o.concurrent_node_syncs, o.concurrent_service_syncs) == (10, 20)
+    assert (o.kube_api_qps, o.kube_api_burst) == (200.0, 300)
+    flags = [f"{k}={v}" for k, v in options.UPSTREAM_THROUGHPUT_DEFAULTS.items()]
+    u = options.parse_args(["--cloud-provider=fake", *flags])
+    assert (u.concurrent_node_syncs, u.concurrent_service_syncs) == (1, 1)
+    assert (u.kube_api_qps, u.kube_api_burst) == (20.0, 30)
+
+
+def test_help_names_the_upstream_default_of_each_changed_setting() -> None:
+    text = options.build_parser().format_help()
+    for flag, value in options.UPSTREAM_THROUGHPUT_DEFAULTS.items():
+        start = text.index("\n  " + flag)
+        assert f"(upstream default: {value:g})" in " ".join(text[start : start + 400].split())
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,12 @@ import pytest
 from ccm import wellknown
 from ccm.cloudprovider import InstanceMetadata, NodeAddress
 from ccm.controllers import node as node_controller
-from ccm.errors import ConflictError, InstanceNotFoundError, RetryAfterError
+from ccm.errors import (
+    CloudCallTimeoutError,
+    ConflictError,
+    InstanceNotFoundError,
+    RetryAfterError,
+)
 from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
 from ccm.kube.fake import FakeKubeClient
@@ -464,3 +469,105 @@ def test_refuses_a_provider_without_instances() -> None:
             cloud=cloud,
             recorder=Recorder(),
         )
+
+
+@pytest.mark.looptime
+async def test_a_hung_metadata_call_times_out_with_an_event_and_is_retried(env: Env) -> None:
+    env.cloud.add_instance("node0", zone="z")
+    env.cloud.set_latency("instance-metadata", 3600)
+    controller = node_controller.CloudNodeController(
+        client=env.client,
+        nodes=env.informer,
+        cloud=env.cloud,
+        recorder=env.recorder,
+        cloud_timeout=5,
+    )
+    await add_node(env, make_node("node0"))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(CloudCallTimeoutError):
+        await controller.sync_node("node0")
+    assert loop.time() - start == pytest.approx(5)
+    assert env.node("node0")["spec"]["taints"] == [UNINIT]
+    assert env.recorder.events == [
+        (
+            "node0",
+            wellknown.EVENT_WARNING,
+            wellknown.EVENT_REASON_FAILED_TO_INITIALIZE,
+            "Failed to initialize node with cloud provider: cloud provider call "
+            "instance_metadata did not return within 5s",
+        )
+    ]
+    # the worker's retry switch requeues it; once the cloud answers the Node is initialized
+    run = asyncio.create_task(controller.run())
+    while env.recorder.reasons().count(wellknown.EVENT_REASON_FAILED_TO_INITIALIZE) < 2:
+        await asyncio.sleep(1)
+    env.cloud.set_latency("instance-metadata", 0)
+    while env.node("node0")["spec"].get("taints"):
+        await asyncio.sleep(1)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert env.recorder.reasons()[-1] == wellknown.EVENT_REASON_SYNCED
+
+
+@pytest.mark.looptime
+async def test_a_hung_address_refresh_is_logged_and_leaves_addresses(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    env.cloud.add_instance("a", addresses=[addr("InternalIP", "10.0.0.1")])
+    await add_node(env, make_node("a", tainted=False))
+    env.cloud.set_latency("instance-metadata", 3600)
+    controller = node_controller.CloudNodeController(
+        client=env.client,
+        nodes=env.informer,
+        cloud=env.cloud,
+        recorder=env.recorder,
+        cloud_timeout=5,
+    )
+    with caplog.at_level("ERROR"):
+        await controller.update_node_status()
+    assert env.client.writes() == []
+    assert "instance_metadata did not return within 5s" in caplog.text
+
+
+@pytest.mark.looptime
+async def test_status_loop_runs_at_most_its_workers_at_once_and_covers_every_node(
+    env: Env,
+) -> None:
+    """--concurrent-node-status-updates bounds the refresh; every initialized Node is refreshed
+    once and tainted ones are not asked about."""
+    for i in range(30):
+        env.cloud.add_instance(f"s{i}", addresses=[addr("InternalIP", f"10.1.0.{i}")])
+        await add_node(env, make_node(f"s{i}", tainted=False))
+    await add_node(env, make_node("tainted"))
+    env.cloud.set_latency("instance-metadata", 1.0)
+    in_flight = peak = 0
+    asked: list[str] = []
+    real = env.cloud.instance_metadata
+
+    async def counting(node: Any) -> Any:
+        nonlocal in_flight, peak
+        asked.append(node.name)
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            return await real(node)
+        finally:
+            in_flight -= 1
+
+    env.cloud.instance_metadata = counting  # type: ignore[method-assign]
+    controller = node_controller.CloudNodeController(
+        client=env.client,
+        nodes=env.informer,
+        cloud=env.cloud,
+        recorder=env.recorder,
+        status_update_workers=4,
+    )
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await controller.update_node_status()
+    assert peak == 4
+    assert sorted(asked) == sorted(f"s{i}" for i in range(30))
+    assert loop.time() - start == pytest.approx(8.0)  # ceil(30 / 4) rounds of 1 s
+    assert env.node("s7")["status"]["addresses"][0]["address"] == "10.1.0.7"

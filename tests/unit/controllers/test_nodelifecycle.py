@@ -782,3 +782,48 @@ def test_the_manager_wires_the_controller() -> None:
 
     spec = manager.default_controllers()[names.CLOUD_NODE_LIFECYCLE_CONTROLLER]
     assert spec.init is not None
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("v2", [True, False], ids=["v2", "v1"])
+async def test_a_hung_call_is_doubt_named_in_the_log_and_never_deletes(
+    v2: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    cloud = FakeCloud(capabilities=FakeCapabilities(instances_v2=v2))
+    call = "instance-exists" if v2 else "instance-exists-by-provider-id"
+    cloud.set_latency(call, 3600.0)  # the instance is gone: an answer would delete the Node
+    env, task = await make_env(cloud, cloud_timeout=2.0)
+    try:
+        await env.add(make_node(provider_id=PID))
+        env.client.clear_actions()
+        with caplog.at_level(logging.ERROR):
+            for _ in range(3):
+                await env.controller.monitor_nodes()
+        assert env.node("node0") is not None
+        assert env.client.writes() == []
+        assert env.recorder.events == []
+        name = call.replace("-", "_")
+        assert (
+            f"error checking if node node0 exists: timed out waiting for the cloud provider: "
+            f"cloud provider call {name} did not return within 2s"
+        ) in caplog.text
+        # retried on every sweep; once the cloud answers "gone", the Node is deleted
+        cloud.set_latency(call, 0.0)
+        await env.controller.monitor_nodes()
+        assert env.node("node0") is None
+    finally:
+        await close_env(env, task)
+
+
+@pytest.mark.looptime
+async def test_a_hung_shutdown_call_never_taints(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    env.cloud.add_instance("node0", provider_id=PID, shutdown=True)
+    env.cloud.set_latency("instance-shutdown", 3600.0)
+    await env.add(make_node(provider_id=PID))
+    env.client.clear_actions()
+    with caplog.at_level(logging.ERROR):
+        await env.controller.monitor_nodes()
+    assert env.client.writes() == []
+    assert "instance_shutdown did not return within" in caplog.text

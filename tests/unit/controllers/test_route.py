@@ -897,3 +897,31 @@ async def test_watch_based_mode_requeues_a_failed_pass(env: Env) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+@pytest.mark.looptime
+async def test_a_hung_create_is_named_in_the_event_and_retried_next_pass(env: Env) -> None:
+    await env.put(NODE1)
+    env.cloud.set_latency("create-route", 3600)
+    controller = env.controller(cloud_timeout=5)
+    await controller.reconcile_node_routes()
+    [event] = env.recorder.events
+    assert event[2] == wellknown.EVENT_REASON_FAILED_TO_CREATE_ROUTE
+    assert event[3].endswith("cloud provider call create_route did not return within 5s")
+    assert env.routes() == []
+    env.cloud.set_latency("create-route", 0)
+    await controller.reconcile_node_routes()
+    assert len(env.routes()) == 1
+
+
+@pytest.mark.looptime
+async def test_a_hung_list_routes_fails_the_pass_with_the_call_named(env: Env) -> None:
+    await env.put(NODE1)
+    env.cloud.set_latency("list-routes", 3600)
+    controller = env.controller(cloud_timeout=5)
+    with pytest.raises(RuntimeError, match="list_routes did not return within 5s"):
+        await controller.reconcile_node_routes()
+    assert env.routes() == []
+    env.cloud.set_latency("list-routes", 0)
+    await controller.reconcile_node_routes()
+    assert len(env.routes()) == 1

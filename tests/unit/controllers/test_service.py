@@ -1086,8 +1086,8 @@ async def test_cloud_calls_are_bounded_by_the_timeout(env: Env) -> None:
         await env.controller.sync_service(f"{NS}/web")
     [msg] = env.recorder.messages(wellknown.EVENT_REASON_SYNC_LB_FAILED)
     assert msg == (
-        "Error syncing load balancer: failed to ensure load balancer: cloud provider call did not "
-        "return within 30s"
+        "Error syncing load balancer: failed to ensure load balancer: cloud provider call "
+        "ensure_load_balancer did not return within 30s"
     )
 
 
@@ -1318,3 +1318,17 @@ async def test_only_relevant_service_changes_are_queued(env: Env) -> None:
     env.client.put_object(kclient.SERVICES, svc)
     await env.settle()
     assert f"{NS}/web" in queue  # any annotation may matter to a provider
+
+
+@pytest.mark.looptime
+async def test_a_hung_cloud_call_is_retried_until_the_cloud_answers(env: Env) -> None:
+    env.cloud.set_latency("create", 1000.0)
+    await put(env, kclient.SERVICES, make_service("web"))
+    await env.controller.process_service_key(f"{NS}/web")
+    assert env.controller.service_queue.num_requeues(f"{NS}/web") == 1
+    assert env.cloud.load_balancer_for(f"{NS}/web") is None
+    [msg] = env.recorder.messages(wellknown.EVENT_REASON_SYNC_LB_FAILED)
+    assert "ensure_load_balancer did not return within 30s" in msg
+    env.cloud.set_latency("create", 0.0)
+    async with _running(env):
+        await wait_for(lambda: env.cloud.load_balancer_for(f"{NS}/web") is not None, step=0.5)

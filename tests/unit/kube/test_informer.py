@@ -297,3 +297,53 @@ async def test_resync_calls_update_with_the_same_object() -> None:
         await inf.wait_for_sync(5)
         await asyncio.sleep(95)
     assert rec.events == [("add", "a")] + [("update", "a")] * 3
+
+
+async def test_a_large_list_is_paged_by_100_and_dispatched_in_slices() -> None:
+    """The initial list of 1,000 objects must not hold the event loop for its whole length: it
+    arrives in pages of 100 and its handlers run in slices, with other tasks running between."""
+    kube = fake.FakeKubeClient()
+    for i in range(1000):
+        kube.put_object(kclient.NODES, node(f"n{i:04d}"))
+    inf = informer.Informer(kube, kclient.NODES)
+    added: list[str] = []
+    inf.add_handler(on_add=lambda obj: added.append(informer.object_key(obj)))
+    seen_by_other_task: list[int] = []
+
+    async def other_task() -> None:
+        while len(added) < 1000:
+            seen_by_other_task.append(len(added))
+            await asyncio.sleep(0)
+
+    async with running(inf):
+        ticker = asyncio.create_task(other_task())
+        assert await inf.wait_for_sync(timeout=5)
+        await ticker
+    lists = [a for a in kube.actions if a.verb == "list"]
+    assert len(lists) == 10
+    assert len(added) == 1000
+    # The other task ran while handlers were being called, not only before or after.
+    assert any(0 < n < 1000 for n in seen_by_other_task)
+
+
+async def test_a_burst_of_watch_events_is_handled_in_slices() -> None:
+    """1,000 changes that reach the watch at once must not be applied in one stretch of the loop."""
+    kube = fake.FakeKubeClient()
+    inf = informer.Informer(kube, kclient.NODES)
+    added: list[str] = []
+    inf.add_handler(on_add=lambda obj: added.append(informer.object_key(obj)))
+    seen_by_other_task: list[int] = []
+
+    async def other_task() -> None:
+        while len(added) < 1000:
+            seen_by_other_task.append(len(added))
+            await asyncio.sleep(0)
+
+    async with running(inf):
+        assert await inf.wait_for_sync(timeout=5)
+        await watching(kube)
+        for i in range(1000):  # no await in between: the events arrive as one burst
+            kube.put_object(kclient.NODES, node(f"w{i:04d}"))
+        await other_task()
+    assert len(added) == 1000
+    assert len({n for n in seen_by_other_task if 0 < n < 1000}) >= 5

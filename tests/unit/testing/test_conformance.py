@@ -18,6 +18,10 @@ from ccm.testing.conformance import cli, driver, suite
 from ccm.testing.conformance.fake_driver import FakeCloudDriver, fake_driver_factory
 from ccm.testing.conformance.report import format_report, write_junit_xml
 from ccm.testing.fake_cloud import FakeCapabilities, FakeCloud, FakeCloudStatus
+from tests.conformance_broken.batch_wrong_answers import (
+    BatchDropsLastAnswer,
+    BatchReportsStoppedGone,
+)
 from tests.conformance_broken.empty_provider_id import EmptyProviderID
 from tests.conformance_broken.leaky_delete import LeakyDelete
 from tests.conformance_broken.non_idempotent_ensure import NonIdempotentEnsure
@@ -42,6 +46,7 @@ DIRECT = [
     "no-mutation-of-inputs",
     "cancellation-and-timeouts",
     "errors-are-ccm-errors",
+    "batch-agrees-with-single-calls",
 ]
 
 
@@ -139,6 +144,20 @@ async def test_fake_provider_passes(name: str) -> None:
             "swallowed the cancellation",
             id="call that swallows its cancellation",
         ),
+        pytest.param(
+            BatchDropsLastAnswer,
+            "batch-agrees-with-single-calls",
+            "batch-one-answer-per-node",
+            "instance_exists_batch returned 3 answers for 4 nodes",
+            id="batch answer of the wrong length",
+        ),
+        pytest.param(
+            BatchReportsStoppedGone,
+            "batch-agrees-with-single-calls",
+            "batch-agrees-with-single",
+            "(stopped), but instance_exists answers True",
+            id="batch answer disagreeing with the single call",
+        ),
     ],
 )
 async def test_broken_provider_fails_naming_the_rule(
@@ -149,6 +168,14 @@ async def test_broken_provider_fails_naming_the_rule(
     assert violation.rule == rule
     assert f"[{rule}]" in str(violation)
     assert words in str(violation)
+
+
+async def test_batch_fake_passes_the_batch_scenario() -> None:
+    cloud = FakeCloud(capabilities=FakeCapabilities(instances_batch=True), max_batch_size=3)
+    assert await _play(cloud, "batch-agrees-with-single-calls") is None
+    # 4 Nodes in chunks of 3: two calls of each batch method
+    assert cloud.call_count("instance-exists-batch") == 2
+    assert cloud.call_count("instance-metadata-batch") == 2
 
 
 @pytest.mark.parametrize(
