@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 
-from ccm import wellknown
+from ccm import names, wellknown
 from ccm.testing.daemon import Daemon
 from ccm.testing.fake_cloud import REJECT_ANNOTATION, StatusLoadBalancer
 
 from .conftest import FakeCloudFiles, Nodes
 
 pytestmark = pytest.mark.e2e
+
+SERVICE_EVENT_SOURCE = names.BY_NAME["service-lb-controller"].event_source
 
 FIN = wellknown.FINALIZER_LOAD_BALANCER_CLEANUP
 OTHER_FINALIZER = "example.com/keep"  # the namespace purge of the fixture strips it
@@ -106,11 +108,14 @@ class Services:
         return list((svc.metadata.finalizers if svc is not None else None) or [])
 
     def events(self, name: str) -> list[Any]:
-        """This Service's events in the order they were created (names end in a hex time)."""
+        """The service controller's events on this Service, in the order they were created (names
+        end in a hex time). Events of other components are left out: the apiserver's own
+        ClusterIP repair controller may warn about a Service it raced with."""
         items = self.core.list_namespaced_event(
             self.ns, field_selector=f"involvedObject.name={name}"
         ).items
-        return sorted(items, key=lambda e: int(e.metadata.name.rsplit(".", 1)[1], 16))
+        ours = [e for e in items if e.source and e.source.component == SERVICE_EVENT_SOURCE]
+        return sorted(ours, key=lambda e: int(e.metadata.name.rsplit(".", 1)[1], 16))
 
     def reasons(self, name: str) -> list[str]:
         return [e.reason for e in self.events(name)]
