@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
@@ -33,6 +33,7 @@ __all__ = [
     "Recorder",
     "WorkQueueLoop",
     "call_cloud",
+    "run_bounded",
 ]
 
 
@@ -102,6 +103,24 @@ async def call_cloud(awaitable: Awaitable[T], seconds: float | None, what: str) 
         if bound.expired():
             raise CloudCallTimeoutError(what, seconds if seconds is not None else 0.0) from None
         raise
+
+
+async def run_bounded(
+    jobs: Iterable[Callable[[], Awaitable[None]]], workers: int, name: str
+) -> None:
+    """Run ``jobs`` in order, at most ``workers`` at a time: that many tasks share one iterator,
+    instead of one task per job behind a semaphore (5,000 tasks created at once hold the event
+    loop for a quarter of a second). An exception from a job cancels the others and propagates,
+    as in a ``TaskGroup``."""
+    todo = iter(jobs)
+
+    async def worker() -> None:
+        for job in todo:
+            await job()
+
+    async with asyncio.TaskGroup() as tg:
+        for i in range(max(1, workers)):
+            tg.create_task(worker(), name=f"{name}/{i}")
 
 
 RECONCILE_TOTAL = Counter(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol, TypeVar
@@ -396,9 +397,9 @@ class CloudNodeController:
         """One pass of the periodic address refresh over every initialized Node."""
         start = clock.monotonic()
         nodes = self._nodes.list()
-        todo = iter(
-            [n for n in nodes if nodeutil.find_taint(n, wellknown.TAINT_UNINITIALIZED) is None]
-        )
+        initialized = [
+            n for n in nodes if nodeutil.find_taint(n, wellknown.TAINT_UNINITIALIZED) is None
+        ]
 
         async def refresh(node: Mapping[str, Any]) -> None:
             name = node["metadata"]["name"]
@@ -412,15 +413,11 @@ class CloudNodeController:
                 return
             await self._update_addresses(node, addresses)
 
-        async def worker() -> None:
-            # A few workers share one iterator: no task per Node (5,000 tasks created at once
-            # held the event loop for a quarter of a second).
-            for node in todo:
-                await refresh(node)
-
-        async with asyncio.TaskGroup() as tg:
-            for i in range(self._status_update_workers):
-                tg.create_task(worker(), name=f"cloud-node/status/{i}")
+        await base.run_bounded(
+            (functools.partial(refresh, n) for n in initialized),
+            self._status_update_workers,
+            "cloud-node/status",
+        )
         _log.log(
             logs.v(2), "Update %d nodes status took %.3fs.", len(nodes), clock.monotonic() - start
         )

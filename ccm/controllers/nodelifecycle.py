@@ -45,6 +45,7 @@ Deliberate differences from upstream:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
@@ -220,45 +221,33 @@ class CloudNodeLifecycleController:
         """One sweep over every cached Node (upstream ``MonitorNodes``)."""
         start = clock.monotonic()
         nodes = self._nodes.list()
-        sem = asyncio.Semaphore(self._concurrency)
         seen: set[tuple[str, str]] = set()
 
         async def check(node: Mapping[str, Any]) -> None:
-            async with sem:
-                try:
-                    await self.monitor_node(node)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    _log.exception(
-                        "unexpected error monitoring node %s", node["metadata"].get("name")
-                    )
+            try:
+                await self.monitor_node(node)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.exception("unexpected error monitoring node %s", node["metadata"].get("name"))
 
         batch = self._cloud.instances_batch() if self._cloud.instances_v2() is not None else None
+        jobs: list[Callable[[], Awaitable[None]]] = []
         to_ask: list[Mapping[str, Any]] = []  # NotReady Nodes, asked in batches
-
-        async def check_chunk(chunk: list[Mapping[str, Any]]) -> None:
-            assert batch is not None
-            async with sem:
-                await self._monitor_batch(batch, chunk)
-
-        async with asyncio.TaskGroup() as tg:
-            for node in nodes:
-                view = Node(node)
-                seen.add((view.uid, view.provider_id))
-                if ready_status(node) == "True" and not _has_shutdown_taint(node):
-                    continue  # the common case: nothing to do, no task
-                if batch is not None and ready_status(node) != "True":
-                    to_ask.append(node)
-                    continue
-                tg.create_task(check(node), name=f"cloud-node-lifecycle/{view.name}")
-            if batch is not None and to_ask:
-                size = max(1, int(batch.max_batch_size))
-                for i in range(0, len(to_ask), size):
-                    tg.create_task(
-                        check_chunk(to_ask[i : i + size]),
-                        name=f"cloud-node-lifecycle/batch-{i // size}",
-                    )
+        for node in nodes:
+            view = Node(node)
+            seen.add((view.uid, view.provider_id))
+            if ready_status(node) == "True" and not _has_shutdown_taint(node):
+                continue  # the common case: nothing to do
+            if batch is not None and ready_status(node) != "True":
+                to_ask.append(node)
+                continue
+            jobs.append(functools.partial(check, node))
+        if batch is not None and to_ask:
+            size = max(1, int(batch.max_batch_size))
+            for i in range(0, len(to_ask), size):
+                jobs.append(functools.partial(self._monitor_batch, batch, to_ask[i : i + size]))
+        await base.run_bounded(jobs, self._concurrency, "cloud-node-lifecycle/sweep")
         self._reported_bad_ids &= seen  # forget Nodes that are gone or fixed
         _log.log(
             logs.v(4),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
@@ -495,17 +496,16 @@ class ServiceController:
     ) -> set[str]:
         """Run :meth:`node_sync_service` over ``services`` with ``workers`` in parallel."""
         retry: set[str] = set()
-        sem = asyncio.Semaphore(max(1, workers))
 
         async def one(svc: Mapping[str, Any]) -> None:
-            async with sem:
-                if await self.node_sync_service(svc):
-                    retry.add(helpers.service_key(svc))
+            if await self.node_sync_service(svc):
+                retry.add(helpers.service_key(svc))
 
-        async with asyncio.TaskGroup() as tg:
-            for i, svc in enumerate(services):
-                if svc is not None:
-                    tg.create_task(one(svc), name=f"service/node-sync-{i}")
+        await base.run_bounded(
+            (functools.partial(one, svc) for svc in services if svc is not None),
+            workers,
+            "service/node-sync",
+        )
         return retry
 
     async def node_sync_service(self, svc: Mapping[str, Any]) -> bool:
