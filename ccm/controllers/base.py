@@ -83,6 +83,8 @@ class KubeDeleter(Protocol):
     ) -> dict[str, Any] | None: ...
 
 
+_log = logging.getLogger("ccm.controllers.base")
+
 K = TypeVar("K")
 T = TypeVar("T")
 
@@ -91,18 +93,47 @@ async def call_cloud(awaitable: Awaitable[T], seconds: float | None, what: str) 
     """Await one cloud provider call, bounded by ``seconds`` (``None``: unbounded).
 
     When the bound expires the call is cancelled and :class:`ccm.errors.CloudCallTimeoutError`
-    (naming ``what`` and the bound) is raised. A ``TimeoutError`` the provider raises itself
-    passes through unchanged, and so does cancellation of the caller. Uses ``asyncio.timeout``
-    (never ``asyncio.wait_for``, which in 3.11 can swallow a cancellation).
+    (naming ``what`` and the bound) is raised. A call that overran its bound is a failure whatever
+    it does next: a provider that catches the cancellation and then returns an answer or raises
+    its own error still gets ``CloudCallTimeoutError`` (an answer that arrives after the bound may
+    describe a cloud that has changed since, and acting on it can delete a live Node), with one
+    warning line saying it ignored the cancellation. A ``TimeoutError`` the provider raises within
+    the bound passes through unchanged, and so does cancellation of the caller. Uses
+    ``asyncio.timeout`` (never ``asyncio.wait_for``, which in 3.11 can swallow a cancellation).
     """
     bound = asyncio.timeout(seconds)
     try:
         async with bound:
-            return await awaitable
-    except TimeoutError:
-        if bound.expired():
-            raise CloudCallTimeoutError(what, seconds if seconds is not None else 0.0) from None
-        raise
+            result = await awaitable
+    except TimeoutError as exc:
+        if not bound.expired():
+            raise
+        if not isinstance(exc.__cause__, asyncio.CancelledError):
+            _ignored_cancellation(what, seconds, f"raised {type(exc).__name__}")
+        raise _timeout_error(what, seconds) from None
+    except Exception as exc:
+        if not bound.expired():
+            raise
+        _ignored_cancellation(what, seconds, f"raised {type(exc).__name__}")
+        raise _timeout_error(what, seconds) from exc
+    if bound.expired():
+        _ignored_cancellation(what, seconds, "returned an answer")
+        raise _timeout_error(what, seconds)
+    return result
+
+
+def _timeout_error(what: str, seconds: float | None) -> CloudCallTimeoutError:
+    return CloudCallTimeoutError(what, seconds if seconds is not None else 0.0)
+
+
+def _ignored_cancellation(what: str, seconds: float | None, outcome: str) -> None:
+    _log.warning(
+        "cloud provider call %s ignored its cancellation at the %gs bound and %s late; "
+        "treating it as timed out (a provider must not catch CancelledError)",
+        what,
+        seconds if seconds is not None else 0.0,
+        outcome,
+    )
 
 
 async def run_bounded(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -254,3 +255,27 @@ async def test_call_batch_returns_one_result_per_item() -> None:
     [result] = await batching.call_batch(not_a_sequence, [1], 5, "x")
     assert isinstance(result, batching.BatchAnswerError)
     assert "no sequence" in str(result)
+
+
+class StubbornBackend(Backend):
+    """A batch function that catches its cancellation and answers anyway, late."""
+
+    async def __call__(self, items: Sequence[int]) -> Sequence[int | Exception]:
+        self.calls.append(list(items))
+        with contextlib.suppress(asyncio.CancelledError):  # the provider bug under test
+            await asyncio.sleep(self.latency)
+        return [i * 10 for i in items]
+
+
+@pytest.mark.looptime
+async def test_group_commit_fails_every_waiter_of_a_late_answer() -> None:
+    backend = StubbornBackend(latency=60.0)
+    c = coalescer(backend, seconds=2.0)
+    try:
+        results = await asyncio.gather(
+            c.submit(1), c.submit(2), c.submit(3), return_exceptions=True
+        )
+    finally:
+        await c.aclose()
+    assert backend.calls == [[1, 2, 3]]
+    assert all(isinstance(r, CloudCallTimeoutError) for r in results), results

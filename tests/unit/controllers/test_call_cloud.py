@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 
 import pytest
 
@@ -76,3 +78,51 @@ async def test_cancelling_the_caller_cancels_the_call() -> None:
 
 def test_the_service_module_still_exports_the_error() -> None:
     assert service_controller.CloudCallTimeoutError is CloudCallTimeoutError
+
+
+async def _stubborn(outcome: BaseException | None) -> bool:
+    """A provider call that sleeps past any bound, catches the cancellation and carries on."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(3600)
+    await asyncio.sleep(1)  # keeps working after the cancellation
+    if outcome is not None:
+        raise outcome
+    return False  # e.g. "the instance does not exist"
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(
+    ("outcome", "said"),
+    [
+        pytest.param(None, "returned an answer late", id="late-answer"),
+        pytest.param(CloudProviderError("gone"), "raised CloudProviderError late", id="late-error"),
+        pytest.param(TimeoutError("sdk"), "raised TimeoutError late", id="late-own-timeout"),
+    ],
+)
+async def test_a_call_that_ignores_cancellation_fails_whatever_it_returns(
+    outcome: BaseException | None, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="ccm.controllers.base"),
+        pytest.raises(CloudCallTimeoutError) as info,
+    ):
+        await base.call_cloud(_stubborn(outcome), 2, "instance_exists")
+    assert info.value.call == "instance_exists"
+    assert info.value.timeout == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "cloud provider call instance_exists ignored its cancellation" in warnings[0]
+    assert said in warnings[0]
+
+
+@pytest.mark.looptime
+async def test_a_call_that_honours_cancellation_logs_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="ccm.controllers.base"),
+        pytest.raises(CloudCallTimeoutError),
+    ):
+        await base.call_cloud(_hang(), 2, "instance_exists")
+    assert caplog.records == []
+

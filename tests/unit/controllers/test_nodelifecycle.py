@@ -11,6 +11,7 @@ well-formed providerID ``fake://node0`` where upstream writes ``node0``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -827,3 +828,36 @@ async def test_a_hung_shutdown_call_never_taints(
         await env.controller.monitor_nodes()
     assert env.client.writes() == []
     assert "instance_shutdown did not return within" in caplog.text
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("v2", [True, False], ids=["v2", "v1"])
+async def test_a_late_gone_answer_after_an_ignored_cancellation_never_deletes(
+    v2: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider that sleeps past --cloud-call-timeout, catches the cancellation and then answers
+    "does not exist": the answer is late, so it is doubt, never a delete."""
+    cloud = FakeCloud(capabilities=FakeCapabilities(instances_v2=v2))
+    call = "instance-exists" if v2 else "instance-exists-by-provider-id"
+
+    async def stubborn(fake_call: FakeCall) -> None:
+        if fake_call.method != call:
+            return
+        with contextlib.suppress(asyncio.CancelledError):  # the provider bug under test
+            await asyncio.sleep(5)
+
+    cloud.call_hook = stubborn
+    env, task = await make_env(cloud, cloud_timeout=2.0)
+    try:
+        await env.add(make_node(provider_id=PID))  # no instance: the late answer is "gone"
+        env.client.clear_actions()
+        with caplog.at_level(logging.WARNING):
+            await env.controller.monitor_nodes()
+        assert env.node("node0") is not None
+        assert env.client.writes() == []
+        assert env.recorder.events == []
+        name = call.replace("-", "_")
+        assert f"cloud provider call {name} ignored its cancellation" in caplog.text
+        assert f"cloud provider call {name} did not return within 2s" in caplog.text
+    finally:
+        await close_env(env, task)
