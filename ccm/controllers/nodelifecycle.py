@@ -30,12 +30,17 @@ Deliberate differences from upstream:
   asks ``instance_exists_batch`` (then ``instance_shutdown_batch`` for the Nodes that exist) in
   chunks of ``max_batch_size`` instead of one call per Node; per Node nothing changes (an
   Exception for a Node is doubt: never deleted);
-- the DELETE carries a precondition on the Node's UID, so a Node deleted and re-created under the
-  same name meanwhile is never deleted by mistake; a Node already gone (404) or replaced (409) is
-  logged, without a ``DeletingNodeFailed`` event;
+- a decision is never taken on the snapshot the sweep started from alone, since the cloud may
+  take seconds to answer: before the DELETE the Node is read afresh from the apiserver and kept
+  when it turned Ready, was replaced (another UID) or changed its providerID meanwhile; the DELETE
+  carries preconditions on that read's UID and resourceVersion, so any later write to the Node
+  makes it fail. Such a Node is logged and decided again on the next sweep (no retry loop, no
+  ``DeletingNodeFailed`` event), as is a Node already gone (404);
 - taints are written with a strategic merge patch of ``spec.taints`` guarded by the Node's
   resourceVersion (5 attempts, a fresh GET after a conflict), and the shutdown taint is added only
-  when the cached Node lacks it (upstream GETs the Node on every sweep);
+  when the cached Node lacks it (upstream GETs the Node on every sweep) and the Node it is written
+  to is still not Ready (the guard makes a Node that turned Ready meanwhile fail the write, and
+  the fresh read then shows it Ready);
 - a Node whose instance the cloud reports gone while its ``spec.providerID`` is malformed (not
   ``<provider>://<id>``) is not deleted: the answer is about an identifier that cannot name an
   instance. A Warning event ``InvalidProviderID`` and an error log line say so (once per Node UID
@@ -143,8 +148,9 @@ def _has_shutdown_taint(node: Mapping[str, Any]) -> bool:
 
 
 def _with_shutdown_taint(node: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """The Node's taints plus the shutdown taint, or None when it already has it."""
-    if _has_shutdown_taint(node):
+    """The Node's taints plus the shutdown taint, or None when it already has it or is Ready (the
+    cloud's "shut down" answer may predate the kubelet's Ready report)."""
+    if _has_shutdown_taint(node) or ready_status(node) == "True":
         return None
     taints = [dict(t) for t in (node.get("spec") or {}).get("taints") or ()]
     taints.append(dict(SHUTDOWN_TAINT))
@@ -284,16 +290,7 @@ class CloudNodeLifecycleController:
         except (CCMError, TimeoutError) as exc:
             _log.error("error checking if node %s is shutdown: %s", name, _reason(exc))
             return
-        if not shutdown:
-            return
-        try:
-            await self._update_taints(node, _with_shutdown_taint)
-        except (CCMError, TimeoutError) as exc:
-            _log.error(
-                "failed to apply shutdown taint to node %s, it may have been deleted. (%s)",
-                name,
-                exc,
-            )
+        await self._set_shutdown_taint(node, shutdown)
 
     async def _monitor_batch(self, batch: InstancesBatch, chunk: list[Mapping[str, Any]]) -> None:
         """The NotReady branch of :meth:`monitor_node` for a chunk of Nodes, with one
@@ -330,20 +327,27 @@ class CloudNodeLifecycleController:
             if isinstance(answer, Exception):
                 _log.error("error checking if node %s is shutdown: %s", view.name, _reason(answer))
                 continue
-            if not answer:
-                continue
             try:
-                await self._update_taints(node, _with_shutdown_taint)
-            except (CCMError, TimeoutError) as exc:
-                _log.error(
-                    "failed to apply shutdown taint to node %s, it may have been deleted. (%s)",
-                    view.name,
-                    exc,
-                )
+                await self._set_shutdown_taint(node, bool(answer))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 _log.exception("unexpected error monitoring node %s", view.name)
+
+    async def _set_shutdown_taint(self, node: Mapping[str, Any], shutdown: bool) -> None:
+        """Add the shutdown taint to a NotReady Node whose instance is shut down. Errors are
+        logged."""
+        name = Node(node).name
+        if not shutdown:
+            return
+        try:
+            await self._update_taints(node, _with_shutdown_taint)
+        except (CCMError, TimeoutError) as exc:
+            _log.error(
+                "failed to apply shutdown taint to node %s, it may have been deleted. (%s)",
+                name,
+                exc,
+            )
 
     # --- cloud ----------------------------------------------------------------------------------
 
@@ -421,29 +425,63 @@ class CloudNodeLifecycleController:
             return True
         return False
 
-    async def _delete_node(self, node: Mapping[str, Any]) -> None:
-        view = Node(node)
-        name = view.name
+    async def _delete_node(self, cached: Mapping[str, Any]) -> None:
+        """Delete the Node the cloud reports gone, unless it changed since the sweep read it.
+
+        The cloud's answer may have taken seconds, during which the kubelet may have reported
+        Ready: the Node is read afresh from the apiserver (not the cache) and deleted only when it
+        is still the same Node (UID, providerID) and still not Ready, with preconditions on its UID
+        and resourceVersion so that any change after that read makes the DELETE fail. A Node that
+        changed is left for the next sweep to decide, without a retry here.
+        """
+        name = Node(cached).name
+        try:
+            current = await self._client.get(kclient.NODES, name)
+        except NotFoundError:
+            _log.info("node %s was already deleted", name)
+            return
+        except CCMError as exc:
+            _log.error("not deleting node %s: unable to read it again: %s", name, exc)
+            return
+        changed = _changed_since(cached, current)
+        if changed:
+            _log.info(
+                "not deleting node %r although the cloud provider reports no instance: %s; "
+                "deciding again on the next sweep",
+                name,
+                changed,
+            )
+            return
+        view = Node(current)
         _log.log(
             logs.v(2), "deleting node since it is no longer present in cloud provider: %s", name
         )
         self._recorder.event(
-            node,
+            current,
             wellknown.EVENT_NORMAL,
             wellknown.EVENT_REASON_DELETING_NODE,
             f"Deleting node {name} because it does not exist in the cloud provider",
         )
-        preconditions = {"uid": view.uid} if view.uid else None
+        preconditions: dict[str, str] = {}
+        if view.uid:
+            preconditions["uid"] = view.uid
+        rv = (current.get("metadata") or {}).get("resourceVersion")
+        if rv:
+            preconditions["resourceVersion"] = str(rv)
         try:
-            await self._client.delete(kclient.NODES, name, preconditions=preconditions)
+            await self._client.delete(kclient.NODES, name, preconditions=preconditions or None)
         except NotFoundError:
             _log.info("node %s was already deleted", name)
         except ConflictError as exc:
-            _log.info("not deleting node %r: it was replaced meanwhile (%s)", name, exc)
+            _log.info(
+                "not deleting node %r: it changed meanwhile, deciding again on the next sweep (%s)",
+                name,
+                exc,
+            )
         except CCMError as exc:
             _log.error("unable to delete node %r: %s", name, exc)
             self._recorder.event(
-                node,
+                current,
                 wellknown.EVENT_WARNING,
                 wellknown.EVENT_REASON_DELETING_NODE_FAILED,
                 f"Failed deleting node {name}: {exc}",
@@ -479,6 +517,19 @@ class CloudNodeLifecycleController:
                 current = await self._client.get(kclient.NODES, name)
             except NotFoundError:
                 return
+
+
+def _changed_since(cached: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """Why the apiserver's ``current`` Node must not be deleted on an answer about ``cached``
+    (empty when nothing relevant changed)."""
+    before, now = Node(cached), Node(current)
+    if before.uid and now.uid != before.uid:
+        return "it was replaced meanwhile by a Node with another UID"
+    if now.provider_id != before.provider_id:
+        return f"its providerID changed meanwhile to {now.provider_id!r}"
+    if ready_status(current) == "True":
+        return "it turned Ready meanwhile"
+    return ""
 
 
 def _reason(exc: BaseException) -> str:

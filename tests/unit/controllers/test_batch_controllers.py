@@ -20,7 +20,7 @@ from ccm.errors import CloudProviderError, InstanceNotFoundError
 from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
 from ccm.kube.fake import FakeKubeClient
-from ccm.testing.fake_cloud import FakeCapabilities, FakeCloud
+from ccm.testing.fake_cloud import FakeCall, FakeCapabilities, FakeCloud
 from tests.unit.controllers.test_node import Recorder
 from tests.unit.controllers.test_node import make_node as make_tainted_node
 from tests.unit.controllers.test_nodelifecycle import make_node as make_lifecycle_node
@@ -306,3 +306,37 @@ async def test_lifecycle_uses_single_calls_when_batch_is_off() -> None:
         assert env.node("n0") is None
         assert cloud.call_count("instance-exists") == 1
         assert cloud.call_count("instance-exists-batch") == 0
+
+
+@pytest.mark.looptime
+async def test_lifecycle_batch_rechecks_readiness_before_deleting_or_tainting() -> None:
+    cloud = batch_cloud()
+    cloud.add_instance("stopped-ready", provider_id="fake://stopped-ready", shutdown=True)
+    cloud.add_instance("stopped", provider_id="fake://stopped", shutdown=True)
+    cloud.set_latency("instance-exists-batch", 3.0)
+    cloud.set_latency("instance-shutdown-batch", 3.0)
+    async with make_env(cloud) as env:
+        names = ("gone-ready", "gone", "stopped-ready", "stopped")
+        await env.put(*(make_lifecycle_node(n, provider_id=f"fake://{n}") for n in names))
+
+        def turn_ready(name: str) -> None:
+            node = env.node(name)
+            assert node is not None
+            node["status"]["conditions"][0]["status"] = "True"
+            env.client.put_object(kclient.NODES, node)
+
+        async def hook(call: FakeCall) -> None:
+            # the kubelets report Ready while the cloud is still answering
+            await asyncio.sleep(1.0)
+            if call.method == "instance-exists-batch":
+                turn_ready("gone-ready")
+            if call.method == "instance-shutdown-batch":
+                turn_ready("stopped-ready")
+
+        cloud.call_hook = hook
+        await lifecycle_ctrl(env).monitor_nodes()
+        assert env.node("gone") is None
+        assert env.node("gone-ready") is not None
+        assert SHUTDOWN in env.node("stopped")["spec"]["taints"]  # type: ignore[index]
+        assert not env.node("stopped-ready")["spec"].get("taints")  # type: ignore[index]
+        assert [e[0] for e in env.recorder.events] == ["gone"]

@@ -486,14 +486,17 @@ async def test_shutdown_taint_gives_up_after_five_conflicts(
     assert "failed to apply shutdown taint to node node0, it may have been deleted." in caplog.text
 
 
-async def test_delete_is_guarded_by_the_node_uid(env: Env) -> None:
+async def test_delete_is_guarded_by_the_node_uid_and_resource_version(env: Env) -> None:
     stored = await env.add(make_node(provider_id=PID))
     env.client.clear_actions()
     await env.controller.monitor_nodes()
     assert env.node("node0") is None
     delete = [r for r in env.client.requests if r.verb == "delete"]
     assert len(delete) == 1
-    assert delete[0].body["preconditions"] == {"uid": stored["metadata"]["uid"]}
+    assert delete[0].body["preconditions"] == {
+        "uid": stored["metadata"]["uid"],
+        "resourceVersion": stored["metadata"]["resourceVersion"],
+    }
 
 
 async def test_a_recreated_node_of_the_same_name_is_not_deleted(
@@ -861,3 +864,119 @@ async def test_a_late_gone_answer_after_an_ignored_cancellation_never_deletes(
         assert f"cloud provider call {name} did not return within 2s" in caplog.text
     finally:
         await close_env(env, task)
+
+
+# --- decisions re-checked after the cloud answered ------------------------------------------------
+
+
+def turn_ready(env: Env, name: str) -> None:
+    """The kubelet reports Ready (the apiserver's copy; the informer catches up later)."""
+    node = env.node(name)
+    assert node is not None
+    node["status"]["conditions"][0]["status"] = "True"
+    env.client.put_object(kclient.NODES, node)
+
+
+def ready_during(env: Env, method: str, name: str = "node0", after: float = 1.0) -> None:
+    """Make node ``name`` Ready ``after`` seconds into the cloud call ``method`` (which lasts as
+    long as the fake's latency for it)."""
+
+    async def hook(call: FakeCall) -> None:
+        if call.method == method and call.key in (name, PID):
+            await asyncio.sleep(after)
+            turn_ready(env, name)
+
+    env.cloud.call_hook = hook
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("v2", [True, False], ids=["v2", "v1"])
+async def test_a_node_that_turns_ready_during_a_slow_exists_call_is_not_deleted(
+    v2: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    cloud = FakeCloud(capabilities=FakeCapabilities(instances_v2=v2))
+    call = "instance-exists" if v2 else "instance-exists-by-provider-id"
+    cloud.set_latency(call, 3.0)
+    env, task = await make_env(cloud)  # no instance: the cloud answers "gone"
+    try:
+        await env.add(make_node(provider_id=PID))
+        ready_during(env, call)
+        env.client.clear_actions()
+        with caplog.at_level(logging.INFO):
+            await env.controller.monitor_nodes()
+        after = env.node("node0")
+        assert after is not None
+        assert nodelifecycle.ready_status(after) == "True"
+        assert [a.verb for a in env.client.actions] == ["get"]  # the fresh read, no delete
+        assert env.recorder.events == []
+        assert "not deleting node 'node0'" in caplog.text
+        assert "it turned Ready meanwhile" in caplog.text
+    finally:
+        await close_env(env, task)
+
+
+async def test_a_node_whose_provider_id_changed_meanwhile_is_not_deleted(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    cached = await env.add(make_node(provider_id=PID))
+    moved = env.node("node0")
+    assert moved is not None
+    moved["spec"]["providerID"] = "fake://node0-new"
+    env.client.put_object(kclient.NODES, moved)
+    with caplog.at_level(logging.INFO):
+        await env.controller.monitor_node(cached)  # the answer is about fake://node0
+    assert env.node("node0") is not None
+    assert "its providerID changed meanwhile" in caplog.text
+    assert env.recorder.events == []
+
+
+async def test_a_node_that_changes_after_the_fresh_read_is_left_for_the_next_sweep(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    stored = await env.add(make_node(provider_id=PID))
+
+    def bump_after_read(_req: Any) -> None:
+        # the kubelet writes the Node between our GET and our DELETE
+        node = env.node("node0")
+        assert node is not None
+        node["metadata"].setdefault("labels", {})["touched"] = "yes"
+        env.client.put_object(kclient.NODES, node)
+
+    real_get = env.client.get
+
+    async def get_then_bump(res: kclient.Resource, name: str, **kw: Any) -> dict[str, Any]:
+        obj = await real_get(res, name, **kw)
+        bump_after_read(None)
+        return obj
+
+    env.client.get = get_then_bump  # type: ignore[method-assign]
+    env.client.clear_actions()
+    with caplog.at_level(logging.INFO):
+        await env.controller.monitor_nodes()
+    after = env.node("node0")
+    assert after is not None  # the DELETE's resourceVersion precondition failed
+    assert after["metadata"]["uid"] == stored["metadata"]["uid"]
+    deletes = [a for a in env.client.actions if a.verb == "delete"]
+    assert len(deletes) == 1  # no retry loop
+    assert "changed meanwhile, deciding again on the next sweep" in caplog.text
+    assert wellknown.EVENT_REASON_DELETING_NODE_FAILED not in env.recorder.reasons()
+    # the next sweep decides afresh: still NotReady and gone, so it is deleted
+    env.client.get = real_get  # type: ignore[method-assign]
+    await env.settle("node0")
+    await env.controller.monitor_nodes()
+    assert env.node("node0") is None
+
+
+@pytest.mark.looptime
+async def test_a_node_that_turns_ready_during_a_slow_shutdown_call_is_not_tainted(
+    env: Env,
+) -> None:
+    env.cloud.add_instance("node0", provider_id=PID, shutdown=True)
+    env.cloud.set_latency("instance-shutdown", 3.0)
+    await env.add(make_node(provider_id=PID))
+    ready_during(env, "instance-shutdown")
+    await env.controller.monitor_nodes()
+    after = env.node("node0")
+    assert after is not None
+    assert nodelifecycle.ready_status(after) == "True"
+    assert not after["spec"].get("taints")
