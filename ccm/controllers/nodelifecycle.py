@@ -41,6 +41,10 @@ Deliberate differences from upstream:
   when the cached Node lacks it (upstream GETs the Node on every sweep) and the Node it is written
   to is still not Ready (the guard makes a Node that turned Ready meanwhile fail the write, and
   the fresh read then shows it Ready);
+- the shutdown taint of a NotReady Node is removed on the sweep that finds its instance existing
+  and no longer shut down (upstream removes it only once the Node is Ready, so a Node whose
+  kubelet does not come back keeps claiming a shut-down instance); a cloud error or timeout on the
+  shutdown check leaves the taint as it is;
 - a Node whose instance the cloud reports gone while its ``spec.providerID`` is malformed (not
   ``<provider>://<id>``) is not deleted: the answer is about an identifier that cannot name an
   instance. A Warning event ``InvalidProviderID`` and an error log line say so (once per Node UID
@@ -335,10 +339,16 @@ class CloudNodeLifecycleController:
                 _log.exception("unexpected error monitoring node %s", view.name)
 
     async def _set_shutdown_taint(self, node: Mapping[str, Any], shutdown: bool) -> None:
-        """Add the shutdown taint to a NotReady Node whose instance is shut down. Errors are
-        logged."""
+        """Add the shutdown taint to a NotReady Node whose instance is shut down; remove it from
+        one whose instance exists and runs again, without waiting for Ready. Errors are logged."""
         name = Node(node).name
         if not shutdown:
+            if not _has_shutdown_taint(node):
+                return  # the common case: no API call
+            try:
+                await self._update_taints(node, _without_shutdown_taint)
+            except (CCMError, TimeoutError) as exc:
+                _log.error("error patching node taints: %s", exc)
             return
         try:
             await self._update_taints(node, _with_shutdown_taint)

@@ -340,3 +340,21 @@ async def test_lifecycle_batch_rechecks_readiness_before_deleting_or_tainting() 
         assert SHUTDOWN in env.node("stopped")["spec"]["taints"]  # type: ignore[index]
         assert not env.node("stopped-ready")["spec"].get("taints")  # type: ignore[index]
         assert [e[0] for e in env.recorder.events] == ["gone"]
+
+
+@pytest.mark.looptime
+async def test_lifecycle_batch_removes_the_shutdown_taint_once_the_instance_runs_again() -> None:
+    cloud = batch_cloud()
+    cloud.add_instance("restarted", provider_id="fake://restarted", shutdown=False)
+    cloud.add_instance("stopped", provider_id="fake://stopped", shutdown=True)
+    async with make_env(cloud) as env:
+        await env.put(
+            *(
+                make_lifecycle_node(n, provider_id=f"fake://{n}", taints=[dict(SHUTDOWN)])
+                for n in ("restarted", "stopped")
+            )
+        )
+        await lifecycle_ctrl(env).monitor_nodes()
+        assert not env.node("restarted")["spec"].get("taints")  # type: ignore[index]
+        assert env.node("stopped")["spec"]["taints"] == [SHUTDOWN]  # type: ignore[index]
+        assert cloud.call_count("instance-shutdown-batch") == 1

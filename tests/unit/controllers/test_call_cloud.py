@@ -125,4 +125,3 @@ async def test_a_call_that_honours_cancellation_logs_no_warning(
     ):
         await base.call_cloud(_hang(), 2, "instance_exists")
     assert caplog.records == []
-

@@ -980,3 +980,50 @@ async def test_a_node_that_turns_ready_during_a_slow_shutdown_call_is_not_tainte
     assert after is not None
     assert nodelifecycle.ready_status(after) == "True"
     assert not after["spec"].get("taints")
+
+
+# --- the shutdown taint of a NotReady Node whose instance runs again --------------------------
+
+
+@pytest.mark.parametrize("v2", [True, False], ids=["v2", "v1"])
+async def test_not_ready_node_loses_the_shutdown_taint_once_its_instance_runs_again(
+    v2: bool,
+) -> None:
+    cloud = FakeCloud(capabilities=FakeCapabilities(instances_v2=v2))
+    cloud.add_instance("node0", provider_id=PID, shutdown=False)
+    env, task = await make_env(cloud)
+    try:
+        await env.add(make_node(provider_id=PID, taints=[OTHER_TAINT, dict(SHUTDOWN)]))
+        await env.controller.monitor_nodes()
+        after = env.node("node0")
+        assert after is not None
+        assert after["spec"]["taints"] == [OTHER_TAINT]
+        assert nodelifecycle.ready_status(after) == "False"
+        await env.settle("node0")
+        env.client.clear_actions()
+        await env.controller.monitor_nodes()  # nothing left to remove: no write
+        assert env.client.writes() == []
+    finally:
+        await close_env(env, task)
+
+
+async def test_not_ready_node_keeps_the_shutdown_taint_while_its_instance_is_shut_down(
+    env: Env,
+) -> None:
+    env.cloud.add_instance("node0", provider_id=PID, shutdown=True)
+    await env.add(make_node(provider_id=PID, taints=[dict(SHUTDOWN)]))
+    env.client.clear_actions()
+    await env.controller.monitor_nodes()
+    assert env.client.writes() == []
+    assert env.node("node0")["spec"]["taints"] == [SHUTDOWN]  # type: ignore[index]
+
+
+async def test_not_ready_node_keeps_the_shutdown_taint_when_the_shutdown_check_fails(
+    env: Env,
+) -> None:
+    env.cloud.add_instance("node0", provider_id=PID, shutdown=False)
+    env.cloud.inject_error("instance-shutdown", CloudProviderError("boom"))
+    await env.add(make_node(provider_id=PID, taints=[dict(SHUTDOWN)]))
+    env.client.clear_actions()
+    await env.controller.monitor_nodes()
+    assert env.client.writes() == []
