@@ -19,6 +19,9 @@ Deliberate differences from upstream:
 - a pod CIDR that does not parse as a canonical network (``10.244.1.5/24``, ``10.244.01.0/24``,
   garbage) is never sent to the cloud: the Node gets a Warning ``FailedToCreateRoute`` event, a log
   line, and ``NetworkUnavailable=True/NoRouteCreated``; the other Nodes are reconciled as usual;
+- so is a pod CIDR outside the cluster CIDRs (``10.99.0.0/24`` in a ``10.244.0.0/16`` cluster, an
+  IPv6 CIDR in an IPv4-only cluster): upstream creates its route and, since routes outside the
+  cluster CIDRs are not its own, never deletes it again, so every such route leaked;
 - CIDRs are compared as networks, not strings (``a00:100::/24`` equals ``0a00:0100::/24``), so a
   provider that spells CIDRs differently does not cause delete/create churn;
 - a Node listing the same pod CIDR twice gets one create call, not two racing ones;
@@ -311,6 +314,19 @@ class RouteController:
         nodes = sorted(self._nodes.list(), key=_name)
         await self.reconcile(nodes, list(routes))
 
+    def _outside_cluster_cidrs(self, cidr: str) -> str | None:
+        """None when a route for the (canonical) pod CIDR ``cidr`` would be one this controller is
+        responsible for, else why not: a route it creates must be one it can also delete."""
+        if self._in_cluster_cidrs(ipaddress.ip_network(cidr)):
+            return None
+        return "outside the cluster CIDRs " + ",".join(str(c) for c in self._cluster_cidrs)
+
+    def _in_cluster_cidrs(self, net: IPNetwork) -> bool:
+        first, last = net.network_address, net.broadcast_address
+        return any(
+            c.version == net.version and (first in c or last in c) for c in self._cluster_cidrs
+        )
+
     def is_responsible_for_route(self, route: Route) -> bool:
         """Upstream ``isResponsibleForRoute``: the route's first or last IP is in a cluster CIDR."""
         try:
@@ -318,10 +334,7 @@ class RouteController:
         except ValueError as exc:
             _log.error("Ignoring route %s, unparsable CIDR: %s", route.name, exc)
             return False
-        first, last = net.network_address, net.broadcast_address
-        return any(
-            c.version == net.version and (first in c or last in c) for c in self._cluster_cidrs
-        )
+        return self._in_cluster_cidrs(net)
 
     async def reconcile(self, nodes: Sequence[Mapping[str, Any]], routes: Sequence[Route]) -> None:
         """Upstream ``reconcile``: deletes, creates, then the Node conditions."""
@@ -340,7 +353,7 @@ class RouteController:
             entry = route_map.setdefault(name, _RouteNode())
             addrs = nodeutil.node_addresses(node)
             for cidr in cidrs:
-                problem = _check_pod_cidr(cidr)
+                problem = _check_pod_cidr(cidr) or self._outside_cluster_cidrs(cidr)
                 if problem is not None:
                     invalid.setdefault(name, {})[cidr] = problem
                     entry.actions[cidr] = "add"  # never satisfied: NetworkUnavailable stays True

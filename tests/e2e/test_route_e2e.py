@@ -229,6 +229,54 @@ def test_conflicting_pod_cidr_is_reported_and_the_rest_converges(
     assert status.calls.get("delete-route", 0) == 0
 
 
+def test_pod_cidrs_outside_the_cluster_cidr_get_no_route_and_the_rest_converges(
+    k8s_admin: Any,
+    nodes: Nodes,
+    fake_cloud_files: Callable[..., FakeCloudFiles],
+    daemon_factory: Callable[..., Daemon],
+    unique_name: Callable[..., str],
+) -> None:
+    """A Node with 10.99.0.0/24 in the 10.244.0.0/16 cluster, and one with an IPv6 pod CIDR in
+    this IPv4-only cluster: no route is created for those CIDRs (it could never be deleted again),
+    each Node gets a Warning and NetworkUnavailable=True, the other Nodes converge."""
+    cloud = fake_cloud_files()
+    stray, dual, good = unique_name("node"), unique_name("node"), unique_name("node")
+    for i, name in enumerate((stray, dual, good)):
+        nodes.create(name, internal_ip=f"10.0.23{i}.1")
+    _set_pod_cidrs(k8s_admin, stray, ["10.99.0.0/24"])
+    _set_pod_cidrs(k8s_admin, dual, ["10.244.231.0/24", "fd00:231::/64"])
+    _set_pod_cidrs(k8s_admin, good, ["10.244.232.0/24"])
+    daemon = daemon_factory(cloud, FAST)
+
+    nodes.wait(good, lambda n: _network(n) == CREATED, what="good node RouteCreated")
+    _wait(lambda: "10.244.231.0/24" in _routes(cloud), "the in-cluster CIDR of the dual node")
+    for name, cidr in ((stray, "10.99.0.0/24"), (dual, "fd00:231::/64")):
+        nodes.wait(name, lambda n: _network(n) == NOT_CREATED, what=f"{name} NoRouteCreated")
+        _wait(
+            lambda name=name: bool(
+                _events(k8s_admin, name, wellknown.EVENT_REASON_FAILED_TO_CREATE_ROUTE)
+            ),
+            f"FailedToCreateRoute event on {name}",
+        )
+        (event,) = _events(k8s_admin, name, wellknown.EVENT_REASON_FAILED_TO_CREATE_ROUTE)
+        assert event.type == "Warning"
+        assert cidr in event.message and "outside the cluster CIDRs 10.244.0.0/16" in event.message
+        daemon.wait_for_log(f"Node {name} has an invalid pod CIDR '{cidr}'")
+
+    # Later passes never create them either.
+    status = cloud.status()
+    assert status is not None
+    passes = status.calls.get("list-routes", 0)
+    _wait(
+        lambda: (cloud.status() or status).calls.get("list-routes", 0) >= passes + 3,
+        "three more passes",
+    )
+    routes = _routes(cloud)
+    assert "10.99.0.0/24" not in routes and "fd00:231::/64" not in routes
+    assert routes["10.244.231.0/24"] == (dual, False)
+    assert routes["10.244.232.0/24"] == (good, False)
+
+
 @pytest.mark.parametrize(
     "flag",
     [

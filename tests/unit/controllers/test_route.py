@@ -626,6 +626,48 @@ async def test_malformed_pod_cidr_is_reported_and_other_nodes_are_reconciled(
     assert env.condition("node-1")[0] == "False"  # type: ignore[index]
 
 
+@pytest.mark.parametrize(
+    ("cidrs", "outside"),
+    [
+        pytest.param(["10.99.0.0/24"], "10.99.0.0/24", id="ipv4 outside the cluster cidr"),
+        pytest.param(
+            ["10.120.7.0/24", "fd00:1::/64"], "fd00:1::/64", id="ipv6 in an ipv4-only cluster"
+        ),
+    ],
+)
+async def test_pod_cidr_outside_the_cluster_cidrs_gets_no_route_and_others_converge(
+    env: Env, caplog: pytest.LogCaptureFixture, cidrs: list[str], outside: str
+) -> None:
+    stray = make_node("node-stray", "0d", cidrs, "10.0.9.3")
+    await env.put(NODE1, stray)
+    rc = env.controller()
+    with caplog.at_level(logging.WARNING, logger="ccm.controllers.route"):
+        await rc.reconcile_node_routes()
+        await env.settle()
+        await rc.reconcile_node_routes()  # the next pass: still never created, never leaked
+
+    inside = [c for c in cidrs if c != outside]
+    assert as_set(env.routes()) == {
+        expected("node-1", "10.120.0.0/24", "10.0.1.1"),
+        *(expected("node-stray", c, "10.0.9.3") for c in inside),
+    }
+    assert env.cloud.call_count("create-route") == 1 + len(inside)
+    assert env.condition("node-stray") == (
+        "True",
+        wellknown.ROUTE_CONDITION_REASON_NOT_CREATED,
+        wellknown.ROUTE_CONDITION_MESSAGE_NOT_CREATED,
+    )
+    assert env.condition("node-1")[0] == "False"  # type: ignore[index]
+    stray_events = [e for e in env.recorder.events if e[0] == "node-stray"]
+    assert stray_events
+    assert {(e[1], e[2]) for e in stray_events} == {("Warning", "FailedToCreateRoute")}
+    assert all(
+        outside in e[3] and "outside the cluster CIDRs 10.120.0.0/16" in e[3] for e in stray_events
+    )
+    assert not [e for e in env.recorder.events if e[0] == "node-1"]
+    assert any("node-stray" in m and outside in m for m in caplog.messages)
+
+
 async def test_listing_routes_fails_the_pass_without_writes(env: Env) -> None:
     await env.put(NODE1)
     env.cloud.inject_error("list-routes", CloudProviderError("api down"))
