@@ -16,6 +16,10 @@ Deliberate differences from upstream:
 - ensure/delete of a Service and the node-sync update of the same Service are serialized by a
   per-Service lock, and the node-sync backend set is computed under it (upstream can race a slow
   ``UpdateLoadBalancer`` with stale hosts against a newer ensure);
+- the node sync skips a Service that is being deleted or no longer wants a load balancer,
+  judged on both the version the controller last processed and the informer's current one (upstream
+  still calls ``UpdateLoadBalancer`` for it until the service worker gets to it, racing the
+  delete); a Service gone from the informer is left to the delete path too;
 - every cloud call is bounded by ``--cloud-call-timeout``;
 - providers get read-only views (:mod:`ccm.cloudprovider.objects`), never cache objects.
 """
@@ -66,6 +70,14 @@ class KubeWriter(base.KubePatcher, Protocol):
 
 
 Recorder = base.Recorder
+
+
+def _wants_node_sync(svc: Mapping[str, Any]) -> bool:
+    """Whether a node sync may update this Service's load balancer: it wants one and is neither
+    being deleted nor waiting for the cleanup of one (those belong to the delete path)."""
+    if (svc.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return helpers.wants_load_balancer(svc) and not helpers.needs_cleanup(svc)
 
 
 def _uid(obj: Mapping[str, Any]) -> str:
@@ -513,7 +525,10 @@ class ServiceController:
         key = helpers.service_key(svc)
         async with self._lock(key):
             svc = self.cache.get(key, svc)
-            if not helpers.wants_load_balancer(svc):
+            current = self._services.get(key)
+            if current is None and key in self.cache:
+                return False  # deleted: the delete path owns its load balancer
+            if not _wants_node_sync(svc) or (current is not None and not _wants_node_sync(current)):
                 return False
             new_nodes = helpers.stable_node_set(self._nodes.list())
             old_nodes = helpers.stable_node_set(self.last_synced_nodes.get(key, ()))

@@ -981,6 +981,46 @@ async def test_node_events_update_every_lb_and_only_on_relevant_changes(env: Env
     assert env.recorder.reasons("b")[-1] == wellknown.EVENT_REASON_UNAVAILABLE_LB
 
 
+@pytest.mark.parametrize(
+    "change",
+    ["being-deleted", "being-deleted-and-delete-failing", "no-longer-load-balancer", "gone"],
+)
+async def test_node_sync_leaves_services_being_deleted_or_not_wanting_an_lb_alone(
+    env: Env, change: str
+) -> None:
+    await put(env, kclient.NODES, make_node("n1"))
+    await put(env, kclient.SERVICES, make_service("keep"), make_service("leaving"))
+    for name in ("keep", "leaving"):
+        await env.controller.sync_service(f"{NS}/{name}")
+    assert env.cloud.call_count("create") == 2
+    leaving = env.service("leaving")
+    assert leaving is not None and leaving["metadata"]["finalizers"] == [FIN]
+
+    if change.startswith("being-deleted"):
+        await env.client.delete(kclient.SERVICES, "leaving", namespace=NS)  # finalizer holds it
+        await env.settle()
+        if change == "being-deleted-and-delete-failing":
+            # the delete path ran and failed: the controller's own copy is the deleting one now
+            env.cloud.inject_error("delete", CloudProviderError("lb busy"))
+            with pytest.raises(service_controller.ServiceSyncError, match="lb busy"):
+                await env.controller.sync_service(f"{NS}/leaving")
+            assert env.controller.cache[f"{NS}/leaving"]["metadata"]["deletionTimestamp"]
+    elif change == "no-longer-load-balancer":
+        leaving["spec"]["type"] = "ClusterIP"  # not yet seen by the service worker
+        await put(env, kclient.SERVICES, leaving)
+    else:
+        env.client.remove_object(kclient.SERVICES, "leaving", NS)  # not yet seen either
+        await env.settle()
+    assert f"{NS}/leaving" in env.controller.cache
+
+    env.cloud.clear_calls()
+    await put(env, kclient.NODES, make_node("n2"))
+    retry = await env.controller.sync_nodes()
+    assert retry == set()
+    assert env.cloud_calls("update") == [f"{NS}/keep"]
+    assert f"{NS}/leaving" not in [c.key for c in env.cloud.calls]
+
+
 async def test_failed_node_sync_falls_back_to_a_full_ensure(env: Env) -> None:
     await put(env, kclient.NODES, make_node("n1"))
     await put(env, kclient.SERVICES, make_service("a"))
