@@ -260,3 +260,67 @@ def test_malformed_provider_id_is_reported_and_the_rest_converges(
     warning = events(core, bad, wellknown.EVENT_REASON_INVALID_PROVIDER_ID)
     assert len(warning) == 1 and warning[0].type == "Warning" and warning[0].count == 1
     assert not events(core, bad, wellknown.EVENT_REASON_DELETING_NODE)
+
+
+def test_nodes_that_turn_ready_during_a_slow_cloud_answer_are_not_deleted(
+    k8s_admin: Any,
+    nodes: Nodes,
+    fake_cloud_files: Callable[..., FakeCloudFiles],
+    daemon_factory: Callable[..., Daemon],
+    unique_name: Callable[..., str],
+) -> None:
+    """The cloud takes 3 s to answer "does not exist" (an instance still registering, a lagging
+    inventory) while the kubelets report Ready: the answer is about Nodes that are NotReady no
+    more, so none of them is deleted; a Node that stays NotReady is."""
+    core = _core(k8s_admin)
+    joining = [unique_name("joining") for _ in range(6)]
+    gone = unique_name("gone")
+    cloud = lifecycle_cloud(fake_cloud_files)
+    for name in (*joining, gone):
+        cloud.state.add_instance(name, exists=False)
+    cloud.state.set_latency("instance-exists", 3.0)
+    cloud.write_state()
+    for name in (*joining, gone):
+        nodes.create(name, ready=False)
+    daemon = daemon_factory(cloud, LIFECYCLE, FAST)
+
+    # The first sweep asks about all of them at once; while the answers are on their way, the
+    # kubelets report Ready one after the other.
+    wait_until(
+        lambda: all(calls(cloud, "instance-exists", n) >= 1 for n in joining),
+        what="the sweep asked about the joining nodes",
+    )
+    for name in joining:
+        set_ready(core, name, "True")
+        time.sleep(0.2)
+    wait_until(lambda: not exists(core, gone), what="the NotReady node of the gone instance")
+    deleted = [name for name in joining if not exists(core, name)]
+    assert deleted == [], "Nodes that turned Ready during the cloud call were deleted"
+    for name in joining:
+        line = daemon.wait_for_log(f"not deleting node '{name}'")
+        assert "it turned Ready meanwhile" in line
+        assert not events(core, name, wellknown.EVENT_REASON_DELETING_NODE)
+
+
+def test_restarted_instance_untaints_the_node_before_it_is_ready(
+    k8s_admin: Any,
+    nodes: Nodes,
+    fake_cloud_files: Callable[..., FakeCloudFiles],
+    daemon_factory: Callable[..., Daemon],
+    unique_name: Callable[..., str],
+) -> None:
+    """The instance is started again but its kubelet is not back (yet): the Node, still NotReady,
+    no longer claims a shut-down instance."""
+    name = unique_name("restarted")
+    cloud = lifecycle_cloud(fake_cloud_files)
+    cloud.state.add_instance(name, shutdown=True)
+    cloud.write_state()
+    nodes.create(name, ready=False)
+    daemon_factory(cloud, LIFECYCLE, FAST)
+    nodes.wait(name, has_shutdown_taint, timeout=30, what="shutdown taint")
+
+    cloud.state.update_instance(name, shutdown=False)
+    cloud.write_state()
+    node = nodes.wait(name, lambda n: not has_shutdown_taint(n), timeout=30, what="untainted")
+    assert node.status.conditions[0].status == "False"
+    assert exists(_core(k8s_admin), name)
