@@ -7,7 +7,9 @@ routes are listed, the Nodes come from the shared informer cache, and per Node p
 action is ``keep``, ``update`` (the provider opted in to address tracking and the addresses
 differ) or ``add``. Routes inside the cluster CIDRs that are blackholed, stale, or need an update
 are deleted; missing ones are created (name hint = Node UID). Routes outside the cluster CIDRs are
-never touched. Create and delete calls share one bound of 200 calls in flight.
+never touched. Create and delete calls share one bound of 200 calls in flight, kept by as many
+workers over one list of jobs (:func:`ccm.controllers.base.run_bounded`, not a task per route); the
+``NetworkUnavailable`` writes that follow are bounded the same way.
 
 With the feature gate ``CloudControllerManagerWatchBasedRoutesReconciliation`` (KEP-5237) the pass
 runs instead when a Node is added or deleted, or its pod CIDRs or addresses change (one queue key
@@ -33,10 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import logging
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from ccm import clock, logs, metrics, names, wellknown
@@ -384,55 +387,53 @@ class RouteController:
                 return True
             return False
 
-        limiter = asyncio.Semaphore(self._max_ops)
         to_delete = [
             r
             for r in routes
             if self.is_responsible_for_route(r) and (r.blackhole or should_delete(r))
         ]
-        # kubernetes/kubernetes#98359: with address tracking an ``update`` deletes and re-creates
-        # the same CIDR, so the deletes must finish before the creates start.
-        wait_for_deletes = bool(routes) and routes[0].enable_node_addresses
-        async with asyncio.TaskGroup() as tg:
-            deletes = [
-                tg.create_task(self._delete(r, limiter), name=f"route/delete/{r.name}")
-                for r in to_delete
-            ]
-            if wait_for_deletes and deletes:
-                await asyncio.wait(deletes)
-            for node in nodes:
-                name = _name(node)
-                for cidr, problem in (invalid.get(name) or {}).items():
-                    self._report_invalid(node, cidr, problem)
-                for cidr in _pod_cidrs(node):
-                    if cidr in (invalid.get(name) or {}):
-                        continue
-                    key = _cidr_key(cidr)
-                    if route_map[name].actions.get(key) not in ("add", "update"):
-                        continue
-                    tg.create_task(
-                        self._create(node, cidr, route_map[name], key, limiter),
-                        name=f"route/create/{name}/{cidr}",
-                    )
-
-        async with asyncio.TaskGroup() as tg:
-            for node in nodes:
-                target = route_map.get(_name(node))
-                if target is None:
+        to_create: list[tuple[Mapping[str, Any], str, _RouteNode, str]] = []
+        for node in nodes:
+            name = _name(node)
+            for cidr, problem in (invalid.get(name) or {}).items():
+                self._report_invalid(node, cidr, problem)
+            for cidr in _pod_cidrs(node):
+                if cidr in (invalid.get(name) or {}):
                     continue
-                if not target.actions:
-                    _log.info(
-                        "node %s has no routes assigned to it. NodeNetworkUnavailable will be "
-                        "set to true",
-                        _name(node),
-                    )
-                    created = False
-                else:
-                    created = all(a not in ("add", "update") for a in target.actions.values())
-                tg.create_task(
-                    self.update_networking_condition(node, created),
-                    name=f"route/condition/{_name(node)}",
+                key = _cidr_key(cidr)
+                if route_map[name].actions.get(key) in ("add", "update"):
+                    to_create.append((node, cidr, route_map[name], key))
+
+        def creates(queued: float) -> list[Callable[[], Awaitable[None]]]:
+            return [functools.partial(self._create, *args, queued) for args in to_create]
+
+        queued = clock.monotonic()
+        deletes = [functools.partial(self._delete, r, queued) for r in to_delete]
+        # Create and delete calls share one bound: ``max_ops`` workers over one list, deletes
+        # first. kubernetes/kubernetes#98359: with address tracking an ``update`` deletes and
+        # re-creates the same CIDR, so there the deletes must all finish before the creates start.
+        if routes and routes[0].enable_node_addresses:
+            await base.run_bounded(deletes, self._max_ops, "route/delete")
+            await base.run_bounded(creates(clock.monotonic()), self._max_ops, "route/create")
+        else:
+            await base.run_bounded([*deletes, *creates(queued)], self._max_ops, "route/sync")
+
+        conditions: list[Callable[[], Awaitable[None]]] = []
+        for node in nodes:
+            target = route_map.get(_name(node))
+            if target is None:
+                continue
+            if not target.actions:
+                _log.info(
+                    "node %s has no routes assigned to it. NodeNetworkUnavailable will be "
+                    "set to true",
+                    _name(node),
                 )
+                created = False
+            else:
+                created = all(a not in ("add", "update") for a in target.actions.values())
+            conditions.append(functools.partial(self.update_networking_condition, node, created))
+        await base.run_bounded(conditions, self._max_ops, "route/condition")
 
     def _report_invalid(self, node: Mapping[str, Any], cidr: str, problem: str) -> None:
         name = _name(node)
@@ -445,26 +446,24 @@ class RouteController:
             node, wellknown.EVENT_WARNING, wellknown.EVENT_REASON_FAILED_TO_CREATE_ROUTE, msg
         )
 
-    async def _delete(self, route: Route, limiter: asyncio.Semaphore) -> None:
-        start = clock.monotonic()
-        async with limiter:
-            _log.info("Deleting route %s %s", route.name, route.destination_cidr)
-            try:
-                await base.call_cloud(
-                    self._routes.delete_route(self._cluster_name, route),
-                    self._cloud_timeout,
-                    "delete_route",
-                )
-
-            except Exception as exc:
-                _log.error(
-                    "Could not delete route %s %s after %.3fs: %s",
-                    route.name,
-                    route.destination_cidr,
-                    clock.monotonic() - start,
-                    exc or type(exc).__name__,
-                )
-                return
+    async def _delete(self, route: Route, start: float) -> None:
+        """Delete one route; ``start`` is when the pass queued it (for the logged durations)."""
+        _log.info("Deleting route %s %s", route.name, route.destination_cidr)
+        try:
+            await base.call_cloud(
+                self._routes.delete_route(self._cluster_name, route),
+                self._cloud_timeout,
+                "delete_route",
+            )
+        except Exception as exc:
+            _log.error(
+                "Could not delete route %s %s after %.3fs: %s",
+                route.name,
+                route.destination_cidr,
+                clock.monotonic() - start,
+                exc or type(exc).__name__,
+            )
+            return
         _log.info(
             "Deleted route %s %s after %.3fs",
             route.name,
@@ -478,8 +477,10 @@ class RouteController:
         cidr: str,
         entry: _RouteNode,
         key: str,
-        limiter: asyncio.Semaphore,
+        start: float,
     ) -> None:
+        """Create one route; ``start`` is when the pass queued it (the wait for a free slot of
+        the bound is logged as "throttled", as upstream)."""
         name = _name(node)
         hint = str((node.get("metadata") or {}).get("uid", ""))
         route = Route(
@@ -487,36 +488,33 @@ class RouteController:
             target_node_addresses=tuple(nodeutil.node_addresses(node)),
             destination_cidr=cidr,
         )
-        start = clock.monotonic()
-        async with limiter:
-            _log.info(
-                "Creating route for node %s %s with hint %s, throttled %.3fs",
-                name,
-                cidr,
-                hint,
-                clock.monotonic() - start,
+        _log.info(
+            "Creating route for node %s %s with hint %s, throttled %.3fs",
+            name,
+            cidr,
+            hint,
+            clock.monotonic() - start,
+        )
+        try:
+            await base.call_cloud(
+                self._routes.create_route(self._cluster_name, hint, route),
+                self._cloud_timeout,
+                "create_route",
             )
-            try:
-                await base.call_cloud(
-                    self._routes.create_route(self._cluster_name, hint, route),
-                    self._cloud_timeout,
-                    "create_route",
-                )
-
-            except Exception as exc:
-                reason = str(exc) or type(exc).__name__
-                msg = (
-                    f"Could not create route {hint} {cidr} for node {name} after "
-                    f"{clock.monotonic() - start:.3f}s: {reason}"
-                )
-                self._recorder.event(
-                    node,
-                    wellknown.EVENT_WARNING,
-                    wellknown.EVENT_REASON_FAILED_TO_CREATE_ROUTE,
-                    msg,
-                )
-                _log.error("Could not create route %s %s for node %s: %s", hint, cidr, name, reason)
-                return
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            msg = (
+                f"Could not create route {hint} {cidr} for node {name} after "
+                f"{clock.monotonic() - start:.3f}s: {reason}"
+            )
+            self._recorder.event(
+                node,
+                wellknown.EVENT_WARNING,
+                wellknown.EVENT_REASON_FAILED_TO_CREATE_ROUTE,
+                msg,
+            )
+            _log.error("Could not create route %s %s for node %s: %s", hint, cidr, name, reason)
+            return
         entry.actions[key] = "keep"
         _log.info(
             "Created route for node %s %s with hint %s after %.3fs",

@@ -601,6 +601,56 @@ async def test_create_and_delete_calls_share_one_bound(env: Env) -> None:
     assert env.cloud.call_count("delete-route") == 10
 
 
+@pytest.mark.looptime
+async def test_a_pass_runs_as_many_tasks_as_the_bound_not_one_per_route(env: Env) -> None:
+    nodes = [make_node(f"n{i}", f"u{i}", [f"10.120.{i}.0/24"], f"10.0.0.{i}") for i in range(60)]
+    await env.put(*nodes)
+    env.add_routes(*[r(f"s{i}", f"gone-{i}", f"10.120.{100 + i}.0/24") for i in range(60)])
+    baseline = len(asyncio.all_tasks())
+    peak_tasks = 0
+    order: list[str] = []
+
+    async def hook(call: FakeCall) -> None:
+        nonlocal peak_tasks
+        if call.method in ("create-route", "delete-route"):
+            order.append(call.method)
+            peak_tasks = max(peak_tasks, len(asyncio.all_tasks()))
+            await asyncio.sleep(1)
+
+    env.cloud.call_hook = hook
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await env.controller(max_concurrent_operations=4).reconcile_node_routes()
+    assert peak_tasks - baseline == 4  # the workers of the bound, nothing per route
+    assert loop.time() - start == pytest.approx(120 / 4, abs=0.5)
+    assert order == ["delete-route"] * 60 + ["create-route"] * 60  # deletes are queued first
+    assert len(env.routes()) == 60
+
+
+@pytest.mark.looptime
+async def test_network_condition_writes_share_the_bound(env: Env) -> None:
+    nodes = [make_node(f"n{i}", f"u{i}", [f"10.120.{i}.0/24"], f"10.0.0.{i}") for i in range(20)]
+    await env.put(*nodes)
+    real_patch = env.client.patch
+    in_flight = 0
+    peak = 0
+
+    async def slow_patch(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(1)
+            return await real_patch(*args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    env.client.patch = slow_patch  # type: ignore[method-assign]
+    await env.controller(max_concurrent_operations=3).reconcile_node_routes()
+    assert peak == 3
+    assert all(env.condition(f"n{i}") == CREATED for i in range(20))
+
+
 async def test_malformed_pod_cidr_is_reported_and_other_nodes_are_reconciled(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
