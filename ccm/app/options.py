@@ -128,6 +128,14 @@ class Options:
     cloud_call_timeout: float = 60.0  # ccm: bound on every cloud call made by a controller
     shutdown_grace_period: float = 5.0  # ccm: how long SIGTERM waits for controllers to stop
     concurrent_node_lifecycle_syncs: int = 10  # ccm: Nodes checked at once in a lifecycle sweep
+    cloud_threads: int = 0  # ccm: threads for blocking SDK calls; 0 = cloud_thread_count()
+
+    def cloud_thread_count(self) -> int:
+        """``--cloud-threads``, or when 0 the node and service workers plus 4 (the route and
+        lifecycle loops): the size of the pool that runs blocking SDK calls."""
+        if self.cloud_threads > 0:
+            return self.cloud_threads
+        return self.concurrent_node_syncs + self.concurrent_service_syncs + 4
 
     def cluster_cidrs(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """``--cluster-cidr`` parsed: one CIDR, or two of different IP families (dual-stack)."""
@@ -367,6 +375,13 @@ def build_parser(prog: str = "ccm", defaults: Options | None = None) -> argparse
         help="ccm: NotReady Nodes the node lifecycle controller checks in the cloud at once.",
     )
     flag(
+        "--cloud-threads",
+        type=int,
+        metavar="N",
+        help="ccm: threads running blocking cloud SDK calls (run_blocking); 0 means "
+        "--concurrent-node-syncs + --concurrent-service-syncs + 4.",
+    )
+    flag(
         "--shutdown-grace-period",
         type=_duration,
         metavar="DURATION",
@@ -406,6 +421,8 @@ def validate(opts: Options) -> None:
     ):
         if value <= 0:
             raise ConfigError(f"{flag_name} must be greater than 0, got {value}")
+    if opts.cloud_threads < 0:
+        raise ConfigError(f"--cloud-threads must be >= 0, got {opts.cloud_threads}")
     if opts.concurrent_node_status_updates < 0:
         raise ConfigError("--concurrent-node-status-updates must be >= 0")
     if opts.concurrent_node_lifecycle_syncs <= 0:
