@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from ccm import names, wellknown
+from ccm.cloudprovider.durations import parse_duration
 from ccm.errors import ConfigError
 
 __all__ = [
@@ -28,29 +28,6 @@ __all__ = [
     "parse_bool",
     "parse_duration",
 ]
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go duration string (``"1m30s"`` → 90.0). ``"0"`` is allowed."""
-    s = text.strip()
-    if s in ("0", "+0", "-0"):
-        return 0.0
-    sign = -1.0 if s.startswith("-") else 1.0
-    s = s.lstrip("+-")
-    pos, total = 0, 0.0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None:
-            raise ValueError(f"invalid duration {text!r}")
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if not s:
-        raise ValueError(f"invalid duration {text!r}")
-    return sign * total
-
 
 #: Upstream's values for the four settings whose ccm defaults are higher. Upstream chose them
 #: before API Priority and Fairness (GA in 1.29) bounded every client on the server side; with
