@@ -19,7 +19,8 @@
     def factory(data: bytes | None) -> MyCloud:
         return MyCloud(MyCloudConfig.load(data))
 
-Field names are snake_case in Python and camelCase in YAML/JSON (both spellings are accepted).
+Field names are snake_case in Python and camelCase in YAML/JSON (both spellings are accepted; a
+trailing ``_``, as in ``global_``, is dropped from the camelCase name).
 Unknown keys are ignored, as upstream's readers do (set ``model_config["extra"] = "forbid"`` in a
 subclass to refuse them). In the INI form each section is a field holding a ``ProviderConfig``
 (``[Global]`` → ``global_: GlobalSection``), a section with subsections a
@@ -120,6 +121,11 @@ def _secret(value: Any) -> Any:
 Secret = Annotated[SecretStr, BeforeValidator(_secret)]
 
 
+def _alias(name: str) -> str:
+    """``request_timeout`` → ``requestTimeout``; ``global_`` (a Python keyword) → ``global``."""
+    return to_camel(name.rstrip("_"))
+
+
 class ProviderConfig(pydantic.BaseModel):
     """Base of a provider's configuration model and of its sections (see the module docstring).
 
@@ -127,7 +133,7 @@ class ProviderConfig(pydantic.BaseModel):
     """
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+        alias_generator=_alias, populate_by_name=True, extra="ignore", frozen=True
     )
 
     #: In the INI form, the section whose variables set the model's own scalar fields (INI has no
@@ -304,10 +310,10 @@ def _from_gcfg(
     root = _norm(model.ini_root_section or "")
     doc: dict[str, Any] = {}
     for (section, sub), variables in sections.items():
+        if root and _norm(section) == root and sub is None:
+            doc.update(_section(model, variables))
         found = fields.get(_norm(section))
         if found is None:
-            if root and _norm(section) == root and sub is None:
-                doc.update(_section(model, variables))
             continue  # unknown section: ignored
         name, annotation = found
         origin = typing.get_origin(annotation) or annotation

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import pytest
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ccm.cloudprovider import init_cloud_provider, register, unregister
 from ccm.cloudprovider.config import Duration, ProviderConfig, Secret, resolve_secret
@@ -293,3 +293,76 @@ def test_parse_duration_follows_go(text: str, seconds: float) -> None:
 def test_parse_duration_rejects_what_go_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+# -- the example of docs/providers.md ---------------------------------------------------------
+
+
+class DocGlobal(ProviderConfig):
+    zone: str = ""
+    kubernetes_cluster_tag: str = ""
+    subnet_ids: list[str] = []
+
+
+class DocOverride(ProviderConfig):
+    service: str = ""
+    url: str = ""
+    signing_region: str = ""
+
+
+class DocConfig(ProviderConfig):
+    ini_root_section = "Global"
+    endpoint: str = ""
+    token: Secret | None = None
+    request_timeout: Annotated[Duration, Field(gt=0)] = 30.0
+    global_: DocGlobal = DocGlobal()
+    service_override: dict[str, DocOverride] = {}
+
+
+DOC_YAML = b"""
+endpoint: https://api.mycloud.example
+token: file:%(token)s
+requestTimeout: 1m30s
+global: {zone: z1, subnetIds: [a, b], kubernetesClusterTag: my cluster}
+serviceOverride: {"1": {service: ec2, url: "https://ec2.internal"}}
+"""
+
+DOC_INI = b"""
+; INI (gcfg): section and key names case-insensitive, "-" and "_" ignored
+[Global]
+Endpoint = https://api.mycloud.example
+Token = file:%(token)s
+RequestTimeout = 90
+Zone = z1
+SubnetIds = a
+SubnetIds = b                ; repeated: kept in order, as a list
+KubernetesClusterTag = "my cluster"   ; quotes keep spaces
+[ServiceOverride "1"]        ; a subsection: a dict entry, name case-sensitive
+Service = ec2
+URL = https://ec2.internal
+"""
+
+
+@pytest.mark.parametrize("text", [DOC_YAML, DOC_INI], ids=["yaml", "ini"])
+def test_the_documented_example_reads_the_same_from_yaml_and_ini(
+    text: bytes, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    conf = DocConfig.load(text % {b"token": str(token).encode()})
+    assert conf.endpoint == "https://api.mycloud.example"
+    assert conf.token is not None and conf.token.get_secret_value() == "s3cret"
+    assert conf.request_timeout == 90.0
+    assert conf.global_ == DocGlobal(
+        zone="z1", kubernetes_cluster_tag="my cluster", subnet_ids=["a", "b"]
+    )
+    assert conf.service_override == {"1": DocOverride(service="ec2", url="https://ec2.internal")}
+
+
+def test_a_subclass_can_refuse_unknown_keys() -> None:
+    class Strict(Retries):
+        model_config = ConfigDict(extra="forbid")
+
+    assert Strict.load(b"attempts: 2").initial_backoff == 0.2  # the base's settings still apply
+    with pytest.raises(ConfigFileError, match="c.yaml: surprise: Extra inputs are not permitted"):
+        Strict.load(b"surprise: 1", source="c.yaml")
