@@ -364,5 +364,5 @@ def test_a_subclass_can_refuse_unknown_keys() -> None:
         model_config = ConfigDict(extra="forbid")
 
     assert Strict.load(b"attempts: 2").initial_backoff == 0.2  # the base's settings still apply
-    with pytest.raises(ConfigFileError, match="c.yaml: surprise: Extra inputs are not permitted"):
+    with pytest.raises(ConfigFileError, match=r"c\.yaml: surprise: Extra inputs are not permitted"):
         Strict.load(b"surprise: 1", source="c.yaml")
