@@ -164,6 +164,12 @@ class BlockingPool:
         self._numbers = itertools.count(1)
         self._no_threads = threading.Event()
         self._no_threads.set()
+        # Label children looked up once: every call updates them.
+        self._m_threads = THREADS.labels(name)
+        self._m_busy = THREADS_BUSY.labels(name)
+        self._m_queued = THREADS_QUEUED.labels(name)
+        self._m_wait = THREADS_WAIT.labels(name)
+        self._m_abandoned = THREADS_ABANDONED.labels(name)
         THREADS_MAX.labels(name).set(max_threads)
         self._publish()
 
@@ -233,13 +239,13 @@ class BlockingPool:
                 self._publish()
             elif call.state is _State.RUNNING:
                 call.abandoned = True
-                THREADS_ABANDONED.labels(self.name).inc()
+                self._m_abandoned.inc()
 
     def _publish(self) -> None:
         """Export the pool's state (the lock is held)."""
-        THREADS.labels(self.name).set(len(self._threads))
-        THREADS_BUSY.labels(self.name).set(self._busy)
-        THREADS_QUEUED.labels(self.name).set(len(self._queue))
+        self._m_threads.set(len(self._threads))
+        self._m_busy.set(self._busy)
+        self._m_queued.set(len(self._queue))
 
     def _next_call(self) -> _Call | None:
         """Wait for a call to run; ``None`` when the thread should end (idle too long, closed)."""
@@ -259,7 +265,7 @@ class BlockingPool:
             call.state = _State.RUNNING
             self._busy += 1
             self._publish()
-        THREADS_WAIT.labels(self.name).observe(time.monotonic() - call.enqueued)
+        self._m_wait.observe(time.monotonic() - call.enqueued)
         return call
 
     def _retire(self) -> None:
