@@ -86,8 +86,12 @@ BLOCKING_RULE = "does-not-block-event-loop"
 
 
 def describe_holds(holds: Sequence[LoopHold], threshold: float) -> str:
-    """One sentence on the longest hold (and how many more there were)."""
-    more = f"; {len(holds) - 1} more hold(s) of the loop" if len(holds) > 1 else ""
+    """One sentence on the longest hold (and how many more there were, by whom)."""
+    more = ""
+    if len(holds) > 1:
+        others = dict.fromkeys(f"{h.method} from {h.task!r}" for h in holds[1:])
+        shown = ", ".join(list(others)[:3]) + (", ..." if len(others) > 3 else "")
+        more = f"; {len(holds) - 1} more hold(s) of the loop ({shown})"
     return (
         f"{holds[0].describe()} (limit {threshold:g}s): a synchronous call inside a coroutine "
         f"stops every controller; run it on a thread{more}"
@@ -397,6 +401,10 @@ async def play_scenario(
     ctx.unverified_checks = []
     rule, reason = "", ""
     outcome: Outcome = "failed"
+    task = asyncio.current_task()
+    task_name = task.get_name() if task is not None else ""
+    if task is not None:  # a hold by the scenario's own calls names the scenario
+        task.set_name(f"conformance/{sc.name}")
     try:
         if before is not None:
             before()
@@ -412,6 +420,9 @@ async def play_scenario(
         reason = f"[scenario-timeout] did not finish within {config.scenario_timeout:g}s"
     except Exception as exc:
         rule, reason = "unexpected-error", f"[unexpected-error] {type(exc).__name__}: {exc}"
+    finally:
+        if task is not None:
+            task.set_name(task_name)
     ended = time.monotonic()
     if outcome == "failed" and rule != BLOCKING_RULE:
         holds = ctx.observer.holds_between(started, ended)

@@ -131,6 +131,7 @@ async def test_a_failure_caused_by_a_blocked_loop_names_the_block_not_the_sympto
         f"[{suite.BLOCKING_RULE}] InstancesV2.instance_exists held the event loop"
     )
     assert "which caused: [calls-return-in-time]" in result.reason
+    assert "called from task 'conformance/running-instance-exists'" in result.reason
     report = suite.Report(provider="fake", results=[result])
     assert "InstancesV2.instance_exists held the event loop" in format_report(report)
     path = tmp_path / "r.xml"
