@@ -76,7 +76,8 @@ class PrivateCloudConfig:
         try:
             doc = yaml.safe_load(data)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"cloud config is not valid YAML: {exc}") from exc
+            detail = " ".join(str(exc).split())  # one line: the parser's message spans several
+            raise ConfigError(f"cloud config is not valid YAML: {detail}") from exc
         if not isinstance(doc, dict):
             raise ConfigError("cloud config must be a YAML mapping")
         endpoint = str(doc.get("endpoint") or "").rstrip("/")
@@ -92,10 +93,9 @@ class PrivateCloudConfig:
             path = Path(str(creds["tokenFile"]))
             try:
                 token = path.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"cloud config: credentials.tokenFile {path}: {exc.strerror or exc}"
-                ) from exc
+            except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+                reason = getattr(exc, "strerror", None) or exc
+                raise ConfigError(f"cloud config: credentials.tokenFile {path}: {reason}") from exc
         attempts = retries.get("attempts", 4)
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise ConfigError("cloud config: retries.attempts must be an integer >= 1")
