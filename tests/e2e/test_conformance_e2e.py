@@ -130,7 +130,10 @@ async def _run(provider: FakeCloud, *only: str, kubeconfig: str) -> suite.Report
         pytest.param(
             LooksUpByNameOnly,
             "instances-v2",
-            {"provider-id-wins-over-name": "lookup-by-provider-id"},
+            {
+                "provider-id-wins-over-name": "lookup-by-provider-id",
+                "stale-node-of-recreated-machine": "lookup-by-provider-id",
+            },
             id="lookup by Node name ignoring the providerID",
         ),
         pytest.param(

@@ -234,10 +234,10 @@ class ObservedProvider(CloudProvider):
         self.observer = observer
 
     async def initialize(self, context: InitContext) -> None:
-        await self.inner.initialize(context)
+        await _Watched(self.inner.initialize(context), self.observer, "CloudProvider.initialize")
 
     async def aclose(self) -> None:
-        await self.inner.aclose()
+        await _Watched(self.inner.aclose(), self.observer, "CloudProvider.aclose")
 
     def has_cluster_id(self) -> bool:
         return self.inner.has_cluster_id()

@@ -363,6 +363,31 @@ async def provider_id_wins(ctx: Context) -> None:
     )
 
 
+@scenario(CAP, "stale-node-of-recreated-machine")
+async def stale_node(ctx: Context) -> None:
+    """Through the node lifecycle controller: a NotReady Node named after running machine A but
+    carrying the providerID of machine B, which is deleted (the Node of a machine re-created under
+    the same name, still naming the old one), is deleted."""
+    _, a, _ = await _machine_and_view(ctx, "stale-a")
+    _, b, b_view = await _machine_and_view(ctx, "stale-b")
+    if not b_view.provider_id:
+        raise RuleViolation("providerID-not-empty", f"no provider ID known for machine {b.name}")
+    await ctx.create_node(a, provider_id=b_view.provider_id, tainted=False)
+    await ctx.set_ready(a.name, False)
+    await ctx.need_driver().delete_machine(b.name)
+
+    async def gone() -> bool:
+        return await ctx.get_node(a.name) is None
+
+    await ctx.wait_for(
+        gone,
+        "lookup-by-provider-id",
+        f"the NotReady Node {a.name} with providerID {b_view.provider_id!r} of deleted machine "
+        f"{b.name} was not deleted: the provider answered for machine {a.name} (found by name)",
+    )
+    ctx.nodes.discard(a.name)
+
+
 _BATCH_METHODS = ("instance_exists", "instance_shutdown", "instance_metadata")
 
 

@@ -205,3 +205,38 @@ async def test_a_seeing_driver_leaves_nothing_unverified() -> None:
         result = await suite.play_scenario(_scenario(name), _ctx(cloud, FakeCloudDriver(cloud)))
         assert (result.outcome, result.unverified) == ("passed", ()), result.reason
     assert "CONFORMANT: 1 passed" in format_report(suite.Report(provider="f", results=[result]))
+
+
+def test_pytest_plugin_records_and_warns_about_unverified_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ccm.testing.conformance import pytest_plugin
+
+    passed = suite.Result(
+        capability="routes",
+        scenario="round-trip",
+        outcome="passed",
+        unverified=("no route left after delete (the driver cannot list the cloud's routes)",),
+    )
+
+    async def fake_run_suite(*args: object, **kwargs: object) -> suite.Report:
+        return suite.Report(provider="fake", results=[passed])
+
+    monkeypatch.setattr(pytest_plugin, "run_suite", fake_run_suite)
+
+    class Item:
+        user_properties: list[tuple[str, object]] = []
+
+    class Request:
+        node = Item()
+
+    with pytest.warns(pytest_plugin.UnverifiedChecksWarning, match="round-trip: unverified: no"):
+        pytest_plugin.test_conformance(
+            _scenario("round-trip"),
+            FakeCloud(),
+            None,
+            "unused",
+            suite.SuiteConfig(),
+            Request(),  # type: ignore[arg-type]
+        )
+    assert Item.user_properties == [("unverified", passed.unverified[0])]
