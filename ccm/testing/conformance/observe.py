@@ -32,7 +32,7 @@ import inspect
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,25 +201,40 @@ class _CapabilityProxy:
             return _timed_sync(attr, observer, method)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            coro: Coroutine[Any, Any, Any] = attr(*args, **kwargs)
-            try:
-                return await _Watched(coro, observer, method)
-            except (errors.CCMError, asyncio.CancelledError, TimeoutError):
-                raise
-            except Exception as exc:
-                observer.foreign_errors.append(f"{method} raised {type(exc).__name__}: {exc}")
-                raise
+            return await _watched(attr(*args, **kwargs), observer, method)
 
         return call
 
 
+def _record_foreign(observer: Observer, method: str, exc: Exception) -> None:
+    if not isinstance(exc, (errors.CCMError, TimeoutError)):
+        observer.foreign_errors.append(f"{method} raised {type(exc).__name__}: {exc}")
+
+
+async def _watched(awaitable: Awaitable[Any], observer: Observer, method: str) -> Any:
+    try:
+        return await _Watched(awaitable, observer, method)
+    except Exception as exc:
+        _record_foreign(observer, method, exc)
+        raise
+
+
 def _timed_sync(attr: Callable[..., Any], observer: Observer, method: str) -> Callable[..., Any]:
+    """A synchronous method, timed as one step; an awaitable it returns (a coroutine made by a
+    plain function, say) is watched like a coroutine method's."""
+
     def call(*args: Any, **kwargs: Any) -> Any:
         started = observer.step_started()
         try:
-            return attr(*args, **kwargs)
+            result = attr(*args, **kwargs)
+        except Exception as exc:
+            _record_foreign(observer, method, exc)
+            raise
         finally:
             observer.step_ended(method, started)
+        if inspect.isawaitable(result):
+            return _watched(result, observer, method)
+        return result
 
     return call
 

@@ -10,6 +10,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -240,3 +241,26 @@ def test_pytest_plugin_records_and_warns_about_unverified_checks(
             Request(),  # type: ignore[arg-type]
         )
     assert Item.user_properties == [("unverified", passed.unverified[0])]
+
+
+async def test_a_coroutine_made_by_a_plain_method_is_watched_too() -> None:
+    class Wrapped(FakeCloud):
+        def instance_shutdown(self, node: Node) -> Any:  # type: ignore[override]
+            async def blocking() -> bool:
+                time.sleep(0.3)  # noqa: ASYNC251 - the deliberate bug
+                return False
+
+            return blocking()
+
+        def get_load_balancer_name(self, cluster_name: str, service: Any) -> str:
+            raise KeyError("no name")
+
+    observer = suite.Observer()
+    observed = suite.ObservedProvider(Wrapped(), observer)
+    assert await observed.instances_v2().instance_shutdown(suite.node_view("n1")) is False
+    assert [h.method for h in observer.holds] == ["InstancesV2.instance_shutdown"]
+    with pytest.raises(KeyError):
+        observed.load_balancer().get_load_balancer_name("c", suite.service_view("ns", "s"))
+    assert observer.foreign_errors == [
+        "LoadBalancer.get_load_balancer_name raised KeyError: 'no name'"
+    ]
