@@ -554,11 +554,17 @@ class FakeCloudStatus(_StatusModel):
         return self.calls_by_key.get(method, {}).get(key, 0)
 
 
+def _loc_part(part: object) -> str:
+    text = str(part)
+    return text if text and text.isprintable() else repr(part)
+
+
 def _one_line(exc: ValidationError) -> str:
     errors = exc.errors()
     first = errors[0]
-    loc = ".".join(str(part) for part in first["loc"]) or "(document)"
-    msg = str(first["msg"]).removeprefix("Value error, ")
+    # a key may hold a newline or be empty: quote such parts so the message stays one line
+    loc = ".".join(_loc_part(part) for part in first["loc"]) or "(document)"
+    msg = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return f"{loc}: {msg}" + (more if len(errors) > 1 else "")
 

@@ -38,6 +38,22 @@ async def test_factory_and_metadata() -> None:
         factory(b"machines: {w1: {type: small}}")
 
 
+async def test_provider_id_wins_over_the_node_name() -> None:
+    """w1 was re-created (new id vm-2): its old Node, still carrying minimal://vm-1, is gone."""
+    from minimal_provider import factory
+
+    from ccm.cloudprovider import Node
+    from ccm.errors import InstanceNotFoundError
+
+    provider = factory(b"machines: {w1: {id: vm-2, ip: 10.0.0.2}}")
+    stale = Node({"metadata": {"name": "w1"}, "spec": {"providerID": "minimal://vm-1"}})
+    assert await provider.instance_exists(stale) is False
+    with pytest.raises(InstanceNotFoundError):
+        await provider.instance_metadata(stale)
+    current = Node({"metadata": {"name": "w1"}, "spec": {"providerID": "minimal://vm-2"}})
+    assert await provider.instance_exists(current) is True
+
+
 @pytest.mark.e2e
 def test_minimal_provider_initializes_nodes_and_reports_what_it_omits(
     control_plane: ControlPlane,

@@ -22,13 +22,17 @@ and supply the provider (and, for anything but the fake provider, the driver)::
 item runs one scenario on the real controllers in-process, against the kube-apiserver of the
 ``conformance_kubeconfig`` fixture (default: ccm's session ``control_plane``). A scenario the
 provider does not offer is *skipped* with reason ``not offered: ...`` (never passed); a failure
-names the broken rule. Override ``conformance_config`` (a :class:`SuiteConfig`) to change bounds.
+names the broken rule. A passed scenario with checks it could not verify in the cloud records them
+as ``unverified`` user properties (in pytest's JUnit XML) and issues an
+:class:`UnverifiedChecksWarning` naming them. Override ``conformance_config`` (a
+:class:`SuiteConfig`) to change bounds.
 Select a capability with ``-k instances-v2`` etc.
 """
 
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any
 
 import pytest
@@ -38,11 +42,16 @@ from ccm.testing.conformance.driver import ConformanceDriver
 from ccm.testing.conformance.suite import SCENARIOS, Scenario, SuiteConfig, run_suite
 
 __all__ = [
+    "UnverifiedChecksWarning",
     "conformance_config",
     "conformance_driver",
     "conformance_kubeconfig",
     "test_conformance",
 ]
+
+
+class UnverifiedChecksWarning(UserWarning):
+    """A scenario passed on the provider's word for checks the driver could not verify."""
 
 
 @pytest.fixture
@@ -81,6 +90,7 @@ def test_conformance(
     conformance_driver: ConformanceDriver | None,
     conformance_kubeconfig: str,
     conformance_config: SuiteConfig,
+    request: pytest.FixtureRequest,
 ) -> None:
     """One conformance scenario."""
 
@@ -102,3 +112,12 @@ def test_conformance(
         pytest.skip(f"not offered: {result.reason}")
     if result.outcome == "failed":
         pytest.fail(result.reason, pytrace=False)
+    for check in result.unverified:
+        request.node.user_properties.append(("unverified", check))
+    if result.unverified:
+        warnings.warn(
+            UnverifiedChecksWarning(
+                f"{result.scenario}: unverified: {'; '.join(result.unverified)}"
+            ),
+            stacklevel=1,
+        )

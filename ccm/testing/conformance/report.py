@@ -1,4 +1,11 @@
-"""Readable text report and JUnit XML of a conformance run."""
+"""Readable text report and JUnit XML of a conformance run.
+
+A passed scenario with checks it could not verify in the cloud (the driver cannot inspect that
+part of it, so the provider's own view was taken) lists them: on its line and in the verdict
+(``CONFORMANT (2 checks unverified: ...)``) of the text, and as ``<property name="unverified">``
+elements of its ``<testcase>`` (with a count on its ``<testsuite>``) in the XML. The exit code does
+not change; the wording does.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,8 @@ def format_result(result: Result) -> str:
         line += f"\n       {result.reason}"
     elif result.outcome == "not offered":
         line += f" — not offered: {result.reason}"
+    for check in result.unverified:
+        line += f"\n       unverified: {check}"
     return line
 
 
@@ -38,6 +47,9 @@ def format_report(report: Report) -> str:
         lines.extend(format_result(r) for r in results)
     counts = {k: sum(r.outcome == k for r in report.results) for k in _MARK}
     verdict = "CONFORMANT" if report.passed else "NOT CONFORMANT"
+    unverified = report.unverified()
+    if unverified:
+        verdict += f" ({len(unverified)} checks unverified: {'; '.join(unverified)})"
     lines.append(
         f"{verdict}: {counts['passed']} passed, {counts['failed']} failed, "
         f"{counts['not offered']} not offered"
@@ -46,7 +58,8 @@ def format_report(report: Report) -> str:
 
 
 def write_junit_xml(report: Report, path: str | Path) -> None:
-    """One <testsuite> per capability; failed → <failure>, not offered → <skipped>."""
+    """One <testsuite> per capability; failed → <failure>, not offered → <skipped>, unverified
+    checks → <property name="unverified">."""
     root = ET.Element("testsuites", name=f"ccm-conformance-{report.provider}")
     for cap, results in report.by_capability().items():
         suite = ET.SubElement(
@@ -59,6 +72,10 @@ def write_junit_xml(report: Report, path: str | Path) -> None:
             errors="0",
             time=f"{sum(r.seconds for r in results):.3f}",
         )
+        unverified = sum(len(r.unverified) for r in results)
+        if unverified:
+            props = ET.SubElement(suite, "properties")
+            ET.SubElement(props, "property", name="unverified-checks", value=str(unverified))
         for r in results:
             case = ET.SubElement(
                 suite,
@@ -67,6 +84,10 @@ def write_junit_xml(report: Report, path: str | Path) -> None:
                 name=r.scenario,
                 time=f"{r.seconds:.3f}",
             )
+            if r.unverified:
+                props = ET.SubElement(case, "properties")
+                for check in r.unverified:
+                    ET.SubElement(props, "property", name="unverified", value=check)
             if r.outcome == "failed":
                 ET.SubElement(
                     case, "failure", message=r.reason, type=r.rule or "failure"

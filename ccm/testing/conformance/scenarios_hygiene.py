@@ -1,7 +1,8 @@
-"""Contract hygiene: no mutation of inputs, ``ccm.errors`` types only, cancellation and timeouts.
+"""Contract hygiene: no mutation of inputs, ``ccm.errors`` types only, cancellation and timeouts,
+no blocking of the event loop.
 
-These run last (registered last): the error-type check also covers every call the controllers
-made during the earlier scenarios.
+These run last (registered last): the error-type and the event-loop checks also cover every call
+the controllers and the scenarios made during the earlier scenarios.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 from ccm import errors
 from ccm.cloudprovider import Route
 from ccm.testing.conformance.suite import (
+    BLOCKING_RULE,
     Context,
     RuleViolation,
+    describe_holds,
     node_view,
     scenario,
     service_view,
@@ -176,3 +179,25 @@ async def error_types(ctx: Context) -> None:
             "errors-are-ccm-errors",
             f"the controllers got non-ccm.errors exceptions: {ctx.observer.foreign_errors[:3]}",
         )
+
+
+@scenario(CAP, "does-not-block-the-event-loop")
+async def does_not_block(ctx: Context) -> None:
+    """No provider call holds the event loop (the one the controllers share) for longer than
+    ``loop_hold_threshold`` (0.1s) in one step: neither the calls the controllers made during the
+    run nor the scenarios' own, nor one call of each offered method made here. A synchronous
+    ``time.sleep``, SDK call or long computation inside an ``async def`` fails it; the wait for a
+    CPU on a loaded machine is not counted (see :mod:`ccm.testing.conformance.observe`)."""
+    probes, cleanup = await _probes(ctx)
+    try:
+        for label, factory in probes:
+            with contextlib.suppress(errors.CCMError):
+                await ctx.call(label, factory())
+        lb = ctx.provider.load_balancer()
+        if lb is not None:
+            lb.get_load_balancer_name(ctx.config.cluster_name, service_view("default", "hy"))
+    finally:
+        await cleanup()
+    holds = sorted(ctx.observer.holds, key=lambda h: -h.held)
+    if holds:
+        raise RuleViolation(BLOCKING_RULE, describe_holds(holds, ctx.observer.loop_hold_threshold))

@@ -309,6 +309,85 @@ async def lifecycle(ctx: Context) -> None:
     await ctx.delete_node(stopped.name)
 
 
+@scenario(CAP, "provider-id-wins-over-name")
+async def provider_id_wins(ctx: Context) -> None:
+    """A Node's spec.providerID, when set, names its machine whatever the Node's name says. For a
+    Node named after machine A whose providerID is machine B's (as when a machine is re-created
+    under the same name while its Node still carries the old machine's ID): instance_metadata
+    describes B, instance_shutdown follows B's power state, and once B is deleted
+    instance_exists is False (A still runs) and instance_metadata raises InstanceNotFoundError, so
+    that the lifecycle controller deletes the stale Node."""
+    cap, a, _ = await _machine_and_view(ctx, "pid-a")
+    _, b, b_view = await _machine_and_view(ctx, "pid-b")
+    driver = ctx.need_driver()
+    if not b_view.provider_id:
+        raise RuleViolation("providerID-not-empty", f"no provider ID known for machine {b.name}")
+    mixed = node_view(a.name, b_view.provider_id, b.addresses)
+    story = f"Node {a.name!r} with providerID {b_view.provider_id!r} (machine {b.name})"
+    meta = await ctx.call("instance_metadata", cap.instance_metadata(mixed))
+    if meta is None or meta.provider_id != b_view.provider_id:
+        got = meta.provider_id if meta is not None else None
+        raise RuleViolation(
+            "lookup-by-provider-id",
+            f"instance_metadata of {story} describes {got!r}: the provider looked the machine "
+            "up by the Node's name; spec.providerID must win when it is set",
+        )
+    await driver.stop_machine(b.name)
+    if not await ctx.call("instance_shutdown", cap.instance_shutdown(mixed)):
+        raise RuleViolation(
+            "lookup-by-provider-id",
+            f"instance_shutdown of {story} is False though {b.name} is stopped: the provider "
+            f"answered for {a.name} (found by name)",
+        )
+    await driver.delete_machine(b.name)
+    if await ctx.call("instance_exists", cap.instance_exists(mixed)):
+        raise RuleViolation(
+            "lookup-by-provider-id",
+            f"instance_exists of {story} is True though {b.name} is deleted: the provider found "
+            f"{a.name} by name, and the stale Node would never be deleted",
+        )
+    try:
+        await ctx.call("instance_metadata", cap.instance_metadata(mixed))
+    except errors.InstanceNotFoundError:
+        return
+    except errors.CCMError as exc:
+        raise RuleViolation(
+            "instance-not-found-error",
+            f"instance_metadata of {story} after {b.name} was deleted raised {exc!r}, "
+            "not InstanceNotFoundError",
+        ) from None
+    raise RuleViolation(
+        "lookup-by-provider-id",
+        f"instance_metadata of {story} returned after {b.name} was deleted: the provider found "
+        f"{a.name} by name",
+    )
+
+
+@scenario(CAP, "stale-node-of-recreated-machine")
+async def stale_node(ctx: Context) -> None:
+    """Through the node lifecycle controller: a NotReady Node named after running machine A but
+    carrying the providerID of machine B, which is deleted (the Node of a machine re-created under
+    the same name, still naming the old one), is deleted."""
+    _, a, _ = await _machine_and_view(ctx, "stale-a")
+    _, b, b_view = await _machine_and_view(ctx, "stale-b")
+    if not b_view.provider_id:
+        raise RuleViolation("providerID-not-empty", f"no provider ID known for machine {b.name}")
+    await ctx.create_node(a, provider_id=b_view.provider_id, tainted=False)
+    await ctx.set_ready(a.name, False)
+    await ctx.need_driver().delete_machine(b.name)
+
+    async def gone() -> bool:
+        return await ctx.get_node(a.name) is None
+
+    await ctx.wait_for(
+        gone,
+        "lookup-by-provider-id",
+        f"the NotReady Node {a.name} with providerID {b_view.provider_id!r} of deleted machine "
+        f"{b.name} was not deleted: the provider answered for machine {a.name} (found by name)",
+    )
+    ctx.nodes.discard(a.name)
+
+
 _BATCH_METHODS = ("instance_exists", "instance_shutdown", "instance_metadata")
 
 

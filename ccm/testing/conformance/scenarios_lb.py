@@ -29,9 +29,15 @@ async def _backends(ctx: Context, count: int) -> list[Any]:
     return views
 
 
-async def _cloud_lbs(ctx: Context, name: str, service_key: str) -> list[Any] | None:
+_NO_LB_VIEW = "the driver cannot list the cloud's load balancers; the provider's word was taken"
+
+
+async def _cloud_lbs(ctx: Context, name: str, service_key: str, check: str) -> list[Any] | None:
+    """The cloud's load balancers of the Service (read by the driver), or None, recording ``check``
+    as unverified, when the driver cannot list them."""
     lbs = await ctx.need_driver().load_balancers()
     if lbs is None:
+        ctx.unverified(check, _NO_LB_VIEW)
         return None
     return [lb for lb in lbs if lb.name == name or (lb.service and lb.service == service_key)]
 
@@ -58,7 +64,7 @@ async def ensure_idempotent(ctx: Context) -> None:
             raise RuleViolation(
                 "ensure-reports-ingress", "ensure_load_balancer returned no ingress"
             )
-        held = await _cloud_lbs(ctx, name, svc.key)
+        held = await _cloud_lbs(ctx, name, svc.key, "one load balancer after two ensures")
         if held is not None and len(held) != 1:
             raise RuleViolation(
                 "ensure-idempotent",
@@ -96,7 +102,16 @@ async def update_follows(ctx: Context) -> None:
         await ctx.call(
             "update_load_balancer", lb.update_load_balancer(ctx.config.cluster_name, svc, nodes[1:])
         )
-        held = await _cloud_lbs(ctx, name, svc.key)
+        held = await _cloud_lbs(ctx, name, svc.key, "backends after update")
+        if held is not None and not held:
+            raise RuleViolation(
+                "update-follows-backends",
+                f"the cloud holds no load balancer for {svc.key} after ensure and update",
+            )
+        if held and held[0].nodes is None:
+            ctx.unverified(
+                "backends after update", "the driver cannot tell a load balancer's nodes"
+            )
         if held and held[0].nodes is not None:
             want = {n.name for n in nodes[1:]}
             if set(held[0].nodes) != want:
@@ -135,7 +150,7 @@ async def delete_idempotent(ctx: Context) -> None:
         raise RuleViolation(
             "delete-leaves-nothing", "get_load_balancer says exists=True after delete"
         )
-    held = await _cloud_lbs(ctx, name, svc.key)
+    held = await _cloud_lbs(ctx, name, svc.key, "no load balancer left after delete")
     if held:
         raise RuleViolation(
             "delete-leaves-nothing",
@@ -219,6 +234,15 @@ async def status_round_trip(ctx: Context) -> None:
             "status-round-trips", f"Service status {ingress} differs from the provider's {want}"
         )
     lb_name = lb.get_load_balancer_name(ctx.config.cluster_name, Service(created))
+    while_up = await _cloud_lbs(
+        ctx, lb_name, f"{ns}/{name}", "the cloud holds the Service's load balancer"
+    )
+    if while_up is not None and not while_up:
+        raise RuleViolation(
+            "status-round-trips",
+            f"Service {ns}/{name} shows ingress {ingress} but the cloud holds no load balancer "
+            "for it",
+        )
     await ctx.client.delete(kclient.SERVICES, name, namespace=ns)
 
     async def svc_gone() -> bool:
@@ -232,7 +256,9 @@ async def status_round_trip(ctx: Context) -> None:
         svc_gone, "delete-leaves-nothing", f"Service {ns}/{name} was never finalized"
     )
     ctx.services.discard((ns, name))
-    held = await _cloud_lbs(ctx, lb_name, f"{ns}/{name}")
+    held = await _cloud_lbs(
+        ctx, lb_name, f"{ns}/{name}", "no load balancer left after the Service was deleted"
+    )
     if held:
         raise RuleViolation(
             "delete-leaves-nothing",

@@ -1,24 +1,31 @@
 """The conformance scenarios and the runner that plays them on a real control plane.
 
-How the provider runs: **in-process**. The runner wraps the provider in an observer (it records
-every exception the controllers see, to check that they are ``ccm.errors`` types) and runs the
-real :class:`~ccm.app.manager.ControllerManager` on it against the real kube-apiserver — the same
-controllers, informers and event recorders as the ``ccm`` daemon, only without leader election
-and the secure server, and with short periods so that the run stays fast. In-process (rather than
-:class:`ccm.testing.daemon.Daemon`) lets the scenarios call the provider directly too (idempotence,
-cancellation, mutation checks need the provider object), shares one provider instance between the
-controllers and the driver of an in-memory test double, and needs no packaging of the provider.
+How the provider runs: **in-process**. The runner wraps the provider in an observer
+(:mod:`ccm.testing.conformance.observe`: it records every exception the controllers and the
+scenarios see, to check that they are ``ccm.errors`` types, and times how long every call holds
+the event loop) and runs the real :class:`~ccm.app.manager.ControllerManager` on it against the
+real kube-apiserver — the same controllers, informers and event recorders as the ``ccm`` daemon,
+only without leader election and the secure server, and with short periods so that the run stays
+fast. In-process (rather than :class:`ccm.testing.daemon.Daemon`) lets the scenarios call the
+provider directly too (idempotence, cancellation, mutation checks need the provider object),
+shares one provider instance between the controllers and the driver of an in-memory test double,
+and needs no packaging of the provider.
 
 Each scenario belongs to a capability (``instances-v2``, ``load-balancer``, ``routes``,
 ``hygiene``) and checks one or more *rules*; a failure names the rule it broke
 (:class:`RuleViolation`). A capability the provider does not offer is reported ``not offered``.
+A failed scenario during which a provider call held the event loop is reported as that hold
+(rule ``does-not-block-event-loop``, naming the method, the task and the time), with the symptom
+it caused after it: a blocked loop makes unrelated waits and timeouts fail, and the symptom alone
+would point at the wrong place. A check that needs the driver's own view of the cloud (a leaked
+load balancer or route, a round trip) and could not get it (the driver returns ``None``) is listed
+as *unverified* on the result: the scenario passes on the provider's word, and the report says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import ipaddress
 import logging
 import secrets
@@ -33,7 +40,6 @@ from ccm.app import manager as managermod
 from ccm.app import options as optionsmod
 from ccm.cloudprovider import (
     CloudProvider,
-    InitContext,
     LoadBalancerStatus,
     Node,
     NodeAddress,
@@ -42,6 +48,12 @@ from ccm.cloudprovider import (
 )
 from ccm.kube import client as kclient
 from ccm.testing.conformance.driver import ConformanceDriver, Machine
+from ccm.testing.conformance.observe import (
+    DEFAULT_LOOP_HOLD_THRESHOLD,
+    LoopHold,
+    ObservedProvider,
+    Observer,
+)
 
 __all__ = [
     "CAPABILITIES",
@@ -70,6 +82,22 @@ class RuleViolation(AssertionError):
         self.message = message
 
 
+BLOCKING_RULE = "does-not-block-event-loop"
+
+
+def describe_holds(holds: Sequence[LoopHold], threshold: float) -> str:
+    """One sentence on the longest hold (and how many more there were, by whom)."""
+    more = ""
+    if len(holds) > 1:
+        others = dict.fromkeys(f"{h.method} from {h.task!r}" for h in holds[1:])
+        shown = ", ".join(list(others)[:3]) + (", ..." if len(others) > 3 else "")
+        more = f"; {len(holds) - 1} more hold(s) of the loop ({shown})"
+    return (
+        f"{holds[0].describe()} (limit {threshold:g}s): a synchronous call inside a coroutine "
+        f"stops every controller; run it on a thread{more}"
+    )
+
+
 class NotOffered(Exception):
     """Raised by a scenario when something it needs is not available (driver or provider)."""
 
@@ -85,6 +113,8 @@ class SuiteConfig:
     scenario_timeout: float = 45.0
     poll_interval: float = 0.1
     period: float = 1.0  # node monitor / status update periods of the controllers
+    #: A provider call holding the event loop this long in one step breaks a rule (see observe).
+    loop_hold_threshold: float = DEFAULT_LOOP_HOLD_THRESHOLD
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +125,8 @@ class Result:
     reason: str = ""
     rule: str = ""
     seconds: float = 0.0
+    #: Checks the scenario could not verify in the cloud, ``"check (why)"``: Context.unverified.
+    unverified: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -115,92 +147,16 @@ class Report:
     def failures(self) -> list[Result]:
         return [r for r in self.results if r.outcome == "failed"]
 
-
-# ---------------------------------------------------------------- the observed provider
-
-
-class _Observer:
-    def __init__(self) -> None:
-        self.foreign_errors: list[str] = []
-
-    def wrap(self, capability: str, target: Any) -> Any:
-        return _CapabilityProxy(capability, target, self)
-
-
-class _CapabilityProxy:
-    """Forwards every call to the provider's capability and records non-``ccm.errors`` raises."""
-
-    def __init__(self, capability: str, target: Any, observer: _Observer) -> None:
-        self._capability = capability
-        self._target = target
-        self._observer = observer
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._target, name)
-        if not inspect.iscoroutinefunction(attr):
-            return attr
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await attr(*args, **kwargs)
-            except (errors.CCMError, asyncio.CancelledError, TimeoutError):
-                raise
-            except Exception as exc:
-                self._observer.foreign_errors.append(
-                    f"{self._capability}.{name} raised {type(exc).__name__}: {exc}"
-                )
-                raise
-
-        return call
-
-
-class ObservedProvider(CloudProvider):
-    """The provider as the controllers see it during a run (``inner`` is the real one)."""
-
-    def __init__(self, inner: CloudProvider, observer: _Observer) -> None:
-        self.inner = inner
-        self.name = inner.provider_name
-        self._observer = observer
-
-    async def initialize(self, context: InitContext) -> None:
-        await self.inner.initialize(context)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def has_cluster_id(self) -> bool:
-        return self.inner.has_cluster_id()
-
-    def _wrap(self, name: str, cap: Any) -> Any:
-        return None if cap is None else self._observer.wrap(name, cap)
-
-    def instances_v2(self) -> Any:
-        return self._wrap("InstancesV2", self.inner.instances_v2())
-
-    def instances(self) -> Any:
-        return self._wrap("Instances", self.inner.instances())
-
-    def instances_batch(self) -> Any:
-        return self._wrap("InstancesBatch", self.inner.instances_batch())
-
-    def zones(self) -> Any:
-        return self._wrap("Zones", self.inner.zones())
-
-    def load_balancer(self) -> Any:
-        return self._wrap("LoadBalancer", self.inner.load_balancer())
-
-    def routes(self) -> Any:
-        return self._wrap("Routes", self.inner.routes())
-
-    def clusters(self) -> Any:
-        return self._wrap("Clusters", self.inner.clusters())
+    def unverified(self) -> list[str]:
+        """Every unverified check of the run, as ``scenario: check (why)``."""
+        return [f"{r.scenario}: {u}" for r in self.results for u in r.unverified]
 
 
 # ---------------------------------------------------------------- scenario context
 
 
 class Context:
-    """What a scenario gets: the provider (direct), the driver, an admin client, helpers."""
+    """What a scenario gets: the provider (observed), the driver, an admin client, helpers."""
 
     def __init__(
         self,
@@ -208,9 +164,14 @@ class Context:
         driver: ConformanceDriver | None,
         client: kclient.KubeClient,
         config: SuiteConfig,
-        observer: _Observer,
+        observer: Observer,
     ) -> None:
-        self.provider = provider
+        #: The provider, through the observer (every call is watched, as the controllers' are).
+        self.provider = (
+            provider
+            if isinstance(provider, ObservedProvider)
+            else ObservedProvider(provider, observer)
+        )
         self.driver = driver
         self.client = client
         self.config = config
@@ -221,6 +182,13 @@ class Context:
         self.services: set[tuple[str, str]] = set()
         #: Findings shared between the scenarios of one run (e.g. ``init-failed``).
         self.notes: dict[str, str] = {}
+        #: Checks of the current scenario that could not be verified in the cloud.
+        self.unverified_checks: list[str] = []
+
+    def unverified(self, check: str, why: str) -> None:
+        """Record that ``check`` rests on the provider's own word because ``why`` (the driver
+        cannot inspect that part of the cloud). The scenario still passes; the report lists it."""
+        self.unverified_checks.append(f"{check} ({why})")
 
     def name(self, prefix: str) -> str:
         self._seq += 1
@@ -422,6 +390,60 @@ def _options(kubeconfig: str, config: SuiteConfig) -> optionsmod.Options:
     )
 
 
+async def play_scenario(
+    sc: Scenario, ctx: Context, *, before: Callable[[], None] | None = None
+) -> Result:
+    """Run one scenario and turn its outcome into a :class:`Result` (never raises but for
+    cancellation). A failure during which a provider call held the event loop is reported as that
+    hold, the symptom after it."""
+    config = ctx.config
+    started = time.monotonic()
+    ctx.unverified_checks = []
+    rule, reason = "", ""
+    outcome: Outcome = "failed"
+    task = asyncio.current_task()
+    task_name = task.get_name() if task is not None else ""
+    if task is not None:  # a hold by the scenario's own calls names the scenario
+        task.set_name(f"conformance/{sc.name}")
+    try:
+        if before is not None:
+            before()
+        async with asyncio.timeout(config.scenario_timeout):
+            await sc.fn(ctx)
+        outcome = "passed"
+    except NotOffered as exc:
+        outcome, reason = "not offered", str(exc)
+    except RuleViolation as exc:
+        rule, reason = exc.rule, str(exc)
+    except TimeoutError:
+        rule = "scenario-timeout"
+        reason = f"[scenario-timeout] did not finish within {config.scenario_timeout:g}s"
+    except Exception as exc:
+        rule, reason = "unexpected-error", f"[unexpected-error] {type(exc).__name__}: {exc}"
+    finally:
+        if task is not None:
+            task.set_name(task_name)
+    ended = time.monotonic()
+    if outcome == "failed" and rule != BLOCKING_RULE:
+        holds = ctx.observer.holds_between(started, ended)
+        if holds:
+            symptom = reason
+            rule = BLOCKING_RULE
+            reason = (
+                f"[{rule}] {describe_holds(holds, config.loop_hold_threshold)} "
+                f"— which caused: {symptom}"
+            )
+    return Result(
+        capability=sc.capability,
+        scenario=sc.name,
+        outcome=outcome,
+        reason=reason,
+        rule=rule,
+        seconds=ended - started,
+        unverified=tuple(ctx.unverified_checks) if outcome == "passed" else (),
+    )
+
+
 async def run_suite(
     provider: CloudProvider,
     driver: ConformanceDriver | None,
@@ -449,62 +471,22 @@ async def run_suite(
         (s for s in (scenarios or SCENARIOS) if s.capability in wanted),
         key=lambda s: CAPABILITIES.index(s.capability),
     )
-    observer = _Observer()
+    observer = Observer(loop_hold_threshold=config.loop_hold_threshold)
     observed = ObservedProvider(provider, observer)
     report = Report(provider=provider.provider_name)
     client = await kclient.KubeClient.connect(kubeconfig=kubeconfig, user_agent="ccm/conformance")
-    ctx = Context(provider, driver, client, config, observer)
+    ctx = Context(observed, driver, client, config, observer)
     mgr = managermod.ControllerManager(_options(kubeconfig, config), observed)
     manager_task = asyncio.create_task(mgr.run(), name="conformance/controller-manager")
     try:
         for sc in selected:
-            started = time.monotonic()
-            try:
+
+            def manager_alive() -> None:
                 if manager_task.done():
                     manager_task.result()
                     raise RuntimeError("the controller manager stopped")
-                async with asyncio.timeout(config.scenario_timeout):
-                    await sc.fn(ctx)
-                result = Result(capability=sc.capability, scenario=sc.name, outcome="passed")
-            except NotOffered as exc:
-                result = Result(
-                    capability=sc.capability,
-                    scenario=sc.name,
-                    outcome="not offered",
-                    reason=str(exc),
-                )
-            except RuleViolation as exc:
-                result = Result(
-                    capability=sc.capability,
-                    scenario=sc.name,
-                    outcome="failed",
-                    rule=exc.rule,
-                    reason=str(exc),
-                )
-            except TimeoutError:
-                result = Result(
-                    capability=sc.capability,
-                    scenario=sc.name,
-                    outcome="failed",
-                    rule="scenario-timeout",
-                    reason=f"[scenario-timeout] did not finish within {config.scenario_timeout:g}s",
-                )
-            except Exception as exc:
-                result = Result(
-                    capability=sc.capability,
-                    scenario=sc.name,
-                    outcome="failed",
-                    rule="unexpected-error",
-                    reason=f"[unexpected-error] {type(exc).__name__}: {exc}",
-                )
-            result = Result(
-                capability=result.capability,
-                scenario=result.scenario,
-                outcome=result.outcome,
-                reason=result.reason,
-                rule=result.rule,
-                seconds=time.monotonic() - started,
-            )
+
+            result = await play_scenario(sc, ctx, before=manager_alive)
             report.results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -526,12 +508,17 @@ def ip_version(cidr: str) -> int:
 
 
 __all__ += [
+    "BLOCKING_RULE",
     "Context",
     "LoadBalancerStatus",
+    "LoopHold",
     "NotOffered",
     "ObservedProvider",
+    "Observer",
     "Route",
+    "describe_holds",
     "node_view",
+    "play_scenario",
     "scenario",
     "service_view",
 ]

@@ -22,8 +22,10 @@ from tests.conformance_broken.batch_wrong_answers import (
     BatchDropsLastAnswer,
     BatchReportsStoppedGone,
 )
+from tests.conformance_broken.blocks_event_loop import BlocksEventLoop
 from tests.conformance_broken.empty_provider_id import EmptyProviderID
 from tests.conformance_broken.leaky_delete import LeakyDelete
+from tests.conformance_broken.lookup_by_name_only import LooksUpByNameOnly
 from tests.conformance_broken.non_idempotent_ensure import NonIdempotentEnsure
 from tests.conformance_broken.raises_foreign_error import RaisesForeignError
 from tests.conformance_broken.route_delete_ignores_cluster import RouteDeleteIgnoresCluster
@@ -35,6 +37,7 @@ DIRECT = [
     "running-instance-exists",
     "stopped-instance-exists",
     "deleted-instance-does-not-exist",
+    "provider-id-wins-over-name",
     "ensure-is-idempotent",
     "update-follows-backends",
     "delete-is-idempotent",
@@ -46,6 +49,7 @@ DIRECT = [
     "no-mutation-of-inputs",
     "cancellation-and-timeouts",
     "errors-are-ccm-errors",
+    "does-not-block-the-event-loop",
     "batch-agrees-with-single-calls",
 ]
 
@@ -63,7 +67,7 @@ def _ctx(provider: CloudProvider, drv: Any = "default") -> suite.Context:
         drv,
         None,  # type: ignore[arg-type]  # these scenarios never touch the apiserver
         suite.SuiteConfig(call_timeout=5),
-        suite._Observer(),
+        suite.Observer(),
     )
 
 
@@ -145,6 +149,20 @@ async def test_fake_provider_passes(name: str) -> None:
             id="call that swallows its cancellation",
         ),
         pytest.param(
+            LooksUpByNameOnly,
+            "provider-id-wins-over-name",
+            "lookup-by-provider-id",
+            "looked the machine up by the Node's name; spec.providerID must win",
+            id="lookup by Node name ignoring the providerID",
+        ),
+        pytest.param(
+            BlocksEventLoop,
+            "does-not-block-the-event-loop",
+            "does-not-block-event-loop",
+            "InstancesV2.instance_exists held the event loop",
+            id="time.sleep inside an async def",
+        ),
+        pytest.param(
             BatchDropsLastAnswer,
             "batch-agrees-with-single-calls",
             "batch-one-answer-per-node",
@@ -199,7 +217,7 @@ async def test_scenarios_needing_machines_fail_without_a_driver() -> None:
 
 
 async def test_observer_records_non_ccm_errors_and_passes_ccm_ones() -> None:
-    observer = suite._Observer()
+    observer = suite.Observer()
     observed = suite.ObservedProvider(RaisesForeignError(), observer)
     inst = observed.instances_v2()
     with pytest.raises(RuntimeError):
