@@ -181,3 +181,45 @@ EVENT_LOOP_LAG = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+
+# ccm's cloud API metrics (ccm.controllers.cloudapi), in the style of the AWS cloud controller
+# manager's cloudprovider_aws_api_request_duration_seconds, ..._api_request_errors and
+# ..._api_throttled_requests_total, for any provider. ``capability`` is instances, zones,
+# load_balancer, routes or clusters; ``method`` the provider method (instance_metadata, ...).
+_CLOUD_API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+CLOUD_API_REQUEST_DURATION = Histogram(
+    "ccm_cloud_api_request_duration_seconds",
+    "Latency of cloud provider calls made by the controllers, by capability and method "
+    "(the time waited for the cloud API budget is not included).",
+    ["capability", "method"],
+    buckets=_CLOUD_API_BUCKETS,
+    registry=REGISTRY,
+)
+CLOUD_API_REQUEST_ERRORS = Counter(
+    "ccm_cloud_api_request_errors",
+    "Cloud provider calls that raised, by capability, method and reason (throttled, timeout, "
+    "not_found, not_implemented, implemented_elsewhere, cloud, other).",
+    ["capability", "method", "reason"],
+    registry=REGISTRY,
+)
+CLOUD_API_THROTTLED_REQUESTS = Counter(
+    "ccm_cloud_api_throttled_requests",
+    "Cloud provider calls answered with RetryAfterError (throttled), by capability and method; "
+    "each pauses its capability for the delay asked.",
+    ["capability", "method"],
+    registry=REGISTRY,
+)
+CLOUD_API_BUDGET_WAIT = Histogram(
+    "ccm_cloud_api_budget_wait_seconds",
+    "How long cloud provider calls waited before being sent: for a capability paused by a "
+    "throttled answer, then for a token of --cloud-api-qps/--cloud-api-burst.",
+    ["capability"],
+    buckets=(0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    registry=REGISTRY,
+)
+__all__ += [
+    "CLOUD_API_BUDGET_WAIT",
+    "CLOUD_API_REQUEST_DURATION",
+    "CLOUD_API_REQUEST_ERRORS",
+    "CLOUD_API_THROTTLED_REQUESTS",
+]

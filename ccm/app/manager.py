@@ -26,6 +26,7 @@ from ccm import leaderelection, metrics, names, wellknown
 from ccm.app import auth, looplag, serving
 from ccm.app import options as optionsmod
 from ccm.cloudprovider import CAPABILITIES, CloudProvider, InitContext
+from ccm.controllers import cloudapi
 from ccm.controllers import node as node_controller
 from ccm.controllers import nodelifecycle as node_lifecycle_controller
 from ccm.controllers import route as route_controller
@@ -261,6 +262,15 @@ class ControllerManager:
 
     async def run(self, *, ready: asyncio.Event | None = None) -> None:
         report_capabilities(self.cloud)
+        cloudapi.install(
+            cloudapi.CloudAPIBudget(qps=self.opts.cloud_api_qps, burst=self.opts.cloud_api_burst)
+        )
+        if self.opts.cloud_api_qps > 0:
+            _log.info(
+                "Cloud API budget: %g calls/s, burst %d",
+                self.opts.cloud_api_qps,
+                self.opts.cloud_api_burst,
+            )
         to_run = plan_controllers(self.opts, self.cloud, self.specs)
         client = await kclient.KubeClient.connect(
             kubeconfig=self.opts.kubeconfig or None,

@@ -106,6 +106,8 @@ class Options:
     shutdown_grace_period: float = 5.0  # ccm: how long SIGTERM waits for controllers to stop
     concurrent_node_lifecycle_syncs: int = 10  # ccm: Nodes checked at once in a lifecycle sweep
     cloud_threads: int = 0  # ccm: threads for blocking SDK calls; 0 = cloud_thread_count()
+    cloud_api_qps: float = 0.0  # ccm: budget of cloud calls per second, all controllers (0: off)
+    cloud_api_burst: int = 10  # ccm: calls the budget lets through at once
 
     def cloud_thread_count(self) -> int:
         """``--cloud-threads``, or when 0 the node and service workers plus 4 (the route and
@@ -359,6 +361,19 @@ def build_parser(prog: str = "ccm", defaults: Options | None = None) -> argparse
         "--concurrent-node-syncs + --concurrent-service-syncs + 4.",
     )
     flag(
+        "--cloud-api-qps",
+        type=float,
+        metavar="QPS",
+        help="ccm: cloud provider calls per second, shared by every controller and capability "
+        "(a token bucket); 0 (the default) means no limit.",
+    )
+    flag(
+        "--cloud-api-burst",
+        type=int,
+        metavar="N",
+        help="ccm: cloud provider calls let through at once by --cloud-api-qps.",
+    )
+    flag(
         "--shutdown-grace-period",
         type=_duration,
         metavar="DURATION",
@@ -415,6 +430,10 @@ def validate(opts: Options) -> None:
     ):
         if period <= 0:
             raise ConfigError(f"{flag_name} must be greater than 0")
+    if not opts.cloud_api_qps >= 0:  # NaN too
+        raise ConfigError(f"--cloud-api-qps must be >= 0 (0: no limit), got {opts.cloud_api_qps}")
+    if opts.cloud_api_burst < 1:
+        raise ConfigError(f"--cloud-api-burst must be at least 1, got {opts.cloud_api_burst}")
     if opts.kube_api_qps <= 0 or opts.kube_api_burst <= 0:
         raise ConfigError("--kube-api-qps and --kube-api-burst must be greater than 0")
     if opts.leader_elect:

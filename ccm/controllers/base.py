@@ -12,6 +12,7 @@ is counted in
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
@@ -19,6 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from prometheus_client import Counter
 
 from ccm import clock, metrics
+from ccm.controllers import cloudapi
 from ccm.errors import CloudCallTimeoutError, find_retry_after
 from ccm.kube import client as kclient
 from ccm.kube import workqueue
@@ -89,18 +91,52 @@ K = TypeVar("K")
 T = TypeVar("T")
 
 
-async def call_cloud(awaitable: Awaitable[T], seconds: float | None, what: str) -> T:
-    """Await one cloud provider call, bounded by ``seconds`` (``None``: unbounded).
+async def call_cloud(
+    awaitable: Awaitable[T],
+    seconds: float | None,
+    method: str,
+    *,
+    capability: str = cloudapi.OTHER,
+) -> T:
+    """Await one cloud provider call: admitted by the cloud API budget, bounded by ``seconds``
+    (``None``: unbounded), and counted in the ``ccm_cloud_api_*`` metrics.
+
+    ``method`` is the provider method called (``instance_metadata``) and ``capability`` the
+    capability it belongs to (:data:`ccm.controllers.cloudapi.INSTANCES`, ...): the labels of the
+    metrics, and the unit of back-pressure, since a :class:`ccm.errors.RetryAfterError` answer
+    pauses the calls of its capability (:mod:`ccm.controllers.cloudapi`). ``awaitable`` is not
+    started before the budget admits the call (pass a coroutine, as every provider method is).
+    The time waited for the budget does not count against ``seconds``.
 
     When the bound expires the call is cancelled and :class:`ccm.errors.CloudCallTimeoutError`
-    (naming ``what`` and the bound) is raised. A call that overran its bound is a failure whatever
-    it does next: a provider that catches the cancellation and then returns an answer or raises
-    its own error still gets ``CloudCallTimeoutError`` (an answer that arrives after the bound may
-    describe a cloud that has changed since, and acting on it can delete a live Node), with one
-    warning line saying it ignored the cancellation. A ``TimeoutError`` the provider raises within
-    the bound passes through unchanged, and so does cancellation of the caller. Uses
-    ``asyncio.timeout`` (never ``asyncio.wait_for``, which in 3.11 can swallow a cancellation).
+    (naming ``method`` and the bound) is raised. A call that overran its bound is a failure
+    whatever it does next: a provider that catches the cancellation and then returns an answer or
+    raises its own error still gets ``CloudCallTimeoutError`` (an answer that arrives after the
+    bound may describe a cloud that has changed since, and acting on it can delete a live Node),
+    with one warning line saying it ignored the cancellation. A ``TimeoutError`` the provider
+    raises within the bound passes through unchanged, and so does cancellation of the caller.
     """
+    budget = cloudapi.current()
+    try:
+        waited = await budget.admit(capability)
+    except BaseException:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()  # never started: no "was never awaited" warning
+        raise
+    metrics.CLOUD_API_BUDGET_WAIT.labels(capability).observe(waited)
+    start = clock.monotonic()
+    try:
+        answer = await _bounded(awaitable, seconds, method)
+    except BaseException as exc:
+        budget.record(capability, method, clock.monotonic() - start, exc)
+        raise
+    budget.record(capability, method, clock.monotonic() - start, None)
+    return answer
+
+
+async def _bounded(awaitable: Awaitable[T], seconds: float | None, what: str) -> T:
+    """Await ``awaitable`` bounded by ``seconds`` (the timeout rules of :func:`call_cloud`). Uses
+    ``asyncio.timeout`` (never ``asyncio.wait_for``, which in 3.11 can swallow a cancellation)."""
     bound = asyncio.timeout(seconds)
     try:
         async with bound:

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
-from ccm.controllers import base
+from ccm.controllers import base, cloudapi
 from ccm.errors import CloudProviderError
 
 __all__ = [
@@ -57,7 +57,12 @@ class BatchAnswerError(CloudProviderError):
 
 
 async def call_batch(
-    fn: BatchFn[I, R], items: Sequence[I], seconds: float | None, what: str
+    fn: BatchFn[I, R],
+    items: Sequence[I],
+    seconds: float | None,
+    what: str,
+    *,
+    capability: str = cloudapi.INSTANCES,
 ) -> list[R | Exception]:
     """One batch call for ``items`` (bounded by ``seconds``); one result or Exception per item.
 
@@ -67,7 +72,7 @@ async def call_batch(
     if not items:
         return []
     try:
-        answers = await base.call_cloud(fn(items), seconds, what)
+        answers = await base.call_cloud(fn(items), seconds, what, capability=capability)
     except Exception as exc:
         failed: list[R | Exception] = [exc] * len(items)
         return failed

@@ -43,7 +43,7 @@ from ccm.cloudprovider import (
     NodeAddress,
     get_instance_provider_id,
 )
-from ccm.controllers import base, batching, nodeutil
+from ccm.controllers import base, batching, cloudapi, nodeutil
 from ccm.controllers.base import PeriodicLoop, WorkQueueLoop
 from ccm.errors import (
     CCMError,
@@ -240,8 +240,10 @@ class CloudNodeController:
         except NotFoundError:
             return
 
-    async def _call(self, awaitable: Awaitable[T], what: str) -> T:
-        return await base.call_cloud(awaitable, self._cloud_timeout, what)
+    async def _call(
+        self, awaitable: Awaitable[T], what: str, capability: str = cloudapi.INSTANCES
+    ) -> T:
+        return await base.call_cloud(awaitable, self._cloud_timeout, what, capability=capability)
 
     def _metadata_coalescer(self) -> batching.Coalescer[Node, InstanceMetadata | None] | None:
         """The coalescer of ``instance_metadata`` requests when the provider offers InstancesBatch
@@ -301,12 +303,16 @@ class CloudNodeController:
         if zones is not None:
             try:
                 zone = await self._call(
-                    zones.get_zone_by_provider_id(provider_id), "get_zone_by_provider_id"
+                    zones.get_zone_by_provider_id(provider_id),
+                    "get_zone_by_provider_id",
+                    cloudapi.ZONES,
                 )
             except CloudProviderError as by_id:
                 try:
                     zone = await self._call(
-                        zones.get_zone_by_node_name(view.name), "get_zone_by_node_name"
+                        zones.get_zone_by_node_name(view.name),
+                        "get_zone_by_node_name",
+                        cloudapi.ZONES,
                     )
                 except CloudProviderError as by_name:
                     raise NodeInitializationError(

@@ -67,7 +67,7 @@ from ccm.cloudprovider import (
     get_instance_provider_id,
     split_provider_id,
 )
-from ccm.controllers import base, batching, nodeutil
+from ccm.controllers import base, batching, cloudapi, nodeutil
 from ccm.controllers.base import PeriodicLoop
 from ccm.errors import (
     CCMError,
@@ -129,13 +129,21 @@ async def get_provider_id(
         return node.provider_id
     v2 = cloud.instances_v2()
     if v2 is not None:
-        md = await base.call_cloud(v2.instance_metadata(node), call_timeout, "instance_metadata")
+        md = await base.call_cloud(
+            v2.instance_metadata(node),
+            call_timeout,
+            "instance_metadata",
+            capability=cloudapi.INSTANCES,
+        )
         return md.provider_id if md is not None else ""
     instances = cloud.instances()
     if instances is None:
         raise CloudProviderError("failed to get instances from cloud provider")
     return await base.call_cloud(
-        get_instance_provider_id(cloud, instances, node.name), call_timeout, "instance_id"
+        get_instance_provider_id(cloud, instances, node.name),
+        call_timeout,
+        "instance_id",
+        capability=cloudapi.INSTANCES,
     )
 
 
@@ -302,7 +310,11 @@ class CloudNodeLifecycleController:
         exist. Per Node the semantics are those of the single calls: an Exception is doubt."""
         views = [Node(node) for node in chunk]
         exists = await batching.call_batch(
-            batch.instance_exists_batch, views, self._cloud_timeout, "instance_exists_batch"
+            batch.instance_exists_batch,
+            views,
+            self._cloud_timeout,
+            "instance_exists_batch",
+            capability=cloudapi.INSTANCES,
         )
         alive: list[tuple[Mapping[str, Any], Node]] = []
         for node, view, answer in zip(chunk, views, exists, strict=True):
@@ -326,6 +338,7 @@ class CloudNodeLifecycleController:
             [view for _, view in alive],
             self._cloud_timeout,
             "instance_shutdown_batch",
+            capability=cloudapi.INSTANCES,
         )
         for (node, view), answer in zip(alive, shutdown, strict=True):
             if isinstance(answer, Exception):
@@ -362,7 +375,9 @@ class CloudNodeLifecycleController:
     # --- cloud ----------------------------------------------------------------------------------
 
     async def _call(self, awaitable: Awaitable[T], what: str) -> T:
-        return await base.call_cloud(awaitable, self._cloud_timeout, what)
+        return await base.call_cloud(
+            awaitable, self._cloud_timeout, what, capability=cloudapi.INSTANCES
+        )
 
     async def _instance_exists(self, node: Node) -> bool:
         """Upstream ``ensureNodeExistsByProviderID``."""

@@ -44,7 +44,7 @@ from typing import Any, Literal, Protocol
 
 from ccm import clock, logs, metrics, names, wellknown
 from ccm.cloudprovider import NodeAddress, Route, Routes
-from ccm.controllers import base, nodeutil
+from ccm.controllers import base, cloudapi, nodeutil
 from ccm.controllers.base import PeriodicLoop
 from ccm.errors import ConflictError, NotFoundError
 from ccm.kube import client as kclient
@@ -309,7 +309,10 @@ class RouteController:
         metrics.ROUTE_SYNC_TOTAL.inc()
         try:
             routes = await base.call_cloud(
-                self._routes.list_routes(self._cluster_name), self._cloud_timeout, "list_routes"
+                self._routes.list_routes(self._cluster_name),
+                self._cloud_timeout,
+                "list_routes",
+                capability=cloudapi.ROUTES,
             )
 
         except Exception as exc:
@@ -454,6 +457,7 @@ class RouteController:
                 self._routes.delete_route(self._cluster_name, route),
                 self._cloud_timeout,
                 "delete_route",
+                capability=cloudapi.ROUTES,
             )
         except Exception as exc:
             _log.error(
@@ -500,6 +504,7 @@ class RouteController:
                 self._routes.create_route(self._cluster_name, hint, route),
                 self._cloud_timeout,
                 "create_route",
+                capability=cloudapi.ROUTES,
             )
         except Exception as exc:
             reason = str(exc) or type(exc).__name__

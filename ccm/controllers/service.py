@@ -35,7 +35,7 @@ from typing import Any, Protocol, TypeVar
 
 from ccm import clock, logs, metrics, names, wellknown
 from ccm.cloudprovider import CloudProvider, LoadBalancer, LoadBalancerStatus, Node, Service
-from ccm.controllers import base
+from ccm.controllers import base, cloudapi
 from ccm.controllers import servicehelpers as helpers
 from ccm.controllers.base import WorkQueueLoop
 from ccm.errors import CCMError, CloudCallTimeoutError, ImplementedElsewhereError, NotFoundError
@@ -226,7 +226,9 @@ class ServiceController:
 
     async def _call(self, awaitable: Awaitable[T], what: str) -> T:
         """Await one cloud call, bounded by the cloud call timeout (``CloudCallTimeoutError``)."""
-        return await base.call_cloud(awaitable, self._cloud_timeout, what)
+        return await base.call_cloud(
+            awaitable, self._cloud_timeout, what, capability=cloudapi.LOAD_BALANCER
+        )
 
     def _node_view(self, node: Mapping[str, Any]) -> Node:
         """A read-only view of ``node``, reused while its resourceVersion stays the same."""

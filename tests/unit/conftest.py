@@ -1,11 +1,22 @@
-"""Unit-test guard: a test that leaves asyncio tasks running fails (every task must be owned)."""
+"""Unit-test guards: a test that leaves asyncio tasks running fails (every task must be owned);
+each test starts with a fresh process-wide cloud API budget (no pause left by another test)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from ccm.controllers import cloudapi
+
+
+@pytest.fixture(autouse=True)
+def fresh_cloud_api_budget() -> Iterator[cloudapi.CloudAPIBudget]:
+    budget = cloudapi.CloudAPIBudget()
+    previous = cloudapi.install(budget)
+    yield budget
+    cloudapi.install(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -47,6 +47,16 @@ def test_help_names_the_upstream_default_of_each_changed_setting() -> None:
         assert f"(upstream default: {value:g})" in " ".join(text[start : start + 400].split())
 
 
+def test_the_cloud_api_budget_is_off_by_default_and_documented() -> None:
+    o = options.parse_args(["--cloud-provider=fake"])
+    assert (o.cloud_api_qps, o.cloud_api_burst) == (0.0, 10)
+    o = options.parse_args(["--cloud-provider=fake", "--cloud-api-qps=5", "--cloud-api-burst=2"])
+    assert (o.cloud_api_qps, o.cloud_api_burst) == (5.0, 2)
+    text = " ".join(options.build_parser().format_help().split())
+    assert "--cloud-api-qps QPS ccm: cloud provider calls per second" in text
+    assert "--cloud-api-burst N" in text
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [
@@ -101,6 +111,9 @@ def test_go_style_booleans() -> None:
         (["--cloud-provider=fake", "--no-such-flag"], "--no-such-flag"),
         (["--cloud-provider=fake", "--tls-cert-file=/x"], "--tls-private-key-file"),
         (["--cloud-provider=fake", "positional"], "positional"),
+        (["--cloud-provider=fake", "--cloud-api-qps=-1"], "--cloud-api-qps must be >= 0"),
+        (["--cloud-provider=fake", "--cloud-api-qps=nan"], "--cloud-api-qps must be >= 0"),
+        (["--cloud-provider=fake", "--cloud-api-burst=0"], "--cloud-api-burst must be at least 1"),
     ],
 )
 def test_bad_flags_raise_one_line_config_errors(argv: list[str], message: str) -> None:
