@@ -21,7 +21,9 @@ argument is also a public attribute (``capabilities.routes = False`` works at an
 * Errors: ``inject_error(method, error, key=None, times=None)`` returns an :class:`ErrorRule`;
   ``clear_errors()``.
 * Timing: ``set_latency(method, seconds)`` (an ``asyncio.sleep``, so looptime skips it),
-  ``set_rate_limit(qps, burst)`` (token bucket), ``call_hook`` (called, and awaited if it returns
+  ``set_rate_limit(qps, burst, reject=False)`` (token bucket; ``reject=True``: a call finding no
+  token is refused at once with a RetryAfterError whose delay is when the next token comes, like
+  an HTTP 429 with ``Retry-After``), ``call_hook`` (called, and awaited if it returns
   an awaitable, inside every call: block a call on an Event, observe concurrency, ...).
 * Recorded calls: ``calls`` (list of :class:`FakeCall` ``(method, key)`` named tuples),
   ``call_counts`` (Counter per method), ``call_count(method, key=None)``, ``total_calls``,
@@ -113,7 +115,7 @@ Config file (``--cloud-config``, YAML or JSON; every key is optional)
       - {method: create, kind: retryAfter, retryAfter: 5}      # no times: forever
       # optional per rule: id (a label; FakeCloudState gives each injection a new one)
     latency: {"*": 0.01, instance-metadata: 0.2}
-    rateLimit: {qps: 50, burst: 10}
+    rateLimit: {qps: 50, burst: 10}   # reject: true answers 429 + hint instead of waiting
     routes:
       - {cluster: kubernetes, name: r1, targetNode: node-1, destinationCIDR: 10.244.1.0/24}
 
@@ -399,6 +401,7 @@ class ErrorSpec(_Model):
 class RateLimitSpec(_Model):
     qps: float = Field(gt=0)
     burst: int = Field(1, ge=1)
+    reject: bool = False
 
 
 class RouteSpec(_Model):
@@ -864,6 +867,14 @@ class _TokenBucket:
         self._tokens -= 1.0
         return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
 
+    def take(self, now: float) -> float:
+        """Take a token if there is one (0.0), else take nothing and return when there will be."""
+        wait = self.reserve(now)
+        if wait > 0:
+            self._tokens += 1.0
+            return (1.0 - self._tokens) / self.qps
+        return 0.0
+
 
 # ----------------------------------------------------------------------------------------------
 # The provider
@@ -902,7 +913,7 @@ class FakeCloud(CloudProvider):
         routes_auto_blackhole: bool = False,
         max_batch_size: int = 100,
         latency: Mapping[str, float] | None = None,
-        rate_limit: tuple[float, int] | None = None,
+        rate_limit: tuple[float, int] | tuple[float, int, bool] | None = None,
         record_calls: bool = True,
         state_file: str | os.PathLike[str] | None = None,
         status_file: str | os.PathLike[str] | None = None,
@@ -943,6 +954,7 @@ class FakeCloud(CloudProvider):
         for method, seconds in (latency or {}).items():
             self.set_latency(method, seconds)
         self._bucket: _TokenBucket | None = None
+        self._reject = False
         if rate_limit is not None:
             self.set_rate_limit(*rate_limit)
         self.record_calls = record_calls
@@ -1124,9 +1136,15 @@ class FakeCloud(CloudProvider):
             raise ValueError("latency must be >= 0")
         self.latency[method] = float(seconds)
 
-    def set_rate_limit(self, qps: float | None, burst: int = 1) -> None:
-        """Throttle cloud calls to ``qps`` per second with bursts of ``burst`` (None: unlimited)."""
+    def set_rate_limit(self, qps: float | None, burst: int = 1, reject: bool = False) -> None:
+        """Throttle cloud calls to ``qps`` per second with bursts of ``burst`` (None: unlimited).
+
+        A call beyond the limit waits for its turn, or with ``reject`` is refused at once with
+        ``RetryAfterError("429 Too Many Requests ...", delay)``, ``delay`` being when the next
+        token comes (a cloud API answering 429 with a ``Retry-After`` hint).
+        """
         self._bucket = None if qps is None else _TokenBucket(qps, burst)
+        self._reject = reject
 
     def add_route(self, cluster_name: str, route: Route) -> Route:
         """Put ``route`` as is in ``cluster_name``'s table (named if unnamed) and return it."""
@@ -1197,9 +1215,18 @@ class FakeCloud(CloudProvider):
         self._status_changed()
         cloud_call = method in CLOUD_METHODS
         if cloud_call and self._bucket is not None:
-            wait = self._bucket.reserve(clock.monotonic())
-            if wait > 0:
-                await clock.sleep(wait)
+            if self._reject:
+                hint = self._bucket.take(clock.monotonic())
+                if hint > 0:
+                    await clock.sleep(0)  # an answer, even a refusal, suspends like real I/O
+                    raise RetryAfterError(
+                        f"429 Too Many Requests: {method} exceeds {self._bucket.qps:g} calls/s",
+                        hint,
+                    )
+            else:
+                wait = self._bucket.reserve(clock.monotonic())
+                if wait > 0:
+                    await clock.sleep(wait)
         delay = self.latency.get(method)
         if delay is None and cloud_call:
             delay = self.latency.get(_WILDCARD)
@@ -1659,7 +1686,10 @@ class FakeCloud(CloudProvider):
             self.latency = dict(spec.latency or {})
         elif section == "rate_limit":
             limit = spec.rate_limit
-            self.set_rate_limit(None if limit is None else limit.qps, limit.burst if limit else 1)
+            if limit is None:
+                self.set_rate_limit(None)
+            else:
+                self.set_rate_limit(limit.qps, limit.burst, reject=limit.reject)
         elif section == "routes":
             self.route_table = {}
             for r in spec.routes or ():
@@ -2011,8 +2041,10 @@ class FakeCloudState:
         self._doc["latency"] = {}
         return self
 
-    def set_rate_limit(self, qps: float, burst: int = 1) -> FakeCloudState:
-        self._doc["rateLimit"] = _spec_dump(RateLimitSpec, {"qps": qps, "burst": burst})
+    def set_rate_limit(self, qps: float, burst: int = 1, reject: bool = False) -> FakeCloudState:
+        self._doc["rateLimit"] = _spec_dump(
+            RateLimitSpec, {"qps": qps, "burst": burst, "reject": reject}
+        )
         return self
 
     def clear_rate_limit(self) -> FakeCloudState:

@@ -659,6 +659,35 @@ async def test_rate_limit_spaces_calls_after_the_burst(cloud: FakeCloud) -> None
 
 
 @pytest.mark.looptime
+async def test_a_rejecting_rate_limit_answers_429_with_when_the_next_token_comes(
+    cloud: FakeCloud,
+) -> None:
+    cloud.set_rate_limit(2, burst=2, reject=True)
+    await cloud.instance_exists(node("node-1"))
+    await cloud.instance_exists(node("node-1"))
+    with pytest.raises(RetryAfterError, match="429 Too Many Requests") as info:
+        await cloud.instance_exists(node("node-1"))
+    assert info.value.delay == pytest.approx(0.5)
+    await asyncio.sleep(0.25)  # a refusal took no token: the hint shrinks with time
+    with pytest.raises(RetryAfterError) as info:
+        await cloud.instance_metadata(node("node-1"))
+    assert info.value.delay == pytest.approx(0.25)
+    await asyncio.sleep(info.value.delay)
+    assert await cloud.instance_exists(node("node-1")) is True
+
+
+@pytest.mark.looptime
+async def test_a_rejecting_rate_limit_can_come_from_the_state_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    FakeCloudState().set_rate_limit(1, burst=1, reject=True).write(path)
+    fake = FakeCloudFactory(f"stateFile: {path}\ndefaultInstance: {{}}\n".encode())
+    await fake.instance_exists(node("n1"))
+    with pytest.raises(RetryAfterError) as info:
+        await fake.instance_exists(node("n2"))
+    assert info.value.delay == pytest.approx(1.0)
+
+
+@pytest.mark.looptime
 async def test_latency_and_rate_limit_can_come_from_the_config() -> None:
     fake = FakeCloudFactory(
         b'latency: {"*": 0.25}\nrateLimit: {qps: 1, burst: 1}\ndefaultInstance: {}\n'
