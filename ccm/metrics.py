@@ -3,14 +3,25 @@
 Ports the metric definitions of ``controllers/node/metrics.go``, ``controllers/service/metrics.go``,
 ``controllers/route/metrics.go`` and component-base's workqueue, leader-election and controller
 metrics.
-All live in :data:`REGISTRY`, which ``/metrics`` serves.
+All live in :data:`REGISTRY`, which ``/metrics`` serves, with the standard process, platform and GC
+collectors of ``prometheus_client`` (``process_*``, ``python_info``, ``python_gc_*``) and
+component-base's ``kubernetes_build_info``. A provider registers its own metrics in the same
+registry (``ccm.cloudprovider.METRICS_REGISTRY`` is this one) to have them served on ``/metrics``.
 """
 
 from __future__ import annotations
 
+import platform
+import sys
+from importlib import metadata
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 __all__ = [
+    "BUILD_INFO",
     "EVENT_LOOP_LAG",
     "LEADER_ELECTION_MASTER_STATUS",
     "LEADER_ELECTION_SLOWPATH_TOTAL",
@@ -32,6 +43,64 @@ __all__ = [
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+# The standard collectors (the default registry's, which ccm does not serve): process_* (CPU,
+# memory, file descriptors, start time), python_info, python_gc_*.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ccm")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0+unknown"
+
+
+# component-base metrics/prometheus/version: upstream's name and labels. ``git_version`` is ccm's
+# version with upstream's "v" prefix; ``go_version`` and ``compiler`` name the interpreter that
+# runs ccm (``python3.11.9``, ``cpython``), ``platform`` is GOOS/GOARCH-style (``linux/amd64``).
+BUILD_INFO = Gauge(
+    "kubernetes_build_info",
+    "A metric with a constant '1' value labeled by major, minor, git version, git commit, git "
+    "tree state, build date, Go version, and compiler from which Kubernetes was built, and "
+    "platform on which it is running.",
+    [
+        "major",
+        "minor",
+        "git_version",
+        "git_commit",
+        "git_tree_state",
+        "build_date",
+        "go_version",
+        "compiler",
+        "platform",
+    ],
+    registry=REGISTRY,
+)
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def _build_info_labels() -> tuple[str, ...]:
+    version = _version()
+    major, _, rest = version.partition(".")
+    minor = rest.partition(".")[0]
+    machine = platform.machine().lower()
+    return (
+        major,
+        minor,
+        f"v{version}",
+        "",
+        "",
+        "",
+        f"python{platform.python_version()}",
+        sys.implementation.name,
+        f"{sys.platform}/{_ARCH.get(machine, machine)}",
+    )
+
+
+BUILD_INFO.labels(*_build_info_labels()).set(1)
 
 _NODE_DELAY_BUCKETS = tuple(float(4**k) for k in range(6))  # 1·4^k, 6 buckets
 _WORKQUEUE_BUCKETS = tuple(10.0**k for k in range(-8, 2))  # 1e-8 … 10 s, 10 buckets

@@ -6,6 +6,10 @@ Besides the contract it holds the provider toolkit: :func:`run_blocking` and
 submodules imported on demand (they load pydantic and tenacity): ``ccm.cloudprovider.config``
 (the ``--cloud-config`` model: YAML, JSON, gcfg INI), ``ccm.cloudprovider.retry`` (retries and
 throttling), ``ccm.cloudprovider.durations`` (Go durations) and ``ccm.cloudprovider.gcfg``.
+
+``METRICS_REGISTRY`` is the registry ``/metrics`` serves: a provider's own metrics registered in
+it (``prometheus_client.Counter("mycloud_api_calls", "...", registry=METRICS_REGISTRY)``) are
+served with ccm's.
 """
 
 from ccm.cloudprovider.blocking import BlockingPool, current_pool, run_blocking, use_pool
@@ -45,10 +49,12 @@ from ccm.cloudprovider.types import (
     Route,
     Zone,
 )
+from ccm.metrics import REGISTRY as METRICS_REGISTRY
 
 __all__ = [
     "CAPABILITIES",
     "ENTRY_POINT_GROUP",
+    "METRICS_REGISTRY",
     "BlockingPool",
     "CloudProvider",
     "Clusters",

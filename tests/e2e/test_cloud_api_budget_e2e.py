@@ -146,3 +146,8 @@ def test_a_budget_under_the_clouds_limit_avoids_every_throttle(
     assert total(m, "ccm_cloud_api_throttled_requests_total") == 0
     assert total(m, "ccm_cloud_api_budget_wait_seconds_sum", capability="instances") > 0
     assert total(m, "ccm_cloud_api_request_errors_total") == 0
+    # The standard collectors and the build info are served by the daemon too.
+    assert total(m, "process_resident_memory_bytes") > 0
+    assert total(m, "process_cpu_seconds_total") > 0
+    assert total(m, "python_gc_collections_total") > 0
+    assert total(m, "kubernetes_build_info", compiler="cpython") == 1

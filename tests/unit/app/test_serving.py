@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import platform
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from prometheus_client.parser import text_string_to_metric_families
 
 from ccm import metrics
 from ccm.app import serving
@@ -189,6 +192,43 @@ async def test_metrics_defaults_to_the_ccm_registry(
     status, body = await get(http, server, "/metrics")
     assert status == 200
     assert 'leader_election_master_status{name="test-serving"} 0.0' in body
+
+
+async def test_metrics_has_the_standard_collectors_build_info_and_provider_metrics(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    from ccm.cloudprovider import METRICS_REGISTRY
+
+    provider_counter = prometheus_client.Counter(
+        "mycloud_test_api_calls", "A provider's own metric.", registry=METRICS_REGISTRY
+    )
+    try:
+        provider_counter.inc(2)
+        server = await start_server()
+        status, body = await get(http, server, "/metrics")
+    finally:
+        METRICS_REGISTRY.unregister(provider_counter)
+    assert status == 200
+    samples = {s.name: s for family in text_string_to_metric_families(body) for s in family.samples}
+    for name in (
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_info",
+        "python_gc_collections_total",
+        "kubernetes_build_info",
+    ):
+        assert name in samples, name
+    build = samples["kubernetes_build_info"]
+    assert build.value == 1
+    version = metadata.version("ccm")
+    assert build.labels["git_version"] == f"v{version}"
+    assert (build.labels["major"], build.labels["minor"]) == tuple(version.split(".")[:2])
+    assert build.labels["go_version"] == f"python{platform.python_version()}"
+    assert build.labels["compiler"] == "cpython"
+    assert build.labels["platform"].startswith("linux/")
+    assert samples["mycloud_test_api_calls_total"].value == 2
 
 
 async def test_authorizer_guards_metrics_but_never_health_paths(
