@@ -3,29 +3,34 @@
 Exit codes: 0 after a clean SIGTERM/SIGINT shutdown, 1 for bad configuration (one line on stderr, no
 traceback) and when the leader Lease is lost (as upstream), 2 for an unexpected crash.
 
-Embedding (upstream ``sample/basic_main.go``): call :func:`run` with your own ``defaults`` (an
-``Options``),
-``prog`` name, controller map and client names, after registering your provider with
-``ccm.cloudprovider.register``.
+Embedding (upstream ``sample/basic_main.go`` and ``NewCloudControllerManagerCommand``): call
+:func:`run` with your own ``defaults`` (an ``Options``), ``prog`` name, controller map (ccm's
+``default_controllers()`` plus your own ``ControllerSpec`` s), client names and ``flag_sets``,
+after registering your provider with ``ccm.cloudprovider.register``. A provider's factory may
+contribute flags and controllers too (its ``flags`` and ``controllers`` attributes, see
+:mod:`ccm.cloudprovider.registry`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import importlib
 import logging
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from importlib import metadata
+from typing import NoReturn
 
 from ccm import logs
 from ccm.app import manager as managermod
 from ccm.app import options as optionsmod
-from ccm.cloudprovider import BlockingPool, init_cloud_provider, use_pool
+from ccm.cloudprovider import BlockingPool, FlagSet, init_cloud_provider, load_factory, use_pool
 from ccm.errors import CCMError, ConfigError
 from ccm.leaderelection import LeadershipLostError
 
-__all__ = ["main", "run", "version"]
+__all__ = ["main", "provider_extensions", "run", "version"]
 
 _log = logging.getLogger("ccm.app")
 
@@ -59,7 +64,9 @@ async def _serve_provider(
     controllers: dict[str, managermod.ControllerSpec] | None,
     client_names: dict[str, str] | None,
 ) -> int:
-    cloud = await init_cloud_provider(opts.cloud_provider, opts.cloud_config or None)
+    cloud = await init_cloud_provider(
+        opts.cloud_provider, opts.cloud_config or None, flags=opts.extension_flags
+    )
     try:
         managermod.check_untagged(cloud, opts)
         mgr = managermod.ControllerManager(
@@ -98,6 +105,59 @@ async def _serve_provider(
         await cloud.aclose()
 
 
+class _PreParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def provider_extensions(
+    args: Sequence[str], defaults: optionsmod.Options | None = None
+) -> tuple[list[FlagSet], list[managermod.ControllerSpec]]:
+    """The flags and controllers the factory of the provider named by ``--cloud-provider`` (or
+    ``defaults``) contributes: its ``flags`` (one :class:`FlagSet` named after the provider) and
+    ``controllers`` attributes. Raises ConfigError when the provider cannot be loaded, unless
+    ``--help`` is asked."""
+    pre = _PreParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--cloud-provider", default=(defaults or optionsmod.Options()).cloud_provider)
+    try:
+        name = str(pre.parse_known_args(list(args))[0].cloud_provider or "")
+    except ConfigError:
+        return [], []  # the full parser reports it
+    if not name:
+        return [], []
+    try:
+        factory = load_factory(name)
+    except ConfigError:
+        if "-h" in args or "--help" in args:
+            return [], []
+        raise
+    flags = tuple(getattr(factory, "flags", None) or ())
+    specs = list(getattr(factory, "controllers", None) or ())
+    bad = [s for s in specs if not isinstance(s, managermod.ControllerSpec)]
+    if bad:
+        raise ConfigError(
+            f'cloud provider "{name}": controllers must be ControllerSpec, got {bad[0]!r}'
+        )
+    try:
+        flag_sets = [FlagSet(name=name, flags=flags)] if flags else []
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f'cloud provider "{name}": {exc}') from exc
+    return flag_sets, specs
+
+
+def _merge_controllers(
+    base: Mapping[str, managermod.ControllerSpec], added: Sequence[managermod.ControllerSpec]
+) -> dict[str, managermod.ControllerSpec]:
+    specs = dict(base)
+    for spec in added:
+        taken = set(specs) | {a for s in specs.values() for a in s.aliases}
+        clash = sorted(taken & {spec.name, *spec.aliases})
+        if clash:
+            raise ConfigError(f'controller "{spec.name}": name or alias "{clash[0]}" is taken')
+        specs[spec.name] = spec
+    return specs
+
+
 def run(
     argv: list[str] | None = None,
     *,
@@ -105,8 +165,15 @@ def run(
     defaults: optionsmod.Options | None = None,
     controllers: dict[str, managermod.ControllerSpec] | None = None,
     client_names: dict[str, str] | None = None,
+    flag_sets: Sequence[FlagSet] = (),
 ) -> int:
-    """Run the daemon with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    """Run the daemon with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    ``controllers`` replaces ccm's controller map (start from
+    ``ccm.app.manager.default_controllers()`` to add to it); ``flag_sets`` adds flags, shown in
+    ``--help`` and handed to the controllers (``ControllerContext.flags``) and the provider
+    (``InitContext.flags``). The provider's factory may add both as well.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "conformance":
         # ccm.app must not import ccm.testing (import-linter layers): load the suite lazily.
@@ -117,9 +184,20 @@ def run(
         print(f"{prog} {version()}")
         return 0
     try:
-        opts = optionsmod.parse_args(args, prog=prog, defaults=defaults)
+        provider_flags, provider_specs = provider_extensions(args, defaults)
+        specs = _merge_controllers(
+            controllers if controllers is not None else managermod.default_controllers(),
+            provider_specs,
+        )
+        opts = optionsmod.parse_args(
+            args,
+            prog=prog,
+            defaults=defaults,
+            controllers=optionsmod.ControllerCatalog.of(specs.values()),
+            flag_sets=[*flag_sets, *provider_flags],
+        )
         logs.configure(opts.logging_format, opts.verbosity)
-        return asyncio.run(_serve(opts, controllers=controllers, client_names=client_names))
+        return asyncio.run(_serve(opts, controllers=specs, client_names=client_names))
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1

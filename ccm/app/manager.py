@@ -15,11 +15,13 @@ Ports ``app/controllermanager.go`` and ``app/core.go`` (UPSTREAM_SPEC §1.9, §3
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from ccm import leaderelection, metrics, names, wellknown
@@ -44,15 +46,20 @@ _log = logging.getLogger("ccm.app")
 
 @dataclass(slots=True, kw_only=True)
 class ControllerContext:
-    """What a controller constructor gets: options, provider, a client and recorder for its own
-    identity,
-    and the shared informers."""
+    """What a controller constructor gets, on the leader: options, provider, a client and
+    recorder for its own identity, the shared informers (started after every constructor ran),
+    and the values of the added flags (``options.extension_flags``, keyed by flag name without the
+    leading dashes)."""
 
     options: optionsmod.Options
     cloud: CloudProvider
     client: kclient.KubeClient
     recorder: kevents.EventRecorder
     informers: SharedInformers
+
+    @property
+    def flags(self) -> Mapping[str, Any]:
+        return self.options.extension_flags
 
 
 Runnable = Callable[[], Coroutine[Any, Any, None]]
@@ -64,11 +71,23 @@ ControllerInit = Callable[[ControllerContext], Runnable | str]
 Precheck = Callable[[optionsmod.Options, CloudProvider], str | None]
 
 
+def _no_precheck(_opts: optionsmod.Options, _cloud: CloudProvider) -> str | None:
+    return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControllerSpec:
+    """One controller of the daemon (upstream's ``ControllerInitFuncConstructor`` with its
+    aliases): ``init`` builds it on the leader from a :class:`ControllerContext` and returns its
+    ``run`` coroutine function (or a reason to skip it); ``precheck`` decides before start-up
+    whether it can run at all. ``--controllers`` accepts ``name`` and ``aliases``; with
+    ``disabled_by_default`` only naming it enables it (``*`` does not)."""
+
     name: str
-    precheck: Precheck
     init: ControllerInit | None  # None: not implemented in this version of ccm
+    precheck: Precheck = _no_precheck
+    aliases: tuple[str, ...] = ()
+    disabled_by_default: bool = False
 
 
 class SharedInformers:
@@ -180,7 +199,7 @@ def _init_node_lifecycle_controller(ctx: ControllerContext) -> Runnable:
 def default_controllers() -> dict[str, ControllerSpec]:
     """The controller map in start order (upstream iterates a Go map;
     ccm starts in a fixed order)."""
-    return {
+    specs = {
         names.CLOUD_NODE_CONTROLLER: ControllerSpec(
             name=names.CLOUD_NODE_CONTROLLER, precheck=_needs_instances, init=_init_node_controller
         ),
@@ -199,6 +218,14 @@ def default_controllers() -> dict[str, ControllerSpec]:
             precheck=_needs_routes,
             init=_init_route_controller,
         ),
+    }
+    return {
+        name: dataclasses.replace(
+            spec,
+            aliases=(names.BY_NAME[name].alias,),
+            disabled_by_default=name in names.DISABLED_BY_DEFAULT,
+        )
+        for name, spec in specs.items()
     }
 
 
@@ -220,7 +247,9 @@ def plan_controllers(
     opts: optionsmod.Options, cloud: CloudProvider, specs: dict[str, ControllerSpec]
 ) -> list[ControllerSpec]:
     """Decide which controllers run, logging one line per skipped controller with its reason."""
-    enabled = optionsmod.enabled_controllers(opts.controllers)
+    enabled = optionsmod.enabled_controllers(
+        opts.controllers, optionsmod.ControllerCatalog.of(specs.values())
+    )
     to_run: list[ControllerSpec] = []
     for name, spec in specs.items():
         if not enabled.get(name, False):
@@ -383,6 +412,7 @@ class ControllerManager:
                     cluster_name=self.opts.cluster_name,
                     stopping=stopping,
                     client_factory=lambda name: client.for_component(name),
+                    flags=MappingProxyType(dict(self.opts.extension_flags)),
                 )
             )
             runs: list[tuple[str, Runnable]] = []

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from ccm import names, wellknown
+from ccm import wellknown
+from ccm.app.catalog import ControllerCatalog, NamedController, enabled_controllers
 from ccm.cloudprovider.durations import parse_duration
+from ccm.cloudprovider.flags import FlagSet
 from ccm.errors import ConfigError
 
 __all__ = [
     "UPSTREAM_THROUGHPUT_DEFAULTS",
+    "ControllerCatalog",
+    "NamedController",
     "Options",
     "build_parser",
     "enabled_controllers",
@@ -108,6 +113,9 @@ class Options:
     cloud_threads: int = 0  # ccm: threads for blocking SDK calls; 0 = cloud_thread_count()
     cloud_api_qps: float = 0.0  # ccm: budget of cloud calls per second, all controllers (0: off)
     cloud_api_burst: int = 10  # ccm: calls the budget lets through at once
+    #: Values of the flags added by the provider or the embedding program (``FlagSet``), keyed by
+    #: flag name without the leading dashes.
+    extension_flags: dict[str, Any] = field(default_factory=dict)
 
     def cloud_thread_count(self) -> int:
         """``--cloud-threads``, or when 0 the node and service workers plus 4 (the route and
@@ -158,10 +166,31 @@ def _csv(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def build_parser(prog: str = "ccm", defaults: Options | None = None) -> argparse.ArgumentParser:
+_KIND_PARSERS: dict[str, Callable[[str], Any]] = {
+    "string": str,
+    "int": int,
+    "float": float,
+    "bool": _bool,
+    "duration": _duration,
+}
+
+
+def _extension_dest(key: str) -> str:
+    return f"extension:{key}"
+
+
+def build_parser(
+    prog: str = "ccm",
+    defaults: Options | None = None,
+    *,
+    controllers: ControllerCatalog | None = None,
+    flag_sets: Sequence[FlagSet] = (),
+) -> argparse.ArgumentParser:
     """The flag parser. ``defaults`` lets an embedding program change defaults (upstream
-    sample main)."""
+    sample main); ``controllers`` are the names ``--controllers`` lists (default: ccm's own) and
+    ``flag_sets`` the added flags, one ``--help`` section per set."""
     d = defaults or Options()
+    catalog = controllers or ControllerCatalog.default()
     p = _Parser(
         prog=prog,
         description="ccm: a Kubernetes cloud controller manager. Runs the cloud node, node "
@@ -186,7 +215,14 @@ def build_parser(prog: str = "ccm", defaults: Options | None = None) -> argparse
         type=_csv,
         metavar="LIST",
         help="Controllers to enable: '*' enables all on-by-default controllers, 'foo' enables "
-        "'foo', '-foo' disables 'foo'. All: " + ", ".join(names.BY_NAME) + ".",
+        "'foo', '-foo' disables 'foo'. All: "
+        + ", ".join(catalog.names)
+        + (
+            ". Disabled by default: " + ", ".join(sorted(catalog.disabled_by_default))
+            if catalog.disabled_by_default
+            else ""
+        )
+        + ".",
     )
     flag("--kubeconfig", metavar="PATH", help="Path to a kubeconfig (default: in-cluster).")
     flag(
@@ -382,30 +418,61 @@ def build_parser(prog: str = "ccm", defaults: Options | None = None) -> argparse
     p.add_argument(
         "--version", action="store_true", default=False, help="Print version information and quit."
     )
+    own = {a for action in p._actions for a in action.option_strings}
+    for fs in flag_sets:
+        group = p.add_argument_group(f"{fs.name} flags")
+        for f in fs.flags:
+            if f.name in own:
+                raise ConfigError(f"flag {f.name} of flag set {fs.name!r} is defined twice")
+            own.add(f.name)
+            extra: dict[str, Any] = {"nargs": "?", "const": True} if f.kind == "bool" else {}
+            group.add_argument(
+                f.name,
+                dest=_extension_dest(f.key),
+                type=_KIND_PARSERS[f.kind],
+                default=d.extension_flags.get(f.key, f.default),
+                metavar=f.metavar or ("BOOL" if f.kind == "bool" else f.kind.upper()),
+                help=f.help,
+                **extra,
+            )
     return p
 
 
-def parse_args(argv: list[str], *, prog: str = "ccm", defaults: Options | None = None) -> Options:
+def parse_args(
+    argv: list[str],
+    *,
+    prog: str = "ccm",
+    defaults: Options | None = None,
+    controllers: ControllerCatalog | None = None,
+    flag_sets: Sequence[FlagSet] = (),
+) -> Options:
     """Parse and validate ``argv`` (without the program name). Raises ConfigError."""
-    ns = build_parser(prog, defaults).parse_args(argv)
-    values = {k: v for k, v in vars(ns).items() if k != "version"}
-    opts = Options(**values)
-    validate(opts)
+    ns = build_parser(prog, defaults, controllers=controllers, flag_sets=flag_sets).parse_args(argv)
+    values: dict[str, Any] = {}
+    extension: dict[str, Any] = {}
+    for k, v in vars(ns).items():
+        if k.startswith("extension:"):
+            extension[k.removeprefix("extension:")] = v
+        elif k != "version":
+            values[k] = v
+    opts = Options(**values, extension_flags=extension)
+    validate(opts, controllers=controllers)
     return opts
 
 
-def validate(opts: Options) -> None:
+def validate(opts: Options, *, controllers: ControllerCatalog | None = None) -> None:
     """Checks every flag; the first problem is raised as a ConfigError naming the flag."""
+    catalog = controllers or ControllerCatalog.default()
     if not opts.cloud_provider:
         raise ConfigError("--cloud-provider cannot be empty")
     for item in opts.controllers:
         name = item[1:] if item.startswith("-") else item
         if name == "*":
             continue
-        if name not in names.BY_NAME and name not in names.ALIASES:
+        if name not in catalog.names and name not in catalog.aliases:
             raise ConfigError(
                 f'--controllers: "{item}" is not in the list of known controllers '
-                f"({', '.join(names.BY_NAME)})"
+                f"({', '.join(catalog.names)})"
             )
     for flag_name, value in (
         ("--concurrent-node-syncs", opts.concurrent_node_syncs),
@@ -461,33 +528,3 @@ def validate(opts: Options) -> None:
         ipaddress.ip_address(opts.bind_address)
     except ValueError as exc:
         raise ConfigError(f'--bind-address "{opts.bind_address}" is not an IP address') from exc
-
-
-def enabled_controllers(controllers: list[str]) -> dict[str, bool]:
-    """Upstream ``IsControllerEnabled`` for every known controller.
-
-    The first exact ``name`` enables, the first ``-name`` disables; otherwise a controller is on iff
-    ``*`` is
-    present and it is not disabled by default. Aliases are rewritten to canonical names first.
-    """
-    canonical: list[str] = []
-    for item in controllers:
-        neg = item.startswith("-")
-        base = item[1:] if neg else item
-        base = names.ALIASES.get(base, base)
-        canonical.append(("-" if neg else "") + base)
-    star = "*" in canonical
-    result: dict[str, bool] = {}
-    for name in names.BY_NAME:
-        decision: bool | None = None
-        for item in canonical:
-            if item == name:
-                decision = True
-                break
-            if item == "-" + name:
-                decision = False
-                break
-        if decision is None:
-            decision = star and name not in names.DISABLED_BY_DEFAULT
-        result[name] = decision
-    return result

@@ -13,6 +13,7 @@ served with ccm's.
 """
 
 from ccm.cloudprovider.blocking import BlockingPool, current_pool, run_blocking, use_pool
+from ccm.cloudprovider.flags import Flag, FlagKind, FlagSet
 from ccm.cloudprovider.helpers import (
     default_load_balancer_name,
     get_instance_provider_id,
@@ -37,6 +38,7 @@ from ccm.cloudprovider.registry import (
     init_cloud_provider,
     installed_providers,
     is_cloud_provider,
+    load_factory,
     register,
     unregister,
 )
@@ -58,6 +60,9 @@ __all__ = [
     "BlockingPool",
     "CloudProvider",
     "Clusters",
+    "Flag",
+    "FlagKind",
+    "FlagSet",
     "InitContext",
     "InstanceMetadata",
     "Instances",
@@ -81,6 +86,7 @@ __all__ = [
     "init_cloud_provider",
     "installed_providers",
     "is_cloud_provider",
+    "load_factory",
     "register",
     "run_blocking",
     "split_provider_id",

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ccm.cloudprovider.flags import NO_FLAGS
 from ccm.cloudprovider.objects import Node, Service
 from ccm.cloudprovider.types import InstanceMetadata, LoadBalancerStatus, NodeAddress, Route, Zone
 
@@ -260,12 +261,15 @@ class InitContext:
     ``ccm.kube``;
     typed loosely so the contract does not depend on Kubernetes plumbing). ``stopping`` is set when
     the
-    controllers stop; background work the provider starts must end then.
+    controllers stop; background work the provider starts must end then. ``flags`` holds the values
+    of the flags added to the command line (:mod:`ccm.cloudprovider.flags`), keyed by name without
+    the leading dashes.
     """
 
     cluster_name: str = "kubernetes"
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     client_factory: Callable[[str], Any] | None = None
+    flags: Mapping[str, Any] = field(default_factory=lambda: NO_FLAGS)
 
 
 class CloudProvider(abc.ABC):  # noqa: B024 - every capability is optional

@@ -6,8 +6,16 @@ Ports ``plugins.go``. A provider package declares::
     mycloud = "mycloud.provider:factory"
 
 where ``factory(config: bytes | None) -> CloudProvider`` (sync or async). Only the named entry point
-is
-loaded, so a broken plugin cannot break another.
+is loaded, so a broken plugin cannot break another.
+
+Optional attributes of a factory extend the daemon (upstream providers do it with their own main,
+``NewCloudControllerManagerCommand``):
+
+* ``factory.flags``: a sequence of :class:`ccm.cloudprovider.flags.Flag`, all named
+  ``--<provider name>-...``; ``ccm --cloud-provider=NAME --help`` shows them. Such a factory is
+  called ``factory(config, flags=values)``, and ``InitContext.flags`` holds the same values.
+* ``factory.controllers``: a sequence of ``ccm.app.manager.ControllerSpec`` run like ccm's own
+  (named in ``--controllers``, started on the leader).
 """
 
 from __future__ import annotations
@@ -17,9 +25,11 @@ import contextvars
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import metadata
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from ccm.cloudprovider.interface import CloudProvider
 from ccm.errors import ConfigError, UnknownProviderError
@@ -31,6 +41,7 @@ __all__ = [
     "init_cloud_provider",
     "installed_providers",
     "is_cloud_provider",
+    "load_factory",
     "register",
     "unregister",
 ]
@@ -109,12 +120,11 @@ def _factory(name: str) -> ProviderFactory:
     return result
 
 
-async def init_cloud_provider(name: str, config_path: str | None) -> CloudProvider:
-    """Build provider ``name`` with the bytes of ``config_path`` (or None when no path is given).
+def load_factory(name: str) -> ProviderFactory:
+    """The factory of provider ``name`` (registered, else its entry point, loaded now).
 
-    Raises ConfigError (one line) when the name is empty, external or unknown, the file cannot be
-    read, or the
-    factory fails.
+    Raises ConfigError (one line) when the name is empty, external or unknown, or the entry point
+    cannot be loaded.
     """
     if not name:
         raise ConfigError("--cloud-provider cannot be empty")
@@ -124,7 +134,19 @@ async def init_cloud_provider(name: str, config_path: str | None) -> CloudProvid
             "real one "
             f"(installed: {', '.join(installed_providers()) or 'none'})"
         )
-    factory = _factory(name)
+    return _factory(name)
+
+
+async def init_cloud_provider(
+    name: str, config_path: str | None, *, flags: Mapping[str, Any] | None = None
+) -> CloudProvider:
+    """Build provider ``name`` with the bytes of ``config_path`` (or None when no path is given).
+
+    A factory that declares ``flags`` gets their values as ``flags=`` (an empty mapping when none
+    are given). Raises ConfigError (one line) when the name is empty, external or unknown, the file
+    cannot be read, or the factory fails.
+    """
+    factory = load_factory(name)
     config: bytes | None = None
     if config_path:
         try:
@@ -135,7 +157,10 @@ async def init_cloud_provider(name: str, config_path: str | None) -> CloudProvid
             ) from exc
     token = _config_path.set(config_path or None)
     try:
-        provider = factory(config)
+        if getattr(factory, "flags", None):
+            provider = factory(config, flags=MappingProxyType(dict(flags or {})))  # type: ignore[call-arg]
+        else:
+            provider = factory(config)
         if inspect.isawaitable(provider):
             provider = await provider
     except ConfigError as exc:

@@ -1,11 +1,13 @@
 """The embedded-main sample (upstream ``sample/basic_main.go``): ``mycloud-ccm`` registers its
-provider in code and runs ccm with its own defaults and client names. Run as a subprocess against
-the real control plane, it initializes a Node; the audit log shows the Node written by the
-controller's custom client name."""
+provider in code and runs ccm with its own defaults, client names, controller and flag. Run as a
+subprocess against the real control plane, it initializes a Node; the audit log shows the Node
+written by the controller's custom client name; with ``--controllers=*,mycloud-node-tagger`` and
+``--mycloud-tag-prefix`` its own controller labels the initialized Node with the cloud's tags."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,6 +34,67 @@ def test_own_program_name_and_defaults() -> None:
         [sys.executable, str(SCRIPT), "--version"], capture_output=True, text=True, check=True
     ).stdout
     assert version.startswith("mycloud-ccm ")
+
+
+def test_help_shows_its_own_flag_and_controller() -> None:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "1000"},  # argparse wraps help at hyphens otherwise
+    ).stdout
+    text = " ".join(out.split())
+    assert "mycloud flags: --mycloud-tag-prefix PREFIX Label prefix of the cloud tags" in text
+    assert (
+        "node-route-controller, mycloud-node-tagger. Disabled by default: mycloud-node-tagger"
+        in (text)
+    )
+
+
+def test_an_unknown_controller_is_still_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--controllers=*,mycloud-node-taggr"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert '"mycloud-node-taggr" is not in the list of known controllers' in done.stderr
+    assert "mycloud-node-tagger" in done.stderr
+
+
+@pytest.mark.e2e
+def test_its_own_controller_labels_initialized_nodes_with_the_prefix_of_its_own_flag(
+    control_plane: ControlPlane,
+    nodes: Nodes,
+    tmp_path: Path,
+    unique_name: Callable[..., str],
+) -> None:
+    name = unique_name("mycloud-tagged")
+    nodes.create(name)
+    daemon = Daemon(
+        [
+            f"--kubeconfig={control_plane.kubeconfig_path}",
+            f"--leader-elect-resource-name={unique_name('lease')}",
+            "--controllers=*,tagger",  # its alias
+            "--mycloud-tag-prefix=tags.mycloud.example.com/",
+        ],
+        command=[sys.executable, str(SCRIPT)],
+        name="mycloud-ccm",
+        log_dir=tmp_path,
+    )
+    with daemon:
+        node = nodes.wait(
+            name,
+            lambda n: "tags.mycloud.example.com/team" in (n.metadata.labels or {}),
+            what="tagged",
+        )
+        log = daemon.log()
+    assert not is_tainted(node)
+    labels = node.metadata.labels
+    assert labels["tags.mycloud.example.com/team"] == "blue"
+    assert labels["tags.mycloud.example.com/machine"] == name
+    assert 'Started "mycloud-node-tagger"' in log
 
 
 @pytest.mark.e2e
@@ -65,6 +128,9 @@ def test_embedded_main_initializes_a_node_with_its_own_client_names(
     assert labels["mycloud.example.com/managed"] == "true"
     # Its defaults: no --cloud-provider flag was given, and routes are off.
     assert 'Skipping "node-route-controller": Will not configure cloud provider routes' in log
+    # Its own controller is off unless named.
+    assert '"mycloud-node-tagger" is disabled' in log
+    assert not any(k.startswith("tags.mycloud.example.com/") for k in labels)
 
     def writers() -> set[str]:
         agents = set()
