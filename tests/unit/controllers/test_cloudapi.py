@@ -104,6 +104,95 @@ async def test_a_throttled_answer_pauses_its_capability_for_the_delay() -> None:
 
 
 @pytest.mark.looptime
+async def test_after_a_pause_calls_go_one_at_a_time_then_one_more_per_success(
+    fresh_cloud_api_budget: cloudapi.CloudAPIBudget,
+) -> None:
+    budget = fresh_cloud_api_budget
+    budget.throttled(cloudapi.LOAD_BALANCER, 1)
+    assert budget.window(cloudapi.LOAD_BALANCER) == 1
+    cloud = Cloud(latency=1)
+    async with asyncio.TaskGroup() as tg:
+        for i in range(7):
+            tg.create_task(
+                base.call_cloud(
+                    cloud.call(f"c{i}"),
+                    5,
+                    "ensure_load_balancer",
+                    capability=cloudapi.LOAD_BALANCER,
+                )
+            )
+    # t=1: the pause ends, one call (a probe); each success widens the window by one, so it
+    # doubles per round: 1, 2, 4.
+    assert sorted(starts(cloud).values()) == [1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0]
+    assert budget.window(cloudapi.LOAD_BALANCER) == 8
+
+
+@pytest.mark.looptime
+async def test_the_window_closes_again_on_a_throttle_and_opens_after_enough_successes() -> None:
+    budget = cloudapi.CloudAPIBudget(max_window=3)
+    cloudapi.install(budget)
+    cloud = Cloud()
+    cap = cloudapi.ROUTES
+    budget.throttled(cap, 0)
+    for i in range(3):
+        await base.call_cloud(cloud.call(f"ok{i}"), 5, "create_route", capability=cap)
+    assert budget.window(cap) is None  # past max_window: no window any more
+    cloud.fail["slow"] = RetryAfterError("throttled", 2)
+    with pytest.raises(RetryAfterError):
+        await base.call_cloud(cloud.call("slow"), 5, "create_route", capability=cap)
+    assert budget.window(cap) == 1
+    assert budget.paused_for(cap) == pytest.approx(2)
+
+
+@pytest.mark.looptime
+async def test_a_call_queued_for_the_window_waits_for_a_pause_set_meanwhile(
+    fresh_cloud_api_budget: cloudapi.CloudAPIBudget,
+) -> None:
+    budget = fresh_cloud_api_budget
+    budget.throttled(cloudapi.INSTANCES, 0)  # window of one, no pause
+    cloud = Cloud(latency=1)
+    cloud.fail["probe"] = RetryAfterError("429", 5)
+    probe = asyncio.create_task(
+        base.call_cloud(cloud.call("probe"), 5, "m", capability=cloudapi.INSTANCES)
+    )
+    await asyncio.sleep(0.1)
+    queued = asyncio.create_task(
+        base.call_cloud(cloud.call("queued"), 5, "m", capability=cloudapi.INSTANCES)
+    )
+    with pytest.raises(RetryAfterError):
+        await probe
+    await queued
+    assert queued.result() == "queued"
+    # The probe was throttled at t=1 with a 5 s hint: the queued call went at t=6, not t=1.
+    assert starts(cloud)["queued"] == pytest.approx(6.0)
+
+
+@pytest.mark.looptime
+async def test_a_call_cancelled_in_the_window_queue_leaves_no_place_taken(
+    fresh_cloud_api_budget: cloudapi.CloudAPIBudget,
+) -> None:
+    budget = fresh_cloud_api_budget
+    budget.throttled(cloudapi.INSTANCES, 0)
+    cloud = Cloud(latency=1)
+    first = asyncio.create_task(
+        base.call_cloud(cloud.call("first"), 5, "m", capability=cloudapi.INSTANCES)
+    )
+    await asyncio.sleep(0)
+    queued = asyncio.create_task(
+        base.call_cloud(cloud.call("queued"), 5, "m", capability=cloudapi.INSTANCES)
+    )
+    await asyncio.sleep(0.5)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert await first == "first"
+    # The window has room again: a new call goes at once.
+    assert await base.call_cloud(cloud.call("next"), 5, "m", capability=cloudapi.INSTANCES)
+    assert starts(cloud)["next"] == pytest.approx(1.0)
+    assert "queued" not in starts(cloud)
+
+
+@pytest.mark.looptime
 async def test_a_pause_extended_while_calls_wait_is_waited_out_too(
     fresh_cloud_api_budget: cloudapi.CloudAPIBudget,
 ) -> None:
