@@ -5,6 +5,7 @@ an embedding program or contributed by a provider's factory, known to ``--contro
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from importlib import metadata
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from ccm.cloudprovider import (
     FlagSet,
     init_cloud_provider,
     register,
+    registry,
     unregister,
 )
 from ccm.errors import ConfigError
@@ -145,6 +147,28 @@ def test_a_provider_factory_contributes_flags_and_controllers(acme: None) -> Non
     # named by the embedding program's defaults too
     flag_sets, _ = main.provider_extensions([], options.Options(cloud_provider="acme"))
     assert flag_sets == [FLAGS]
+
+
+def test_an_entry_point_factory_contributes_them_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    ep = metadata.EntryPoint(
+        name="acme",
+        value=f"{__name__}:acme_factory",
+        group=registry.ENTRY_POINT_GROUP,
+    )
+    monkeypatch.setattr(registry, "_entry_points", lambda: {"acme": ep})
+    flag_sets, specs = main.provider_extensions(["--cloud-provider=acme"])
+    assert flag_sets == [FLAGS] and specs == [EXTRA]
+    text = " ".join(
+        options.build_parser(
+            controllers=options.ControllerCatalog.of(
+                [*manager.default_controllers().values(), *specs]
+            ),
+            flag_sets=flag_sets,
+        )
+        .format_help()
+        .split()
+    )
+    assert "acme flags: --acme-tag-prefix STRING Prefix." in text
 
 
 async def test_a_factory_declaring_flags_gets_their_values(acme: None) -> None:
