@@ -13,9 +13,10 @@ Every call passes through :func:`ccm.controllers.base.call_cloud`, which asks th
   :data:`MAX_PAUSE`: the calls of that capability made meanwhile wait until the pause is over
   instead of being throttled too. Then they do not all go at once (they would be throttled
   together, again and again): the capability lets one call through, and one more place opens per
-  success (TCP's slow start: the window doubles per round trip) until :data:`MAX_WINDOW` calls
-  are in flight and the window is gone; a throttled answer closes it to one again. The key that
-  got the error is requeued after the delay as before (``ccm.controllers.base.WorkQueueLoop``).
+  answer that is not throttled and did not time out (TCP's slow start: the window doubles per
+  round trip) until :data:`MAX_WINDOW` calls are in flight and the window is gone; a throttled
+  answer closes it to one again. The key that got the error is requeued after the delay as before
+  (``ccm.controllers.base.WorkQueueLoop``).
 
 The time a call waits here is not part of ``--cloud-call-timeout``, which bounds the provider's
 answer only. Every wait is bounded: by the pause (at most :data:`MAX_PAUSE`, extended only by new
@@ -24,8 +25,8 @@ bucket's debt (calls ahead in the queue divided by the QPS).
 
 Measured in process (``FakeCloud`` refusing calls beyond 100/s, burst 10, with a 429 and the time
 to its next token; 300 calls from 50 workers that retry after the hint): about 12,000 throttled
-answers without back-pressure, 10,500 with the pause alone, 588 with the pause and the window, none
-with ``--cloud-api-qps=90``; 2.9 s in every case, the cloud's own pace.
+answers without back-pressure, 10,500 with the pause alone, about 600 with the pause and the
+window, none with ``--cloud-api-qps=90``; 2.9 s in every case, the cloud's own pace.
 
 The AWS cloud controller manager exports ``cloudprovider_aws_api_request_duration_seconds``,
 ``..._api_request_errors`` and ``..._api_throttled_requests_total``; ccm's equivalents for any
@@ -77,8 +78,8 @@ OTHER: Final = "other"
 #: The longest a throttled answer pauses its capability (seconds). A provider may ask one key to
 #: come back in an hour; the rest of the capability only waits this long for it.
 MAX_PAUSE: Final = 60.0
-#: After a throttled answer a capability lets one call at a time through, one more per success;
-#: past this many the window is gone.
+#: After a throttled answer a capability lets one call at a time through, one more per answer
+#: that is neither throttled nor timed out; past this many the window is gone.
 MAX_WINDOW: Final = 64
 
 
@@ -223,21 +224,25 @@ class CloudAPIBudget:
         self, capability: str, method: str, seconds: float, exc: BaseException | None
     ) -> None:
         """Count one finished call (its duration, and its error and throttling if it failed),
-        adjust the capability's back-pressure and give its place back."""
+        adjust the capability's back-pressure and give its place back.
+
+        Any answer but a throttle or a timeout (an error such as "instance not found" is an
+        answer too) opens one more place in the window.
+        """
         cap = self._cap(capability)
         try:
             if isinstance(exc, asyncio.CancelledError):
                 return  # the caller gave up: no answer to count
             metrics.CLOUD_API_REQUEST_DURATION.labels(capability, method).observe(seconds)
-            if exc is None:
-                if cap.limit is not None:  # slow start: one more place per success
-                    cap.limit = None if cap.limit >= self.max_window else cap.limit + 1
-                return
-            metrics.CLOUD_API_REQUEST_ERRORS.labels(capability, method, error_reason(exc)).inc()
-            retry = find_retry_after(exc)
+            reason = None if exc is None else error_reason(exc)
+            if reason is not None:
+                metrics.CLOUD_API_REQUEST_ERRORS.labels(capability, method, reason).inc()
+            retry = None if exc is None else find_retry_after(exc)
             if retry is not None:
                 metrics.CLOUD_API_THROTTLED_REQUESTS.labels(capability, method).inc()
                 self.throttled(capability, retry.delay)
+            elif reason != "timeout" and cap.limit is not None:
+                cap.limit = None if cap.limit >= self.max_window else cap.limit + 1
         finally:
             self._release(cap)
 

@@ -145,6 +145,24 @@ async def test_the_window_closes_again_on_a_throttle_and_opens_after_enough_succ
 
 
 @pytest.mark.looptime
+async def test_answers_that_are_errors_widen_the_window_but_timeouts_do_not(
+    fresh_cloud_api_budget: cloudapi.CloudAPIBudget,
+) -> None:
+    budget = fresh_cloud_api_budget
+    cap = cloudapi.INSTANCES
+    budget.throttled(cap, 0)
+    cloud = Cloud(latency=0.5)
+    cloud.fail["gone"] = InstanceNotFoundError()
+    with pytest.raises(InstanceNotFoundError):
+        await base.call_cloud(cloud.call("gone"), 5, "instance_metadata", capability=cap)
+    assert budget.window(cap) == 2  # "not found" is the cloud answering
+    cloud.latency = 10
+    with pytest.raises(CloudCallTimeoutError):
+        await base.call_cloud(cloud.call("hang"), 1, "instance_metadata", capability=cap)
+    assert budget.window(cap) == 2  # a timeout may be an overloaded cloud: no wider
+
+
+@pytest.mark.looptime
 async def test_a_call_queued_for_the_window_waits_for_a_pause_set_meanwhile(
     fresh_cloud_api_budget: cloudapi.CloudAPIBudget,
 ) -> None:
