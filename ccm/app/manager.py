@@ -59,7 +59,7 @@ class ControllerContext:
 
     @property
     def flags(self) -> Mapping[str, Any]:
-        return self.options.extension_flags
+        return MappingProxyType(self.options.extension_flags)
 
 
 Runnable = Callable[[], Coroutine[Any, Any, None]]
