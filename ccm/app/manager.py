@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from ccm import leaderelection, metrics, names, wellknown
+from ccm import fencing, leaderelection, metrics, names, wellknown
 from ccm.app import auth, looplag, serving
 from ccm.app import options as optionsmod
 from ccm.cloudprovider import CAPABILITIES, CloudProvider, InitContext
@@ -380,7 +380,15 @@ class ControllerManager:
         return None
 
     async def _lead(self, client: kclient.KubeClient, to_run: list[ControllerSpec]) -> None:
-        """Everything that runs only on the leader."""
+        """Everything that runs only on the leader; with leader election every write made from
+        here (Kubernetes writes, cloud-changing calls) first checks the Lease (ccm.fencing)."""
+        if self._elector is None:
+            await self._run_leading(client, to_run)
+            return
+        with fencing.guard(self._elector.check_lease):
+            await self._run_leading(client, to_run)
+
+    async def _run_leading(self, client: kclient.KubeClient, to_run: list[ControllerSpec]) -> None:
         # As upstream: no provider initialization and no controller before the apiserver
         # answers /healthz; if it does not within 10 s, start-up fails (exit 1).
         await khealth.wait_for_apiserver(client)

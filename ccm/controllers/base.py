@@ -12,13 +12,14 @@ is counted in
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 
-from ccm import clock, metrics
+from ccm import clock, fencing, metrics
 from ccm.errors import CloudCallTimeoutError, find_retry_after
 from ccm.kube import client as kclient
 from ccm.kube import workqueue
@@ -94,7 +95,18 @@ async def call_cloud(awaitable: Awaitable[T], seconds: float | None, what: str) 
     (naming ``what`` and the bound) is raised. A ``TimeoutError`` the provider raises itself
     passes through unchanged, and so does cancellation of the caller. Uses ``asyncio.timeout``
     (never ``asyncio.wait_for``, which in 3.11 can swallow a cancellation).
+
+    A call that changes the cloud (``what`` in :data:`ccm.fencing.MUTATING_CLOUD_CALLS`) is first
+    checked against the leader's lease: a replica that may no longer lead raises
+    :class:`ccm.fencing.NotLeaderError` without calling the provider.
     """
+    if what in fencing.MUTATING_CLOUD_CALLS:
+        try:
+            fencing.check()
+        except BaseException:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never started: do not leave it un-awaited
+            raise
     bound = asyncio.timeout(seconds)
     try:
         async with bound:
