@@ -24,7 +24,7 @@ import contextvars
 from collections.abc import Callable, Iterator
 from typing import Final
 
-from ccm.errors import CCMError
+from ccm.errors import KubeError
 
 __all__ = ["MUTATING_CLOUD_CALLS", "NotLeaderError", "check", "guard"]
 
@@ -44,8 +44,13 @@ _GUARD: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextV
 )
 
 
-class NotLeaderError(CCMError):
-    """A write was refused: this replica's lease lapsed (or it stopped leading) before it acted."""
+class NotLeaderError(KubeError):
+    """A write was refused: this replica's lease lapsed (or it stopped leading) before it acted.
+
+    A :class:`ccm.errors.KubeError` (a request that never reached the apiserver), so every caller
+    that copes with a failed write (event recorders, credential refresh, the controllers' retry
+    switch) copes with this one; retrying it is pointless, the process is stepping down.
+    """
 
 
 def check() -> None:

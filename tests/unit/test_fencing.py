@@ -175,3 +175,28 @@ async def test_a_refused_cloud_call_is_never_started() -> None:
         with pytest.raises(fencing.NotLeaderError):
             await base.call_cloud(delete_route(), 1.0, "delete_route")
     assert started == []
+
+
+async def test_an_event_recorder_drops_refused_events_without_retrying_or_failing(
+    looptime: Any,
+) -> None:
+    from ccm.kube import events as kevents
+
+    kube = FakeKubeClient()
+    recorder = kevents.EventRecorder(kube, component="test")
+
+    def refuse() -> None:
+        raise fencing.NotLeaderError("write refused: test")
+
+    with fencing.guard(refuse):
+        task = asyncio.create_task(recorder.run(), name="test/events")
+        await asyncio.sleep(0)  # run() is waiting for events
+        recorder.event(configmap("subject"), "Normal", "Tested", "a message")
+        await asyncio.sleep(0.1)
+        assert not task.done()  # the refusal did not kill run()
+        recorder.event(configmap("subject"), "Normal", "Tested", "another message")
+        await recorder.aclose()
+        await task
+    assert recorder.failed == 2
+    assert kube.writes() == []
+    assert looptime == 0.1  # no retry delays
