@@ -23,6 +23,13 @@ Ports the behaviour of client-go ``tools/leaderelection/leaderelection.go`` (the
   upstream CCM exits with status 1 at that point.
 * When ``leading()`` ends, or ``run()`` is cancelled (SIGTERM), the Lease is released (with
   ``release_on_cancel``): ``holderIdentity`` empty, ``leaseDurationSeconds`` 1, as client-go does.
+* Fencing (client-go's leader check, made a gate): :meth:`LeaderElector.check_lease`, installed
+  with :func:`ccm.fencing.guard` around the leader's code, refuses every write once the last
+  successful renewal started ``renew_deadline`` or more ago (or leading stopped). The loop clock is
+  monotonic and keeps running while the process is stopped, so a leader paused past its lease
+  (SIGSTOP) and resumed refuses the write it was about to make, even when its renew loop has not
+  run yet, and steps down at once: a replica that lost the Lease writes nothing more, not even
+  its ``stopped leading`` Event.
 
 Time comes only from the running loop (:mod:`ccm.clock`), so tests fast-forward it with looptime.
 """
@@ -41,7 +48,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ccm import clock, metrics, wellknown
+from ccm import clock, fencing, metrics, wellknown
 from ccm.errors import CCMError, ConflictError, ForbiddenError, NotFoundError
 from ccm.kube import client as kube_client
 from ccm.logs import v
@@ -190,6 +197,8 @@ class LeaderElector:
         self._leading = False  # we hold the Lease and leading() should be running
         self._holding = False  # from acquisition until leading() has actually stopped
         self._running = False
+        # Set by check_lease when it refuses a write: the renew loop steps down at once.
+        self._lapsed = asyncio.Event()
         self._watch_release = True  # cleared after a 403: the RBAC does not allow the watch
         self._master_status = metrics.LEADER_ELECTION_MASTER_STATUS.labels(name=config.name)
         self._slowpath = metrics.LEADER_ELECTION_SLOWPATH_TOTAL.labels(name=config.name)
@@ -223,6 +232,28 @@ class LeaderElector:
         ):
             return f"failed election to renew leadership on lease {self._config.name}"
         return None
+
+    def check_lease(self) -> None:
+        """The write gate (:mod:`ccm.fencing`): return if we lead and the last successful renewal
+        started less than ``renew_deadline`` ago, else raise :class:`ccm.fencing.NotLeaderError`
+        and make the leader step down.
+
+        The renew loop gives up at the same moment, so a write this allows is one the leader would
+        have made anyway; the ``lease_duration - renew_deadline`` left covers the request's way to
+        the apiserver before any candidate may take over.
+        """
+        if self._leading and self._last_renew is not None:
+            age = clock.monotonic() - self._last_renew
+            if age < self._config.renew_deadline:
+                return
+            reason = (
+                f"lease {self._desc} was last renewed {age:.1f}s ago "
+                f"(renew deadline {self._config.renew_deadline:g}s)"
+            )
+        else:
+            reason = f"not leading on lease {self._desc}"
+        self._lapsed.set()
+        raise fencing.NotLeaderError(f"write refused: {reason}")
 
     async def run(self, leading: Callable[[], Awaitable[None]]) -> None:
         """Acquire the Lease, then run ``leading()`` while renewing it.
@@ -318,6 +349,7 @@ class LeaderElector:
                 await aclose()
 
     async def _lead(self, leading: Callable[[], Awaitable[None]]) -> None:
+        self._lapsed.clear()
         self._leading = self._holding = True
         self._master_status.set(1)
         self._record_event("became leader")
@@ -342,7 +374,7 @@ class LeaderElector:
         finally:
             # Cancelled (SIGTERM), lost, leading() ended, or a bug: stop leading() first, then
             # give the Lease up so that a standby takes over at once.
-            await self._stop_leading(leading_task, renew_task)
+            await self._stop_leading(leading_task, renew_task, lost=lost is not None)
         if lost is not None:
             raise LeadershipLostError(self._config.namespace, self._config.name, lost)
         if not leading_ended:
@@ -355,12 +387,12 @@ class LeaderElector:
         """Renew every ``retry_period``; return the reason once leadership is lost."""
         cfg = self._config
         while True:
-            await clock.sleep(cfg.retry_period)
+            await self._sleep_unless_lapsed(cfg.retry_period)
             assert self._last_renew is not None
             deadline = self._last_renew + cfg.renew_deadline
             while True:
                 remaining = deadline - clock.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._lapsed.is_set():
                     return (
                         f"no successful renewal within the renew deadline ({cfg.renew_deadline}s)"
                     )
@@ -374,10 +406,18 @@ class LeaderElector:
                     # Someone else took the Lease: stop now rather than at the deadline, so that
                     # two leaders overlap as briefly as possible.
                     return f"the lease is held by {holder}"
-                await clock.sleep(min(cfg.retry_period, max(0.0, deadline - clock.monotonic())))
+                await self._sleep_unless_lapsed(
+                    min(cfg.retry_period, max(0.0, deadline - clock.monotonic()))
+                )
+
+    async def _sleep_unless_lapsed(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if :meth:`check_lease` refused a write meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._lapsed.wait()
 
     async def _stop_leading(
-        self, leading_task: asyncio.Task[None], renew_task: asyncio.Task[str]
+        self, leading_task: asyncio.Task[None], renew_task: asyncio.Task[str], *, lost: bool
     ) -> None:
         renew_task.cancel()
         cancelled_by_us = not leading_task.done()
@@ -387,7 +427,8 @@ class LeaderElector:
         finally:
             self._leading = self._holding = False
             self._master_status.set(0)
-        self._record_event("stopped leading")
+        if not lost:  # a lost Lease belongs to someone else: no write, not even an Event
+            self._record_event("stopped leading")
         if cancelled_by_us and not leading_task.cancelled():
             # leading() raised while being cancelled; nobody else will see it.
             exc = leading_task.exception()

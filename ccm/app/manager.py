@@ -1,15 +1,17 @@
 """Wiring of the daemon: provider capabilities → controllers, Kubernetes client, informers, event
-recorders,
-leader election and the secure server.
+recorders, leader election and the secure server.
 
 Ports ``app/controllermanager.go`` and ``app/core.go`` (UPSTREAM_SPEC §1.9, §3.1). Start-up order:
-1. log each optional capability the provider omits and decide, per controller, whether it runs (one
-   log line
-   per skipped controller with the reason); refuse to start on configuration errors (ConfigError);
+
+1. log each optional capability the provider omits and decide, per controller, whether it runs
+   (one log line per skipped controller with the reason); refuse to start on configuration errors
+   (ConfigError);
 2. connect to the apiserver, serve ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics``;
-3. with ``--leader-elect``: wait for the Lease; then ``CloudProvider.initialize``, start the shared
-   informers and
-   every enabled controller; losing the Lease stops them and the process exits 1.
+3. with ``--leader-elect``: wait for the Lease; then wait up to 10 s for the apiserver's
+   ``/healthz`` (as upstream; start-up fails with exit code 1 if it never answers), call
+   ``CloudProvider.initialize``, start the shared informers and every enabled controller; losing
+   the Lease stops them and the process exits 1. ``/readyz`` fails (check ``informer-sync``) until
+   the informers have synced; a standby replica is ready.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ccm import leaderelection, metrics, names, wellknown
+from ccm import fencing, leaderelection, metrics, names, wellknown
 from ccm.app import auth, looplag, serving
 from ccm.app import options as optionsmod
 from ccm.cloudprovider import CAPABILITIES, CloudProvider, InitContext
@@ -37,11 +39,15 @@ from ccm.errors import ConfigError
 from ccm.kube import client as kclient
 from ccm.kube import credentials
 from ccm.kube import events as kevents
+from ccm.kube import health as khealth
 from ccm.kube import informer as kinformer
 
 __all__ = ["ControllerContext", "ControllerManager", "ControllerSpec", "default_controllers"]
 
 _log = logging.getLogger("ccm.app")
+
+#: The readiness check that fails until the shared informers have synced (``/readyz``).
+INFORMER_SYNC_CHECK = "informer-sync"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -288,6 +294,8 @@ class ControllerManager:
         self.identity = f"{socket.gethostname()}_{uuid.uuid4()}"
         self._health = _Health()
         self.server: serving.SecureServer | None = None
+        self._elector: leaderelection.LeaderElector | None = None
+        self._informers: SharedInformers | None = None
 
     async def run(self, *, ready: asyncio.Event | None = None) -> None:
         report_capabilities(self.cloud)
@@ -343,6 +351,7 @@ class ControllerManager:
                 ),
                 recorder=le_recorder,
             )
+        self._elector = elector
         try:
             if self.opts.secure_port:
                 self.server = serving.SecureServer(
@@ -354,6 +363,7 @@ class ControllerManager:
                 )
                 if elector is not None:
                     self.server.add_healthz_check("leaderElection", elector.healthz_check)
+                self.server.add_readyz_check(INFORMER_SYNC_CHECK, self.informer_sync_check)
                 try:
                     await self.server.start()
                 except OSError as exc:
@@ -393,8 +403,34 @@ class ControllerManager:
                 clients.append(client.for_component("auth"))
         return auth.DelegatedAuth(clients[0], authz_client=clients[1])
 
+    def informer_sync_check(self) -> str | None:
+        """The ``informer-sync`` readiness check: fails from start-up until the shared informers
+        have synced, so ``/readyz`` does not answer 200 while the caches are empty (for instance
+        while the apiserver is unreachable). A standby replica (leader election on, not leading)
+        runs no informers and is ready to take over."""
+        informers = self._informers
+        if informers is None:
+            if self._elector is not None and not self._elector.is_leader:
+                return None
+            return "the informers have not started"
+        pending = [i.name for i in informers.all() if not i.has_synced()]
+        if pending:
+            return f"informers not synced: {', '.join(sorted(pending))}"
+        return None
+
     async def _lead(self, client: kclient.KubeClient, to_run: list[ControllerSpec]) -> None:
-        """Everything that runs only on the leader."""
+        """Everything that runs only on the leader; with leader election every write made from
+        here (Kubernetes writes, cloud-changing calls) first checks the Lease (ccm.fencing)."""
+        if self._elector is None:
+            await self._run_leading(client, to_run)
+            return
+        with fencing.guard(self._elector.check_lease):
+            await self._run_leading(client, to_run)
+
+    async def _run_leading(self, client: kclient.KubeClient, to_run: list[ControllerSpec]) -> None:
+        # As upstream: no provider initialization and no controller before the apiserver
+        # answers /healthz; if it does not within 10 s, start-up fails (exit 1).
+        await khealth.wait_for_apiserver(client)
         stopping = asyncio.Event()
         informers = SharedInformers(
             client,
@@ -443,6 +479,7 @@ class ControllerManager:
                     _log.warning('Skipping "%s": %s', spec.name, result)
                     continue
                 runs.append((spec.name, result))
+            self._informers = informers
             async with asyncio.TaskGroup() as tg:
                 if sa_clients is not None:
                     tg.create_task(sa_clients.run(), name="credentials/refresh")
@@ -462,6 +499,7 @@ class ControllerManager:
                         await asyncio.sleep(self.opts.controller_start_interval)
         finally:
             stopping.set()
+            self._informers = None
             for name in self._health.controllers_started:
                 cname = names.BY_NAME.get(name)
                 if cname:

@@ -19,7 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 
-from ccm import clock, metrics
+from ccm import clock, fencing, metrics
 from ccm.controllers import cloudapi
 from ccm.errors import CloudCallTimeoutError, find_retry_after
 from ccm.kube import client as kclient
@@ -115,13 +115,19 @@ async def call_cloud(
     bound may describe a cloud that has changed since, and acting on it can delete a live Node),
     with one warning line saying it ignored the cancellation. A ``TimeoutError`` the provider
     raises within the bound passes through unchanged, and so does cancellation of the caller.
+
+    A call that changes the cloud (``method`` in :data:`ccm.fencing.MUTATING_CLOUD_CALLS`) is
+    checked against the leader's lease first: a replica that may no longer lead raises
+    :class:`ccm.fencing.NotLeaderError` without calling the provider or taking a place in the
+    budget.
     """
     budget = cloudapi.current()
     try:
+        if method in fencing.MUTATING_CLOUD_CALLS:
+            fencing.check()
         waited = await budget.admit(capability)
     except BaseException:
-        if inspect.iscoroutine(awaitable):
-            awaitable.close()  # never started: no "was never awaited" warning
+        _close_unstarted(awaitable)
         raise
     metrics.CLOUD_API_BUDGET_WAIT.labels(capability).observe(waited)
     start = clock.monotonic()
@@ -132,6 +138,11 @@ async def call_cloud(
         raise
     budget.record(capability, method, clock.monotonic() - start, None)
     return answer
+
+
+def _close_unstarted(awaitable: Awaitable[Any]) -> None:
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()  # never started: no "was never awaited" warning
 
 
 async def _bounded(awaitable: Awaitable[T], seconds: float | None, what: str) -> T:

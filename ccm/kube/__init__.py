@@ -7,5 +7,6 @@ Modules (import the module, then use its names: ``from ccm.kube import client``)
 * :mod:`ccm.kube.workqueue` — client-go style work queues and rate limiters.
 * :mod:`ccm.kube.events` — the Event recorder.
 * :mod:`ccm.kube.ratelimit` — the token bucket behind client QPS/burst.
+* :mod:`ccm.kube.health` — waiting for the apiserver's ``/healthz`` at start-up.
 * :mod:`ccm.kube.fake` — an in-memory apiserver and ``FakeKubeClient`` for unit tests.
 """

@@ -43,7 +43,7 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from ccm import clock, errors, metrics
+from ccm import clock, errors, fencing, metrics
 from ccm.kube import leanimport, ratelimit
 
 if TYPE_CHECKING:
@@ -674,6 +674,7 @@ def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]]:
 
 
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+_WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 
 
 class KubeClient:
@@ -808,6 +809,10 @@ class KubeClient:
                     request.method,
                     request.path,
                 )
+            if verb in _WRITE_VERBS:
+                # Right before sending (after the limiter's wait): a leader whose lease lapsed
+                # meanwhile must not write (ccm.fencing).
+                fencing.check()
             self.requests_total[verb] += 1
             self.all_requests_total[verb] += 1
             started = clock.monotonic()

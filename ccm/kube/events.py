@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ccm import clock, errors, logs
+from ccm import clock, errors, fencing, logs
 from ccm.kube import client as kclient
 from ccm.kube import ratelimit
 
@@ -344,6 +344,8 @@ class EventRecorder:
                 transient = isinstance(exc, errors.ServerError | errors.TooManyRequestsError)
                 if not transient or attempt >= 2:
                     raise
+            except fencing.NotLeaderError:
+                raise  # the lease lapsed: no retry can succeed
             except errors.KubeError:
                 if attempt >= 2:
                     raise

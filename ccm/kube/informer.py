@@ -6,10 +6,12 @@ Ports the behaviour of client-go's ``tools/cache`` reflector + shared informer t
   the one event loop, and 500 kubelet Nodes are ~2.4 MB of JSON, ~30 ms of blocking), then a
   WATCH from the list's resourceVersion with bookmarks; a watch the server ends normally
   (``timeoutSeconds``) is re-opened from the last seen resourceVersion without relisting;
-* on 410 Gone, an ERROR event, or a broken watch: back off (0.8 s doubling to 30 s; the first 410
-  after a healthy period relists at once) and relist; the relist is diffed against the cache and
-  emits ``on_add`` / ``on_update`` (only when the resourceVersion changed) / ``on_delete`` for
-  objects that vanished meanwhile;
+* on 410 Gone, an ERROR event, or a broken watch: back off (0.8 s doubling to 4 s, less up to 25 %
+  of jitter; the first 410 after a healthy period relists at once) and relist; the relist is
+  diffed against the cache and emits ``on_add`` / ``on_update`` (only when the resourceVersion
+  changed) / ``on_delete`` for objects that vanished meanwhile. client-go caps this back-off at
+  30 s; ccm caps it at 4 s so that work resumes within seconds of the apiserver coming back after
+  a long outage (a leader has two informers: a relist every 4 s costs the apiserver nothing);
 * objects are stored after ``transform`` (default :func:`trim_object`: no managedFields, node
   images, or last-applied annotation — the measured bulk of a Node), and list items get their
   ``kind``/``apiVersion`` filled in;
@@ -115,8 +117,9 @@ class Informer:
         name: str | None = None,
         watch_timeout: float = 300.0,
         backoff_initial: float = 0.8,
-        backoff_max: float = 30.0,
+        backoff_max: float = 4.0,
         backoff_reset: float = 120.0,
+        backoff_jitter: float = 0.25,
     ) -> None:
         self.client = client
         self.resource = resource
@@ -131,6 +134,7 @@ class Informer:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._backoff_reset = backoff_reset
+        self._backoff_jitter = backoff_jitter
         self._store: dict[str, Obj] = {}
         self._handlers: list[_Handler] = []
         self._synced = False
@@ -264,7 +268,9 @@ class Informer:
     def _delay(self, exc: Exception, failures: int) -> float:
         if isinstance(exc, errors.GoneError) and failures == 1:
             return 0.0  # expected after compaction: relist at once
-        return float(min(self._backoff_max, self._backoff_initial * 2.0 ** min(failures - 1, 30)))
+        base = min(self._backoff_max, self._backoff_initial * 2.0 ** min(failures - 1, 30))
+        # Jitter only shortens the delay, so ``backoff_max`` bounds every wait.
+        return float(base * (1.0 - self._backoff_jitter * random.random()))
 
     def _prepare(self, obj: Obj) -> Obj:
         return self._transform(obj) if self._transform is not None else obj

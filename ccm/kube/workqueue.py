@@ -266,6 +266,10 @@ class WorkQueue(Generic[T]):
     def __contains__(self, item: object) -> bool:
         return item in self._dirty
 
+    def peek(self, limit: int) -> list[T]:
+        """The next ``limit`` items :meth:`get` will hand out, in order (a look, nothing moves)."""
+        return list(itertools.islice(self._queue, max(0, limit)))
+
     @property
     def processing(self) -> frozenset[T]:
         """Items handed out and not yet marked done."""

@@ -158,3 +158,84 @@ async def test_a_leader_that_vanishes_without_release_is_replaced_after_the_leas
     finally:
         if not a.task.done():
             await a.stop()
+
+
+def _writes_by(control_plane: Any, username: str, since: float) -> list[str]:
+    """``verb resource/name`` of every write the apiserver received from ``username`` at or after
+    the wall time ``since`` (its audit log)."""
+    import datetime as dt
+    import json
+
+    found = []
+    for line in control_plane.audit_log_path.read_text().splitlines():
+        event = json.loads(line)
+        if (event.get("user") or {}).get("username") != username:
+            continue
+        if event.get("verb") not in ("create", "update", "patch", "delete", "deletecollection"):
+            continue
+        received = dt.datetime.fromisoformat(event["requestReceivedTimestamp"]).timestamp()
+        if received >= since:
+            ref = event.get("objectRef") or {}
+            found.append(f"{event['verb']} {ref.get('resource')}/{ref.get('name')}")
+    return found
+
+
+def test_a_leader_paused_past_its_lease_writes_nothing_after_the_standby_took_over(
+    control_plane: Any,
+    k8s_admin: Any,
+    nodes: Any,
+    fake_cloud_files: Any,
+    daemon_factory: Any,
+    unique_name: Any,
+) -> None:
+    import signal
+
+    from .conftest import is_tainted
+    from .test_daemon import _holder, _identity, _wait_holder
+
+    lease = unique_name("lease-pause")
+    # Each initialization waits 3 s for the cloud: the leader is paused in the middle of one, and
+    # resumes with the write it decided before the pause due at once.
+    cloud = fake_cloud_files(
+        defaultInstance={"zones": ["z"], "region": "r"}, latency={"instance-metadata": 3.0}
+    )
+    timing = [
+        "--leader-elect-lease-duration=4s",
+        "--leader-elect-renew-deadline=3s",
+        "--leader-elect-retry-period=0.5s",
+        "--controllers=cloud-node-controller",
+    ]
+    users = {}
+    for who in ("a", "b"):
+        users[who] = unique_name(f"ccm-{who}")
+        kubeconfig = control_plane.add_user(users[who], groups=["system:masters"])
+        timing_for = [*timing, f"--kubeconfig={kubeconfig}"]
+        if who == "a":
+            a = daemon_factory(cloud, *timing_for, name="a", lease_name=lease)
+            ida = _identity(a)
+            _wait_holder(k8s_admin, lease, ida, timeout=30)
+        else:
+            b = daemon_factory(cloud, *timing_for, name="b", lease_name=lease)
+            idb = _identity(b)
+    time.sleep(1)
+    assert _holder(k8s_admin, lease) == ida
+
+    name = unique_name("node")
+    nodes.create(name)
+    a.wait_for_log(f"Initializing node {name}", timeout=20)
+    a.signal(signal.SIGSTOP)
+    try:
+        _wait_holder(k8s_admin, lease, idb, timeout=20)
+        took_over = time.time()
+    finally:
+        a.signal(signal.SIGCONT)
+    resumed = time.monotonic()
+    assert a.wait(timeout=20) == 1, a.tail()
+    assert time.monotonic() - resumed < 20
+    assert "leaderelection lost" in a.log()
+
+    nodes.wait(name, lambda n: not is_tainted(n), what="initialized by the new leader")
+    assert f"Initializing node {name}" in b.log()
+    assert _writes_by(control_plane, users["a"], since=took_over) == []
+    # The audit log does record a's identity: its writes before the pause are there.
+    assert _writes_by(control_plane, users["a"], since=0)

@@ -3,6 +3,7 @@ user has ``get`` on the non-resource URL /metrics (delegated TokenReview + Subje
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,10 @@ def test_metrics_requires_delegated_authn_and_authz(
         daemon = daemon_factory(fake_cloud_files())
 
         assert daemon.get("/healthz")[0] == 200
+        # /readyz waits for the informers of the leader: give them their first list.
+        deadline = time.monotonic() + 30
+        while daemon.get("/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert daemon.get("/readyz")[0] == 200
         assert daemon.get("/livez")[0] == 200
         assert daemon.get("/metrics")[0] == 401

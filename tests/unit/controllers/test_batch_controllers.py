@@ -358,3 +358,48 @@ async def test_lifecycle_batch_removes_the_shutdown_taint_once_the_instance_runs
         assert not env.node("restarted")["spec"].get("taints")  # type: ignore[index]
         assert env.node("stopped")["spec"]["taints"] == [SHUTDOWN]  # type: ignore[index]
         assert cloud.call_count("instance-shutdown-batch") == 1
+
+
+class SlowNodeWrites(FakeKubeClient):
+    """Node writes take 5 ms to 205 ms, spread like an apiserver under load (deterministic)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.node_writes = 0
+
+    async def patch(  # type: ignore[override]
+        self, res: kclient.Resource, name: str, body: Any, **kw: Any
+    ) -> dict[str, Any]:
+        if res is kclient.NODES:
+            self.node_writes += 1
+            await asyncio.sleep(0.005 + 0.2 * ((self.node_writes * 37) % 100) / 100)
+        return await super().patch(res, name, body, **kw)
+
+
+@pytest.mark.looptime
+async def test_a_burst_of_nodes_takes_one_metadata_call_however_slow_the_node_writes() -> None:
+    # Workers come back for their next Node one by one, after writes of varying latency: without
+    # read-ahead of the queued Nodes each straggler opened a call of its own (13 calls here).
+    names = [f"burst{i}" for i in range(24)]
+    cloud = batch_cloud(max_batch_size=50)
+    for name in names:
+        cloud.add_instance(name, zone="z1", region="r1")
+    client = SlowNodeWrites()
+    for name in names:
+        client.put_object(kclient.NODES, make_tainted_node(name))
+    informer = kinformer.Informer(client, kclient.NODES)
+    controller = node_controller.CloudNodeController(
+        client=client, nodes=informer, cloud=cloud, recorder=Recorder(), workers=10
+    )
+    async with asyncio.TaskGroup() as tg:
+        tasks = [
+            tg.create_task(informer.run(), name="test/informer"),
+            tg.create_task(controller.run(), name="test/controller"),
+        ]
+        while any((client.get_object(kclient.NODES, n) or {})["spec"].get("taints") for n in names):
+            await asyncio.sleep(0.1)
+        for task in tasks:
+            task.cancel()
+    assert cloud.call_count("instance-metadata-batch") == 1
+    assert cloud.batch_items["instance-metadata-batch"] == len(names)
+    assert cloud.call_count("instance-metadata") == 0

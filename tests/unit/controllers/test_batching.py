@@ -279,3 +279,103 @@ async def test_group_commit_fails_every_waiter_of_a_late_answer() -> None:
         await c.aclose()
     assert backend.calls == [[1, 2, 3]]
     assert all(isinstance(r, CloudCallTimeoutError) for r in results), results
+
+
+# --- read-ahead ---------------------------------------------------------------------------------
+
+
+class Ahead:
+    """What the caller will ask for next (a work queue); items are keyed by themselves."""
+
+    def __init__(self, *items: int) -> None:
+        self.items = list(items)
+        self.asked: list[int] = []
+
+    def __call__(self, room: int) -> list[int]:
+        self.asked.append(room)
+        return self.items[:room]
+
+
+def reading_ahead(
+    backend: Backend, ahead: Ahead, *, max_size: int = 100, ttl: float = 30.0
+) -> batching.Coalescer[int, int]:
+    return batching.Coalescer(
+        backend,
+        max_size=max_size,
+        seconds=30.0,
+        what="thing_batch",
+        read_ahead=ahead,
+        key=lambda item: item,
+        read_ahead_ttl=ttl,
+    )
+
+
+@pytest.mark.looptime
+async def test_a_batch_with_room_asks_ahead_and_later_requests_take_the_kept_answers() -> None:
+    backend = Backend(latency=1.0)
+    ahead = Ahead(2, 3, 4, 5)
+    c = reading_ahead(backend, ahead, max_size=4)
+    assert await c.submit(1) == 10
+    assert backend.calls == [[1, 2, 3, 4]]  # the request itself first, then the room filled
+    assert ahead.asked == [3]
+    assert await asyncio.gather(c.submit(2), c.submit(3), c.submit(4)) == [20, 30, 40]
+    assert len(backend.calls) == 1
+    assert c.read_ahead_hits == 3
+    assert await c.submit(2) == 20  # a kept answer is used once
+    assert len(backend.calls) == 2
+
+
+@pytest.mark.looptime
+async def test_a_request_for_an_item_still_in_flight_waits_for_that_call() -> None:
+    backend = Backend(latency=5.0)
+    c = reading_ahead(backend, Ahead(7, 8))
+    first = asyncio.create_task(c.submit(7))
+    await asyncio.sleep(1)  # the call asking for 7 and 8 is in flight
+    assert await c.submit(8) == 80
+    assert await first == 70
+    assert backend.calls == [[7, 8]]
+
+
+@pytest.mark.looptime
+async def test_kept_answers_expire_and_kept_errors_are_not_reused() -> None:
+    backend = Backend(latency=1.0)
+    backend.fail_items[3] = InstanceNotFoundError("gone for now")
+    c = reading_ahead(backend, Ahead(1, 2, 3), ttl=10.0)
+    await c.submit(1)
+    assert backend.calls == [[1, 2, 3]]
+    del backend.fail_items[3]
+    assert await c.submit(3) == 30  # its kept error is not reused: a call of its own
+    assert len(backend.calls) == 2
+    await asyncio.sleep(10)
+    assert await c.submit(2) == 20  # kept for 10 s after the call returned: expired
+    assert len(backend.calls) == 3
+
+
+@pytest.mark.looptime
+async def test_read_ahead_never_asks_twice_for_an_item_nor_beyond_max_size() -> None:
+    backend = Backend(latency=1.0)
+    c = reading_ahead(backend, Ahead(2, 3, 3, 4, 5, 6), max_size=4)
+    assert await asyncio.gather(c.submit(1), c.submit(2)) == [10, 20]
+    assert backend.calls == [[1, 2, 3]]  # 2 is in the batch already: only 3 is read ahead
+
+
+@pytest.mark.looptime
+async def test_a_failing_read_ahead_leaves_the_batch_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = Backend(latency=1.0)
+
+    def broken(room: int) -> list[int]:
+        raise RuntimeError("queue bug")
+
+    c = batching.Coalescer(
+        backend, max_size=10, seconds=30.0, what="thing_batch", read_ahead=broken, key=str
+    )
+    assert await c.submit(1) == 10
+    assert backend.calls == [[1]]
+    assert "read-ahead failed" in caplog.text
+
+
+def test_read_ahead_needs_a_key() -> None:
+    with pytest.raises(ValueError, match="go together"):
+        batching.Coalescer(Backend(), max_size=2, seconds=1.0, what="x", read_ahead=Ahead())

@@ -191,7 +191,7 @@ async def test_relists_after_gone_and_emits_what_it_missed() -> None:
 async def test_an_error_event_relists_with_backoff() -> None:
     kube = fake.FakeKubeClient()
     kube.put_object(kclient.NODES, node("a"))
-    inf = informer.Informer(kube, kclient.NODES)
+    inf = informer.Informer(kube, kclient.NODES, backoff_jitter=0.0)
     loop = asyncio.get_running_loop()
     async with running(inf):
         await inf.wait_for_sync(5)
@@ -210,15 +210,48 @@ async def test_an_error_event_relists_with_backoff() -> None:
 async def test_list_failures_back_off_exponentially_and_never_hot_loop() -> None:
     kube = fake.FakeKubeClient()
     kube.inject_error("list", "nodes", 500, times=4)
-    inf = informer.Informer(kube, kclient.NODES)
+    inf = informer.Informer(kube, kclient.NODES, backoff_jitter=0.0)
     loop = asyncio.get_running_loop()
     start = loop.time()
     async with running(inf):
         assert not await inf.wait_for_sync(timeout=5)
         assert await inf.wait_for_sync(timeout=30)
-        # 0.8 + 1.6 + 3.2 + 6.4 seconds of back-off before the fifth list succeeds.
-        assert loop.time() - start == pytest.approx(12.0, abs=0.01)
+        # 0.8 + 1.6 + 3.2 + 4 (the cap) seconds of back-off before the fifth list succeeds.
+        assert loop.time() - start == pytest.approx(9.6, abs=0.01)
     assert [a.verb for a in kube.actions].count("list") == 5
+
+
+class TimedLists(fake.FakeKubeClient):
+    """Records the loop time of every LIST."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.list_times: list[float] = []
+
+    async def list(self, res: kclient.Resource, **kw: Any) -> dict[str, Any]:  # type: ignore[override]
+        self.list_times.append(asyncio.get_running_loop().time())
+        return await super().list(res, **kw)
+
+
+async def test_after_a_long_outage_the_informer_relists_within_seconds_of_recovery() -> None:
+    kube = TimedLists()
+    kube.inject_error("list", "nodes", errors.KubeError("connection refused"))
+    inf = informer.Informer(kube, kclient.NODES)
+    loop = asyncio.get_running_loop()
+    async with running(inf):
+        await asyncio.sleep(600)  # ten minutes of outage
+        assert not inf.has_synced()
+        failures = len(kube.list_times)
+        gaps = [b - a for a, b in zip(kube.list_times, kube.list_times[1:], strict=False)]
+        # Exponential at first, then every attempt within the 4 s cap (jitter only shortens).
+        assert gaps[:3] == pytest.approx([0.8, 1.6, 3.2], rel=0.26)
+        assert max(gaps) <= 4.0 + 1e-6
+        assert min(gaps[3:]) >= 3.0 - 1e-6
+        assert failures > 100
+        kube.clear_errors()
+        recovered = loop.time()
+        assert await inf.wait_for_sync(timeout=30)
+        assert loop.time() - recovered <= 4.0 + 1e-6
 
 
 async def test_a_watch_that_closes_immediately_does_not_spin() -> None:

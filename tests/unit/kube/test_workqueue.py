@@ -43,6 +43,17 @@ async def test_an_item_being_processed_is_not_handed_to_a_second_worker() -> Non
     assert len(q) == 0
 
 
+async def test_peek_shows_the_next_items_in_order_and_moves_nothing() -> None:
+    q: workqueue.WorkQueue[str] = workqueue.WorkQueue("test")
+    for item in "abcd":
+        q.add(item)
+    assert await q.get() == "a"
+    assert q.peek(2) == ["b", "c"]
+    assert q.peek(10) == ["b", "c", "d"]
+    assert q.peek(0) == []
+    assert len(q) == 3 and await q.get() == "b"
+
+
 async def test_done_without_a_readd_does_not_requeue() -> None:
     q: workqueue.WorkQueue[str] = workqueue.WorkQueue("done")
     q.add("a")

@@ -1,0 +1,202 @@
+"""Fencing: a leader whose lease lapsed (paused past it, then resumed) writes nothing, neither to
+the apiserver nor to the cloud, and steps down at once (looptime; the pause is a jump of the
+injected clock that the loop's timers have not seen yet, as right after SIGCONT)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from ccm import clock, fencing
+from ccm.controllers import base
+from ccm.kube import client as kclient
+from ccm.kube.fake import FakeKubeClient
+from ccm.leaderelection import LeaderElectionConfig, LeaderElector, LeadershipLostError
+
+pytestmark = pytest.mark.looptime
+
+NS = "kube-system"
+
+
+def configmap(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": NS}, "data": {}}
+
+
+class PausableClock:
+    """``ccm.clock.monotonic`` plus the time the process spent stopped."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.stopped_for = 0.0
+        real = clock.monotonic
+        monkeypatch.setattr(clock, "monotonic", lambda: real() + self.stopped_for)
+
+    def pause(self, seconds: float) -> None:
+        self.stopped_for += seconds
+
+
+@pytest.fixture
+def paused(monkeypatch: pytest.MonkeyPatch) -> PausableClock:
+    return PausableClock(monkeypatch)
+
+
+class Leader:
+    """``leading()`` that writes one ConfigMap, waits for ``resume``, then tries another write to
+    the apiserver and one to the cloud."""
+
+    def __init__(self, kube: FakeKubeClient, elector: LeaderElector) -> None:
+        self.kube = kube
+        self.elector = elector
+        self.wrote_first = asyncio.Event()
+        self.resume = asyncio.Event()
+        self.refused: list[fencing.NotLeaderError] = []
+        self.cloud_calls: list[str] = []
+
+    async def create_route(self) -> None:
+        self.cloud_calls.append("create_route")
+
+    async def __call__(self) -> None:
+        with fencing.guard(self.elector.check_lease):
+            await self.kube.create(kclient.CONFIGMAPS, configmap("before"))
+            self.wrote_first.set()
+            await self.resume.wait()
+            for attempt in (
+                lambda: self.kube.create(kclient.CONFIGMAPS, configmap("after")),
+                lambda: base.call_cloud(self.create_route(), 5.0, "create_route"),
+            ):
+                try:
+                    await attempt()
+                except fencing.NotLeaderError as exc:
+                    self.refused.append(exc)
+            await asyncio.Event().wait()
+
+
+async def test_a_leader_resumed_after_its_lease_lapsed_refuses_writes_and_steps_down(
+    looptime: Any, paused: PausableClock
+) -> None:
+    kube = FakeKubeClient()
+    elector = LeaderElector(kube, LeaderElectionConfig(identity="me"))
+    leader = Leader(kube, elector)
+    task = asyncio.create_task(elector.run(leader), name="test/elector")
+    await leader.wrote_first.wait()
+    assert kube.get_object(kclient.CONFIGMAPS, "before", NS) is not None
+    await asyncio.sleep(1)
+
+    paused.pause(16.0)  # SIGSTOP for longer than the 15 s lease …
+    lease = kube.get_object(kclient.LEASES, "cloud-controller-manager", NS)
+    assert lease is not None
+    lease["spec"] = {**lease["spec"], "holderIdentity": "standby"}
+    kube.put_object(kclient.LEASES, lease)  # … a standby took over (recorded as no action) …
+    leader.resume.set()  # … and SIGCONT
+    with pytest.raises(LeadershipLostError):
+        await task
+
+    assert len(leader.refused) == 2
+    assert all("write refused" in str(exc) for exc in leader.refused)
+    assert kube.get_object(kclient.CONFIGMAPS, "after", NS) is None
+    assert leader.cloud_calls == []
+    # It stepped down at once (no retry period waited) and wrote nothing more: no Lease update,
+    # no release (the Lease is the standby's), no "stopped leading" Event.
+    assert looptime == 1
+    after_resume = [a for a in kube.writes() if a.name != "before"]
+    assert [(a.verb, a.resource) for a in after_resume] == [("create", "leases")]
+    assert not elector.is_leader
+    assert (
+        kube.get_object(kclient.LEASES, "cloud-controller-manager", NS)["spec"]["holderIdentity"]
+        == "standby"
+    )
+
+
+async def test_writes_pass_while_the_lease_is_renewed(looptime: Any) -> None:
+    kube = FakeKubeClient()
+    elector = LeaderElector(kube, LeaderElectionConfig(identity="me"))
+    done = asyncio.Event()
+
+    async def leading() -> None:
+        with fencing.guard(elector.check_lease):
+            for i in range(30):  # a minute of writes, many lease durations
+                await kube.create(kclient.CONFIGMAPS, configmap(f"cm-{i}"))
+                await asyncio.sleep(2)
+        done.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(elector.run(leading), name="test/elector")
+    await done.wait()
+    assert len(kube.list_objects(kclient.CONFIGMAPS, NS)) == 30
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_leader_whose_renewals_fail_refuses_writes_from_the_renew_deadline(
+    looptime: Any,
+) -> None:
+    kube = FakeKubeClient()
+    elector = LeaderElector(kube, LeaderElectionConfig(identity="me"))
+    refused_at: list[float] = []
+
+    async def leading() -> None:
+        kube.inject_error("update", "leases", 500)
+        kube.inject_error("get", "leases", 500)
+        with fencing.guard(elector.check_lease):
+            for i in range(100):
+                try:
+                    await kube.create(kclient.CONFIGMAPS, configmap(f"cm-{i}"))
+                except fencing.NotLeaderError:
+                    refused_at.append(asyncio.get_running_loop().time())
+                await asyncio.sleep(0.5)
+
+    with pytest.raises(LeadershipLostError):
+        await elector.run(leading)
+    names = {o["metadata"]["name"] for o in kube.list_objects(kclient.CONFIGMAPS, NS)}
+    assert len(names) == 20  # t = 0, 0.5, …, 9.5: then the renew deadline (10 s) passed
+    assert refused_at in ([], [10.0])  # the renew loop may step down first, at the same moment
+
+
+async def test_without_a_guard_nothing_is_refused() -> None:
+    fencing.check()
+    kube = FakeKubeClient()
+    await kube.create(kclient.CONFIGMAPS, configmap("free"))
+    assert await base.call_cloud(asyncio.sleep(0, "ok"), 1.0, "create_route") == "ok"
+
+
+async def test_a_refused_cloud_call_is_never_started() -> None:
+    started: list[str] = []
+
+    async def delete_route() -> None:
+        started.append("delete_route")
+
+    def refuse() -> None:
+        raise fencing.NotLeaderError("write refused: test")
+
+    with fencing.guard(refuse):
+        assert await base.call_cloud(asyncio.sleep(0, "read"), 1.0, "list_routes") == "read"
+        with pytest.raises(fencing.NotLeaderError):
+            await base.call_cloud(delete_route(), 1.0, "delete_route")
+    assert started == []
+
+
+async def test_an_event_recorder_drops_refused_events_without_retrying_or_failing(
+    looptime: Any,
+) -> None:
+    from ccm.kube import events as kevents
+
+    kube = FakeKubeClient()
+    recorder = kevents.EventRecorder(kube, component="test")
+
+    def refuse() -> None:
+        raise fencing.NotLeaderError("write refused: test")
+
+    with fencing.guard(refuse):
+        task = asyncio.create_task(recorder.run(), name="test/events")
+        await asyncio.sleep(0)  # run() is waiting for events
+        recorder.event(configmap("subject"), "Normal", "Tested", "a message")
+        await asyncio.sleep(0.1)
+        assert not task.done()  # the refusal did not kill run()
+        recorder.event(configmap("subject"), "Normal", "Tested", "another message")
+        await recorder.aclose()
+        await task
+    assert recorder.failed == 2
+    assert kube.writes() == []
+    assert looptime == 0.1  # no retry delays
