@@ -174,7 +174,8 @@ def _calls_between(cloud: FakeCloud, node: str) -> tuple[int, int, list[str]]:
 async def test_the_address_refresh_yields_to_an_initialization_at_a_rate_limited_cloud() -> None:
     """A legacy-Instances Node takes four cloud calls in a row to initialize. Against a cloud
     taking 20 calls a second, a refresh with 20 workers would slip 20 calls in ahead of each of
-    them; yielding, it only finishes the calls it had in flight and then goes one at a time."""
+    them (60 in all); yielding, it finishes the calls it had in flight and then goes one at a
+    time."""
     cloud = FakeCloud(capabilities=FakeCapabilities(instances_v2=False))
     names = [f"old{i}" for i in range(400)]
     _refreshing_cloud(cloud, names)
@@ -192,8 +193,8 @@ async def test_the_address_refresh_yields_to_an_initialization_at_a_rate_limited
     first, last, between = _calls_between(cloud, "fresh")
     assert last - first >= 3  # four calls of its own
     refresh_between = [k for k in between if "fresh" not in k]
-    # 20 in flight when it started, then at most one per call of its own
-    assert len(refresh_between) <= 20 + 4, len(refresh_between)
+    # the calls in flight were made before its first one; then one per call of its own at most
+    assert len(refresh_between) <= 4, refresh_between
     refreshed = sum(cloud.call_count(m) for m in ("node-addresses-by-provider-id",))
     assert refreshed < len(names)  # the refresh pass was still going
 
@@ -263,3 +264,40 @@ async def env() -> Any:
     e = await svc_env.start_env()
     async with svc_env._informers(e):
         yield e
+
+
+async def test_the_node_sync_yields_to_a_first_sync_at_a_rate_limited_cloud() -> None:
+    """A provider whose ensure takes three cloud calls in a row (two reads, then the write), and
+    a node sync updating 100 load balancers 10 at a time against a cloud taking 10 calls a second:
+    between the new Service's first and last call the node sync only finishes what it had in
+    flight and then goes one at a time, instead of slipping 10 calls in ahead of each (20 in
+    all)."""
+    cloud = FakeCloud()
+    env = await svc_env.start_env(cloud, workers=10)
+    async with svc_env._informers(env):
+        await svc_env.put(env, kclient.NODES, svc_env.make_node("n1"))
+        names = [f"old{i}" for i in range(100)]
+        await svc_env.put(env, kclient.SERVICES, *(svc_env.make_service(n) for n in names))
+        async with svc_env._running(env):
+            await svc_env.wait_for(lambda: cloud.call_count("create") == 100)
+            real_ensure = cloud.ensure_load_balancer
+
+            async def three_calls(cluster: str, service: Any, nodes: Any) -> Any:
+                await cloud.get_load_balancer(cluster, service)
+                await cloud.get_load_balancer(cluster, service)
+                return await real_ensure(cluster, service, nodes)
+
+            cloud.ensure_load_balancer = three_calls  # type: ignore[method-assign]
+            cloud.set_rate_limit(10.0, 1)
+            cloud.clear_calls()
+            await svc_env.put(env, kclient.NODES, svc_env.make_node("n2"))
+            await asyncio.sleep(2)  # the node sync is well under way
+            await svc_env.put(env, kclient.SERVICES, svc_env.make_service("fresh"))
+            await svc_env.wait_for(
+                lambda: cloud.load_balancer_for(f"{svc_env.NS}/fresh") is not None
+            )
+    first, last, between = _calls_between(cloud, "fresh")
+    assert last - first >= 2  # three calls of its own
+    updates_between = [k for k in between if "fresh" not in k]
+    assert len(updates_between) <= 3, updates_between  # one per call of its own at most
+    assert cloud.call_count("update") < 100  # the node sync was still going
