@@ -163,7 +163,8 @@ class Coalescer(Generic[I, R]):
         call, else after the window)."""
         if self._closed:
             return
-        self._pending = [(i, f) for i, f in self._pending if not f.done()]
+        while self._pending and self._pending[0][1].done():  # waiters gone before their call
+            del self._pending[0]
         while len(self._pending) >= self.max_size and self._in_flight < self._max_in_flight:
             self._dispatch()
         if not self._pending or self._in_flight:
@@ -187,7 +188,10 @@ class Coalescer(Generic[I, R]):
         return task
 
     def _dispatch(self) -> None:
-        batch, self._pending = self._pending[: self.max_size], self._pending[self.max_size :]
+        # In place: a sweep as wide as the cluster queues thousands of requests at once, and
+        # copying the rest of the list for every batch (or every request) would be quadratic.
+        batch = self._pending[: self.max_size]
+        del self._pending[: self.max_size]
         self._in_flight += 1
         self._spawn(self._run(batch), "call")
 

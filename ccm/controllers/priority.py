@@ -13,6 +13,7 @@ parallelism resumes at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -25,7 +26,7 @@ class PriorityGate:
     def __init__(self) -> None:
         self._urgent = 0
         self._background = 0
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
     def urgent_in_progress(self) -> int:
@@ -46,28 +47,34 @@ class PriorityGate:
         finally:
             self._urgent -= 1
             if not self._urgent:
-                self._wake()
+                self._wake(everyone=True)
 
     @contextlib.asynccontextmanager
     async def background(self) -> AsyncIterator[None]:
         """Wait for a turn, then run the enclosed background call."""
         while self._urgent and self._background:
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.add(waiter)
+            self._waiters.append(waiter)
             try:
                 await waiter
-            finally:
-                self._waiters.discard(waiter)
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake(everyone=False)  # pass on the turn this waiter was given
+                raise
         self._background += 1
         try:
             yield
         finally:
             self._background -= 1
-            self._wake()
+            # One call may go in its place (waking every waiter for each call that returns
+            # would be quadratic in a wide sweep); when the urgent work ends, all go.
+            self._wake(everyone=not self._urgent)
 
-    def _wake(self) -> None:
-        # Every waiter re-checks; a sweep has at most its worker count of waiters.
-        for waiter in self._waiters:
+    def _wake(self, *, everyone: bool) -> None:
+        """Wake the longest waiting background call (each re-checks), or every one."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-        self._waiters.clear()
+                if not everyone:
+                    return

@@ -11,7 +11,8 @@ with the real ``ccm`` daemon and a slow fake cloud.
 The assertions count progress from the fake cloud's status file (load balancers ensured, Nodes
 answered), never elapsed time; each test prints the measured figures. The Node count is
 ``CCM_E2E_FAIRNESS_NODES`` (default 1,000), e.g.
-``CCM_E2E_FAIRNESS_NODES=5000 .venv/bin/pytest -m e2e tests/e2e/test_fairness_e2e.py -k node -s``.
+``CCM_E2E_FAIRNESS_NODES=5000 .venv/bin/pytest -m e2e tests/e2e/test_fairness_e2e.py -k node -s
+--timeout=1800``.
 """
 
 from __future__ import annotations
@@ -166,7 +167,9 @@ def test_a_new_node_is_initialized_ahead_of_an_address_refresh_backlog(
         )
 
     try:
+        created = time.monotonic()
         _in_threads(create_initialized, range(NODES))
+        print(f"\ncreated {NODES} initialized Nodes in {time.monotonic() - created:.0f}s")
 
         def answered() -> int:
             status = cloud.status()
