@@ -14,6 +14,10 @@ Two pieces, shared by the node and node-lifecycle controllers:
     the slower the cloud answers (latency, its own rate limit), the larger the batches;
   * ``max_size`` items make a full batch, sent at once, up to ``max_in_flight`` calls at a time.
 
+  * an urgent request (``submit(item, urgent=True)``: a Node being initialized) goes before
+    every request that is not urgent, so it rides in the next batch however many requests of a
+    periodic sweep are waiting.
+
   Each waiter gets its own result or exception. A waiter that is cancelled leaves the others
   alone; when every waiter of a batch is gone before the call starts, no call is made, and when
   they are all gone during the call, the call is cancelled.
@@ -148,6 +152,7 @@ class Coalescer(Generic[I, R]):
         self._window = max(0.0, window)
         self._max_in_flight = max(1, int(max_in_flight))
         self._pending: list[tuple[I, asyncio.Future[R]]] = []
+        self._urgent: set[asyncio.Future[R]] = set()  # waiters of urgent requests
         self._in_flight = 0
         self._window_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -157,8 +162,9 @@ class Coalescer(Generic[I, R]):
         self.items = 0
         self.read_ahead_hits = 0
 
-    async def submit(self, item: I) -> R:
-        """Ask for ``item``; returns its result or raises its exception."""
+    async def submit(self, item: I, *, urgent: bool = False) -> R:
+        """Ask for ``item``; returns its result or raises its exception. An ``urgent`` request
+        goes after the urgent requests already waiting and before all others."""
         if self._closed:
             raise RuntimeError(f"{self._what}: the coalescer is closed")
         if self._key is not None:
@@ -171,9 +177,23 @@ class Coalescer(Generic[I, R]):
                     return ahead.future.result()
                 # A kept error (or a call cut short) is not reused: ask on our own.
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
+        if urgent:
+            self._pending.insert(self._urgent_pending(), (item, fut))
+            self._urgent.add(fut)
+            fut.add_done_callback(self._urgent.discard)
+        else:
+            self._pending.append((item, fut))
         self._schedule(partial_now=False)
         return await fut
+
+    def _urgent_pending(self) -> int:
+        """How many requests at the head of the pending list are urgent."""
+        n = 0
+        for _, fut in self._pending:
+            if fut not in self._urgent:
+                break
+            n += 1
+        return n
 
     async def aclose(self) -> None:
         """Cancel the batches in progress and the queued requests (their waiters get
@@ -198,7 +218,8 @@ class Coalescer(Generic[I, R]):
         call, else after the window)."""
         if self._closed:
             return
-        self._pending = [(i, f) for i, f in self._pending if not f.done()]
+        while self._pending and self._pending[0][1].done():  # waiters gone before their call
+            del self._pending[0]
         while len(self._pending) >= self.max_size and self._in_flight < self._max_in_flight:
             self._dispatch()
         if not self._pending or self._in_flight:
@@ -222,7 +243,10 @@ class Coalescer(Generic[I, R]):
         return task
 
     def _dispatch(self) -> None:
-        batch, self._pending = self._pending[: self.max_size], self._pending[self.max_size :]
+        # In place: a sweep as wide as the cluster queues thousands of requests at once, and
+        # copying the rest of the list for every batch (or every request) would be quadratic.
+        batch = self._pending[: self.max_size]
+        del self._pending[: self.max_size]
         ahead = self._fill(batch)
         self._in_flight += 1
         self._spawn(self._run([*batch, *ahead]), "call")

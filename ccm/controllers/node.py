@@ -21,7 +21,12 @@ deliberate differences:
   ``instance_metadata_batch`` calls (:mod:`ccm.controllers.batching`); each Node keeps the
   semantics of the single call. A call with room also asks for the uninitialized Nodes waiting
   next in the work queue (read-ahead, keyed by the Node's resourceVersion), so a burst of new
-  Nodes costs about one call per ``max_batch_size`` Nodes whatever the apiserver's write latency.
+  Nodes costs about one call per ``max_batch_size`` Nodes whatever the apiserver's write latency;
+- initialization comes first: a tainted Node's key goes to the work queue's high lane (untainted
+  Nodes, which a start-up or relist re-adds by the thousand, to the low lane); while a Node is
+  being initialized the address refresh makes one cloud call at a time
+  (:class:`ccm.controllers.priority.PriorityGate`), and its batched metadata request goes ahead of
+  the refresh's waiting ones.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from ccm.cloudprovider import (
     NodeAddress,
     get_instance_provider_id,
 )
-from ccm.controllers import base, batching, cloudapi, nodeutil
+from ccm.controllers import base, batching, cloudapi, nodeutil, priority
 from ccm.controllers.base import PeriodicLoop, WorkQueueLoop
 from ccm.errors import (
     CCMError,
@@ -115,6 +120,8 @@ class CloudNodeController:
         self._batch_window = batch_window
         self._batch_cap: InstancesBatch | None = None
         self._coalescer: batching.Coalescer[Node, InstanceMetadata | None] | None = None
+        #: Initializations are urgent; the address refresh yields to them.
+        self.gate = priority.PriorityGate()
         self.queue: workqueue.WorkQueue[str] = queue or workqueue.WorkQueue(
             names.QUEUE_NODES, rate_limiter=workqueue.default_controller_rate_limiter()
         )
@@ -130,7 +137,9 @@ class CloudNodeController:
     def _enqueue(self, obj: Mapping[str, Any]) -> None:
         name = (obj.get("metadata") or {}).get("name")
         if name:
-            self.queue.add(str(name))
+            # An initialized Node only has its labels re-checked: resync work.
+            tainted = nodeutil.find_taint(obj, wellknown.TAINT_UNINITIALIZED) is not None
+            self.queue.add(str(name), low=not tainted)
 
     async def run(self) -> None:
         """Wait for the Node cache, then run the workers and the periodic address refresh."""
@@ -168,7 +177,8 @@ class CloudNodeController:
             return
         _log.info("Initializing node %s with cloud provider", name)
         try:
-            await self._initialize(node)
+            with self.gate.urgent():
+                await self._initialize(node)
         except (
             CloudProviderError,
             CloudCallTimeoutError,
@@ -187,7 +197,7 @@ class CloudNodeController:
     async def _initialize(self, node: Mapping[str, Any]) -> None:
         name = str(node["metadata"]["name"])
         try:
-            metadata = await self._instance_metadata(node)
+            metadata = await self._instance_metadata(node, urgent=True)
         except CloudProviderError as exc:
             raise NodeInitializationError(
                 f"failed to get instance metadata for node {name}: {exc}"
@@ -280,18 +290,23 @@ class CloudNodeController:
                 views.append(Node(node))
         return views
 
-    async def _v2_metadata(self, v2: InstancesV2, view: Node) -> InstanceMetadata | None:
-        """InstancesV2 metadata of one Node: through the batch coalescer when offered."""
+    async def _v2_metadata(
+        self, v2: InstancesV2, view: Node, *, urgent: bool = False
+    ) -> InstanceMetadata | None:
+        """InstancesV2 metadata of one Node: through the batch coalescer when offered (an
+        ``urgent`` request ahead of the others)."""
         coalescer = self._metadata_coalescer()
         if coalescer is not None:
-            return await coalescer.submit(view)
+            return await coalescer.submit(view, urgent=urgent)
         return await self._call(v2.instance_metadata(view), "instance_metadata")
 
-    async def _instance_metadata(self, node: Mapping[str, Any]) -> InstanceMetadata | None:
+    async def _instance_metadata(
+        self, node: Mapping[str, Any], *, urgent: bool = False
+    ) -> InstanceMetadata | None:
         view = Node(node)
         v2 = self._cloud.instances_v2()
         if v2 is not None:
-            md = await self._v2_metadata(v2, view)
+            md = await self._v2_metadata(v2, view, urgent=urgent)
             if md is not None and not md.provider_id:
                 if not view.provider_id:
                     raise NodeInitializationError(
@@ -428,7 +443,8 @@ class CloudNodeController:
         async def refresh(node: Mapping[str, Any]) -> None:
             name = node["metadata"]["name"]
             try:
-                addresses = await self._instance_addresses(node)
+                async with self.gate.background():
+                    addresses = await self._instance_addresses(node)
             except (CCMError, TimeoutError) as exc:
                 _log.error("Error getting instance metadata for node addresses: %s", exc)
                 return

@@ -20,6 +20,10 @@ Deliberate differences from upstream:
   judged on both the version the controller last processed and the informer's current one (upstream
   still calls ``UpdateLoadBalancer`` for it until the service worker gets to it, racing the
   delete); a Service gone from the informer is left to the delete path too;
+- a Service without a load balancer yet comes first: its key goes to the service queue's high lane,
+  while a Service that already shows an ingress (re-added by a start-up or relist) and the retries
+  of a node sync go to the low lane; while such a first sync runs, the node sync makes one cloud
+  call at a time (:class:`ccm.controllers.priority.PriorityGate`);
 - every cloud call is bounded by ``--cloud-call-timeout``;
 - providers get read-only views (:mod:`ccm.cloudprovider.objects`), never cache objects.
 """
@@ -27,6 +31,7 @@ Deliberate differences from upstream:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
@@ -35,7 +40,7 @@ from typing import Any, Protocol, TypeVar
 
 from ccm import clock, logs, metrics, names, wellknown
 from ccm.cloudprovider import CloudProvider, LoadBalancer, LoadBalancerStatus, Node, Service
-from ccm.controllers import base, cloudapi
+from ccm.controllers import base, cloudapi, priority
 from ccm.controllers import servicehelpers as helpers
 from ccm.controllers.base import WorkQueueLoop
 from ccm.errors import CCMError, CloudCallTimeoutError, ImplementedElsewhereError, NotFoundError
@@ -86,6 +91,17 @@ def _uid(obj: Mapping[str, Any]) -> str:
 
 def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _served(svc: Mapping[str, Any]) -> bool:
+    """Whether a Service wanting a load balancer shows one already (a sync of it is a resync)."""
+    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+    return (
+        bool(ingress)
+        and helpers.wants_load_balancer(svc)
+        and not helpers.needs_cleanup(svc)
+        and not (svc.get("metadata") or {}).get("deletionTimestamp")
+    )
 
 
 class ServiceController:
@@ -152,6 +168,8 @@ class ServiceController:
         self.last_synced_nodes: dict[str, list[Mapping[str, Any]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._node_views: dict[str, tuple[str, Node]] = {}
+        #: First syncs of Services are urgent; the node sync yields to them.
+        self.gate = priority.PriorityGate()
         services.add_handler(
             on_add=self._on_service_add,
             on_update=self._on_service_update,
@@ -166,7 +184,7 @@ class ServiceController:
     def _on_service_add(self, svc: Mapping[str, Any]) -> None:
         # needs_cleanup here is the remedy for changes missed while ccm was down.
         if helpers.wants_load_balancer(svc) or helpers.needs_cleanup(svc):
-            self.service_queue.add(helpers.service_key(svc))
+            self.service_queue.add(helpers.service_key(svc), low=_served(svc))
 
     def _on_service_update(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
         if helpers.needs_update(old, new) or helpers.needs_cleanup(new):
@@ -320,8 +338,10 @@ class ServiceController:
                 await self._process_load_balancer_delete(cached, key)
             # Always cache: a delete whose Service is already gone needs this copy.
             self.cache[key] = svc
+            urgent = self.gate.urgent() if not _served(svc) else contextlib.nullcontext()
             try:
-                op = await self._sync_load_balancer_if_needed(svc, key)
+                with urgent:
+                    op = await self._sync_load_balancer_if_needed(svc, key)
             except Exception as exc:
                 self._event(
                     svc,
@@ -485,7 +505,7 @@ class ServiceController:
 
     async def _process_node_key(self, _key: str) -> None:
         for key in sorted(await self.sync_nodes()):
-            self.service_queue.add(key)
+            self.service_queue.add(key, low=True)
 
     async def sync_nodes(self) -> set[str]:
         """Update the backends of every cached LoadBalancer Service; return the keys to retry."""
@@ -540,7 +560,8 @@ class ServiceController:
                 return False
             _log.log(logs.v(4), "nodeSyncService started for service %s", key)
             try:
-                await self._update_load_balancer_hosts(svc, new_nodes)
+                async with self.gate.background():
+                    await self._update_load_balancer_hosts(svc, new_nodes)
             except Exception as exc:
                 _log.error("failed to update load balancer hosts for service %s: %s", key, exc)
                 metrics.SERVICE_NODESYNC_ERROR.inc()

@@ -11,6 +11,14 @@ Ports ``k8s.io/client-go/util/workqueue`` (``queue.go``, ``delaying_queue.go``,
 * after :meth:`WorkQueue.shutdown`, adds are ignored and :meth:`WorkQueue.get` hands out what is
   still queued, then raises :class:`ShutDown`.
 
+Beyond upstream, two lanes: ``add(item, low=True)`` queues resync work (a relist or start-up
+re-adding every key, a periodic sweep's retries) behind new work (the default lane), so an object
+never seen before is not queued behind thousands of keys that are only being re-checked. An item
+queued in the low lane moves to the high lane when it is added again as new work (never the other
+way). While both lanes hold items, one item in every ``low_share`` handed out comes from the low
+lane, so resync work is slowed, never starved. Retries (``add_after`` and ``add_rate_limited`` of
+an item being processed) keep the lane the item was handed out from.
+
 All time comes from the running loop (:mod:`ccm.clock`); delays are ``loop.call_at`` timers, so the
 queue owns no task and looptime drives it in tests. Items must be hashable. Not thread-safe: use it
 from one event loop.
@@ -145,18 +153,32 @@ class WorkQueue(Generic[T]):
                 queue.done(key)
     """
 
-    def __init__(self, name: str, *, rate_limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self, name: str, *, rate_limiter: RateLimiter | None = None, low_share: int = 10
+    ) -> None:
+        if low_share < 2:
+            raise ValueError(f"low_share must be >= 2, got {low_share}")
         self.name = name
         self.rate_limiter: RateLimiter = rate_limiter or default_controller_rate_limiter()
-        self._queue: collections.deque[T] = collections.deque()
-        self._dirty: set[T] = set()
+        self.low_share = low_share
+        # Two FIFO lanes of (sequence, item). An entry is live while _queued[item] is its
+        # sequence; a promotion to the high lane leaves a stale entry behind in the low lane,
+        # skipped when it comes up (cheaper than removing it from the middle of a deque).
+        self._high: collections.deque[tuple[int, T]] = collections.deque()
+        self._low: collections.deque[tuple[int, T]] = collections.deque()
+        self._queued: dict[T, int] = {}  # item -> sequence of its live lane entry
+        self._n_low = 0  # live entries of the low lane
+        self._high_streak = 0  # high-lane items handed out in a row while the low lane waited
+        self._dirty: dict[T, bool] = {}  # item -> queued (or to queue on done) in the low lane
         self._processing: dict[T, float] = {}  # item -> loop time it was handed out
+        self._processing_low: set[T] = set()  # items handed out from the low lane
         self._added_at: dict[T, float] = {}  # item -> loop time it was (first) queued
         self._shutting_down = False
         self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._drained: list[asyncio.Future[None]] = []
         # Delaying part: the earliest deadline per item, a heap with lazy deletion, one timer.
         self._waiting: dict[T, float] = {}
+        self._waiting_low: set[T] = set()  # delayed items that will be added to the low lane
         self._heap: list[tuple[float, int, T]] = []
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -171,28 +193,44 @@ class WorkQueue(Generic[T]):
 
     def __repr__(self) -> str:
         return (
-            f"<WorkQueue {self.name!r} queued={len(self._queue)} "
+            f"<WorkQueue {self.name!r} queued={len(self._queued)} low={self._n_low} "
             f"processing={len(self._processing)} waiting={len(self._waiting)}>"
         )
 
     # -- basic queue -------------------------------------------------------------------------
 
-    def add(self, item: T) -> None:
-        """Queue ``item`` unless already queued; if it is being processed, queue it on done."""
+    def add(self, item: T, *, low: bool = False) -> None:
+        """Queue ``item`` unless already queued; if it is being processed, queue it on done.
+
+        ``low=True`` queues it in the low (resync) lane; an item already queued there moves to
+        the high lane when added without ``low``.
+        """
         if self._shutting_down:
             return
-        if item in self._dirty:
+        queued_low = self._dirty.get(item)
+        if queued_low is not None:
+            if queued_low and not low:
+                self._promote(item)
             return
         self._m_adds.inc()
-        self._dirty.add(item)
+        self._dirty[item] = low
         if item in self._processing:
             return
-        self._push(item)
+        self._push(item, low)
 
-    def _push(self, item: T) -> None:
+    def _promote(self, item: T) -> None:
+        self._dirty[item] = False
+        if item in self._queued:  # else it is being processed: it is queued high on done
+            self._n_low -= 1
+            self._push(item, False)  # the low-lane entry becomes stale
+
+    def _push(self, item: T, low: bool) -> None:
         self._added_at.setdefault(item, clock.monotonic())
-        self._queue.append(item)
-        self._m_depth.set(len(self._queue))
+        if low and item not in self._queued:
+            self._n_low += 1
+        seq = self._queued[item] = next(self._seq)
+        (self._low if low else self._high).append((seq, item))
+        self._m_depth.set(len(self._queued))
         self._wakeup_one()
 
     def _wakeup_one(self) -> None:
@@ -210,7 +248,7 @@ class WorkQueue(Generic[T]):
 
     async def get(self) -> T:
         """Wait for the next item and mark it as being processed. Raises :class:`ShutDown`."""
-        while not self._queue:
+        while not self._queued:
             if self._shutting_down:
                 raise ShutDown(f"work queue {self.name!r} is shut down")
             getter = asyncio.get_running_loop().create_future()
@@ -219,30 +257,49 @@ class WorkQueue(Generic[T]):
                 await getter
             except asyncio.CancelledError:
                 # If we were woken and then cancelled, pass the wake-up on so no item is stranded.
-                if getter.done() and not getter.cancelled() and self._queue:
+                if getter.done() and not getter.cancelled() and self._queued:
                     self._wakeup_one()
                 elif not getter.done():
                     getter.cancel()
                 raise
-        item = self._queue.popleft()
+        item, low = self._pop()
         now = clock.monotonic()
         added = self._added_at.pop(item, None)
         if added is not None:
             self._m_queue_duration.observe(max(0.0, now - added))
         self._processing[item] = now
-        self._dirty.discard(item)
-        self._m_depth.set(len(self._queue))
+        if low:
+            self._processing_low.add(item)
+        del self._dirty[item]
+        self._m_depth.set(len(self._queued))
         self._update_unfinished(now)
         return item
+
+    def _pop(self) -> tuple[T, bool]:
+        """The next live item and whether it came from the low lane (at least one is queued)."""
+        n_high = len(self._queued) - self._n_low
+        low = n_high == 0 or (self._n_low > 0 and self._high_streak >= self.low_share - 1)
+        self._high_streak = self._high_streak + 1 if not low and self._n_low else 0
+        lane = self._low if low else self._high
+        while True:
+            seq, item = lane.popleft()
+            if self._queued.get(item) == seq:
+                break
+        del self._queued[item]
+        if low:
+            self._n_low -= 1
+        return item, low
 
     def done(self, item: T) -> None:
         """Mark ``item`` as finished; if it was re-added meanwhile, it is queued again now."""
         started = self._processing.pop(item, None)
+        self._processing_low.discard(item)
         now = clock.monotonic()
         if started is not None:
             self._m_work_duration.observe(max(0.0, now - started))
-        if item in self._dirty:
-            self._push(item)
+        low = self._dirty.get(item)
+        if low is not None and started is not None:
+            self._push(item, low)
         self._update_unfinished(now)
         if not self._processing:
             for fut in self._drained:
@@ -261,14 +318,27 @@ class WorkQueue(Generic[T]):
 
     def __len__(self) -> int:
         """Items queued and not yet handed out (upstream ``Len``; excludes delayed items)."""
-        return len(self._queue)
+        return len(self._queued)
+
+    @property
+    def low_len(self) -> int:
+        """Items queued in the low (resync) lane and not yet handed out."""
+        return self._n_low
 
     def __contains__(self, item: object) -> bool:
         return item in self._dirty
 
     def peek(self, limit: int) -> list[T]:
-        """The next ``limit`` items :meth:`get` will hand out, in order (a look, nothing moves)."""
-        return list(itertools.islice(self._queue, max(0, limit)))
+        """Up to ``limit`` queued items, the high lane first, each lane in order: the order
+        :meth:`get` hands them out, but for the low lane's share (a look, nothing moves)."""
+        found: list[T] = []
+        for lane in (self._high, self._low):
+            for seq, item in lane:
+                if len(found) >= limit:
+                    return found
+                if self._queued.get(item) == seq:  # skip the stale entries promotions leave
+                    found.append(item)
+        return found
 
     @property
     def processing(self) -> frozenset[T]:
@@ -288,6 +358,7 @@ class WorkQueue(Generic[T]):
             self._timer = None
             self._timer_at = None
         self._waiting.clear()
+        self._waiting_low.clear()
         self._heap.clear()
         self._wakeup_all()
 
@@ -311,15 +382,25 @@ class WorkQueue(Generic[T]):
 
     # -- delaying ----------------------------------------------------------------------------
 
-    def add_after(self, item: T, delay: float) -> None:
-        """Add ``item`` after ``delay`` seconds; an earlier pending deadline for it wins."""
+    def add_after(self, item: T, delay: float, *, low: bool | None = None) -> None:
+        """Add ``item`` after ``delay`` seconds; an earlier pending deadline for it wins.
+
+        ``low``: the lane (see :meth:`add`); ``None`` keeps the lane of an item being processed
+        (a retry) and is the high lane otherwise. Of two pending adds, the high lane wins.
+        """
         if self._shutting_down:
             return
+        if low is None:
+            low = item in self._processing_low
         if delay <= 0:
-            self.add(item)
+            self.add(item, low=low)
             return
         deadline = clock.monotonic() + delay
         current = self._waiting.get(item)
+        if not low:
+            self._waiting_low.discard(item)
+        elif current is None:
+            self._waiting_low.add(item)
         if current is not None and current <= deadline:
             return
         self._waiting[item] = deadline
@@ -352,18 +433,21 @@ class WorkQueue(Generic[T]):
             deadline, _, item = heapq.heappop(self._heap)
             if self._waiting.get(item) == deadline:
                 del self._waiting[item]
-                self.add(item)
+                low = item in self._waiting_low
+                self._waiting_low.discard(item)
+                self.add(item, low=low)
         if self._heap:
             self._schedule()
 
     # -- rate limiting -----------------------------------------------------------------------
 
-    def add_rate_limited(self, item: T) -> None:
-        """Add ``item`` after the delay its rate limiter gives (counts as a retry)."""
+    def add_rate_limited(self, item: T, *, low: bool | None = None) -> None:
+        """Add ``item`` after the delay its rate limiter gives (counts as a retry); ``low`` as
+        in :meth:`add_after`."""
         if self._shutting_down:
             return
         self._m_retries.inc()
-        self.add_after(item, self.rate_limiter.when(item))
+        self.add_after(item, self.rate_limiter.when(item), low=low)
 
     def forget(self, item: T) -> None:
         """Clear ``item``'s failure history (call after a successful reconcile)."""
