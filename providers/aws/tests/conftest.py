@@ -39,8 +39,9 @@ def cluster_id() -> str:
 
 @pytest.fixture
 def network(console: Ec2Console, cluster_id: str) -> dict[str, Any]:
-    """A VPC tagged for this test's cluster, one subnet in each of two zones."""
-    return console.create_network(cluster_id)
+    """A VPC tagged for this test's cluster, one subnet in each of two zones; its CIDR is random
+    so that instances of different tests get different private DNS names (Node names)."""
+    return console.create_network(cluster_id, cidr=f"10.{secrets.randbelow(250) + 1}.0.0/16")
 
 
 @pytest.fixture

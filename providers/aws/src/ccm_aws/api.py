@@ -192,7 +192,7 @@ class AWSApi:
         log_path = os.environ.get(ACTION_LOG_ENV)
         self._observers: list[Callable[..., None]] = [_ActionLog(log_path)] if log_path else []
         self._botocore_config = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
             max_pool_connections=MAX_POOL_CONNECTIONS,
@@ -209,7 +209,7 @@ class AWSApi:
             for client in self._clients.values():
                 client.meta.events.register("before-call", handler)
 
-    def _client_args(self, service: str) -> dict[str, Any]:
+    def client_args(self, service: str) -> dict[str, Any]:
         args: dict[str, Any] = {"region_name": self.region, "config": self._botocore_config}
         override = self.config.override_for(service, self.region)
         if override is not None:
@@ -229,7 +229,7 @@ class AWSApi:
         extra: dict[str, Any] = {"RoleSessionName": "ccm-aws"}
         if self.config.source_arn:
             extra["SourceIdentity"] = self.config.source_arn.rsplit("/", 1)[-1][:64]
-        sts_args = self._client_args("sts")
+        sts_args = self.client_args("sts")
 
         def create_client(service: str, **kwargs: Any) -> Any:
             kwargs.update(sts_args)
@@ -257,7 +257,7 @@ class AWSApi:
         with self._lock:
             client = self._clients.get(service)
             if client is None:
-                client = self.session.client(service, **self._client_args(service))
+                client = self.session.client(service, **self.client_args(service))
                 for handler in self._observers:
                     client.meta.events.register("before-call", handler)
                 self._clients[service] = client

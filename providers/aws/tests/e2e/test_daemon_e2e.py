@@ -1,0 +1,164 @@
+"""End to end: the ``ccm`` daemon with ``--cloud-provider aws`` (found by its entry point), moto's
+EC2 over HTTP and the real kube-apiserver. Nodes named like EC2 private DNS names in two zones are
+initialized from their instances; a terminated instance's Node is deleted; a stopped one's Node is
+kept with the shutdown taint."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ccm_aws.instances import LABEL_ZONE_ID
+from ccm_aws.testing import Ec2Console
+
+from ccm import wellknown
+from ccm.testing.controlplane import ControlPlane
+from ccm.testing.daemon import Daemon
+
+pytestmark = pytest.mark.e2e
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _ready(ready: bool) -> dict[str, Any]:
+    return {
+        "type": "Ready",
+        "status": "True" if ready else "False",
+        "reason": "KubeletReady" if ready else "KubeletNotReady",
+        "message": "test",
+        "lastHeartbeatTime": _now(),
+        "lastTransitionTime": _now(),
+    }
+
+
+def wait(predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+@pytest.fixture
+def core(k8s_admin: Any) -> Iterator[Any]:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    api = client.CoreV1Api(k8s_admin)
+    created: list[str] = []
+    api.created = created
+    yield api
+    for name in created:
+        try:
+            api.delete_node(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def register_node(core: Any, name: str) -> None:
+    """As a kubelet with --cloud-provider=external registers itself."""
+    core.create_node(
+        {
+            "metadata": {"name": name, "labels": {wellknown.LABEL_HOSTNAME: name}},
+            "spec": {
+                "taints": [
+                    {"key": wellknown.TAINT_UNINITIALIZED, "value": "true", "effect": "NoSchedule"}
+                ]
+            },
+            "status": {"conditions": [_ready(True)]},
+        }
+    )
+    core.created.append(name)
+
+
+def test_aws_provider_initializes_deletes_and_taints_nodes(
+    control_plane: ControlPlane,
+    core: Any,
+    console: Ec2Console,
+    network: dict[str, Any],
+    cluster_id: str,
+    config_text: str,
+    tmp_path: Path,
+    unique_name: Callable[..., str],
+) -> None:
+    zones = sorted(network["subnets"])
+    instances = [
+        console.run_instance(network["subnets"][zones[i % 2]], cluster_id=cluster_id)
+        for i in range(4)
+    ]
+    names = [str(i["PrivateDnsName"]) for i in instances]
+    for name in names:
+        register_node(core, name)
+    config = tmp_path / "cloud.conf"
+    config.write_text(config_text)
+    daemon = Daemon(
+        [
+            "--cloud-provider=aws",
+            f"--cloud-config={config}",
+            f"--kubeconfig={control_plane.kubeconfig_path}",
+            f"--leader-elect-resource-name={unique_name('lease')}",
+            "--node-monitor-period=1s",
+            "-v",
+            "2",
+        ],
+        log_dir=tmp_path,
+    )
+    with daemon.start():
+        # 1. Initialization from EC2.
+        for instance, name in zip(instances, names, strict=True):
+            node = wait(
+                lambda n=name: (
+                    (
+                        (node := core.read_node(n)).spec.taints is None
+                        or all(t.key != wellknown.TAINT_UNINITIALIZED for t in node.spec.taints)
+                    )
+                    and core.read_node(n)
+                ),
+                f"{name} initialized",
+            )
+            zone = instance["Placement"]["AvailabilityZone"]
+            assert node.spec.provider_id == f"aws:///{zone}/{instance['InstanceId']}"
+            labels = node.metadata.labels
+            assert labels[wellknown.LABEL_INSTANCE_TYPE] == "t3.medium"
+            assert labels[wellknown.LABEL_ZONE] == zone
+            assert labels[wellknown.LABEL_REGION] == "us-east-1"
+            assert labels[LABEL_ZONE_ID] == console.zone_id(zone)
+            node = wait(lambda n=name: (x := core.read_node(n)).status.addresses and x, "addresses")
+            assert [(a.type, a.address) for a in node.status.addresses] == [
+                ("InternalIP", instance["PrivateIpAddress"]),
+                ("InternalDNS", name),
+                ("Hostname", name),
+            ]
+        assert {core.read_node(n).metadata.labels[wellknown.LABEL_ZONE] for n in names} == set(
+            zones
+        )
+
+        # 2. Terminated → Node deleted; stopped → Node kept, tainted shutdown.
+        _, _, doomed, stopped = names
+        console.terminate(instances[2]["InstanceId"])
+        console.stop(instances[3]["InstanceId"])
+        for name in (doomed, stopped):
+            core.patch_node_status(name, {"status": {"conditions": [_ready(False)]}})
+        wait(
+            lambda: doomed not in {n.metadata.name for n in core.list_node().items},
+            "the terminated instance's Node deleted",
+        )
+        wait(
+            lambda: any(
+                t.key == wellknown.TAINT_SHUTDOWN for t in core.read_node(stopped).spec.taints or []
+            ),
+            "the stopped instance's Node tainted",
+        )
+        assert core.read_node(stopped).spec.provider_id
+        assert {n.metadata.name for n in core.list_node().items} >= set(names) - {doomed}
+    log = daemon.log()
+    assert f"AWS cloud filtering on ClusterID: {cluster_id}" in log
+    assert "does not implement the optional interface Instances" in log
