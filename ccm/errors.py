@@ -11,13 +11,15 @@ Kubernetes API errors that ``ccm.kube`` translates at its boundary.
     CCMError
     ├── ConfigError                      bad flags, unreadable or malformed files (CLI: exit 1, one
     line)
-    │   └── UnknownProviderError         --cloud-provider names no installed provider
+    │   ├── UnknownProviderError         --cloud-provider names no installed provider
+    │   └── ConfigFileError              a provider's --cloud-config: names the file and the field
     ├── CloudProviderError               anything a provider raises about the cloud
     │   ├── InstanceNotFoundError        "instance not found"
     │   ├── NotImplementedByProviderError  "unimplemented"
     │   ├── ImplementedElsewhereError    "implemented by alternate to cloud provider"
     │   ├── DiskNotFoundError            "disk is not found"
-    │   └── RetryAfterError              ask for a requeue after exactly ``delay`` seconds
+    │   ├── RetryAfterError              ask for a requeue after exactly ``delay`` seconds
+    │   └── RetriesExhaustedError        transient failures outlasted the retry policy
     ├── CloudCallTimeoutError            a cloud call ran longer than --cloud-call-timeout
     └── KubeError                        the Kubernetes API said no, or could not be reached
         └── ApiError                     an HTTP status from the apiserver
@@ -43,6 +45,7 @@ __all__ = [
     "CloudCallTimeoutError",
     "CloudProviderError",
     "ConfigError",
+    "ConfigFileError",
     "ConflictError",
     "DiskNotFoundError",
     "ForbiddenError",
@@ -53,6 +56,7 @@ __all__ = [
     "KubeError",
     "NotFoundError",
     "NotImplementedByProviderError",
+    "RetriesExhaustedError",
     "RetryAfterError",
     "ServerError",
     "TooManyRequestsError",
@@ -81,6 +85,22 @@ class UnknownProviderError(ConfigError):
         self.installed = sorted(installed)
         listed = ", ".join(self.installed) or "none"
         super().__init__(f'unknown cloud provider "{name}" (installed providers: {listed})')
+
+
+class ConfigFileError(ConfigError):
+    """A configuration file is malformed or holds a bad value: one line naming the file
+    (``source``), the field (``field``, dotted, e.g. ``retries.attempts``) or the ``line``, and
+    what is wrong (``reason``)."""
+
+    def __init__(
+        self, source: str, reason: str, *, field: str = "", line: int | None = None
+    ) -> None:
+        self.source = source
+        self.reason = reason
+        self.field = field
+        self.line = line
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {field}: {reason}" if field else f"{where}: {reason}")
 
 
 class CloudProviderError(CCMError):
@@ -128,6 +148,18 @@ class RetryAfterError(CloudProviderError):
             raise ValueError("RetryAfterError delay must be >= 0")
         super().__init__(message)
         self.delay = float(delay)
+
+
+class RetriesExhaustedError(CloudProviderError):
+    """A cloud call kept failing transiently (5xx, connection reset, timeout) until its retry
+    policy gave up (``ccm.cloudprovider.retry``). ``call`` names the call, ``attempts`` counts the
+    tries; the last failure is the ``__cause__``."""
+
+    def __init__(self, call: str, attempts: int, last: BaseException) -> None:
+        self.call = call
+        self.attempts = attempts
+        detail = str(last) or type(last).__name__
+        super().__init__(f"{call}: gave up after {attempts} attempts: {detail}")
 
 
 class CloudCallTimeoutError(CCMError):

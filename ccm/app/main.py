@@ -21,7 +21,7 @@ from importlib import metadata
 from ccm import logs
 from ccm.app import manager as managermod
 from ccm.app import options as optionsmod
-from ccm.cloudprovider import init_cloud_provider
+from ccm.cloudprovider import BlockingPool, init_cloud_provider, use_pool
 from ccm.errors import CCMError, ConfigError
 from ccm.leaderelection import LeadershipLostError
 
@@ -38,6 +38,22 @@ def version() -> str:
 
 
 async def _serve(
+    opts: optionsmod.Options,
+    *,
+    controllers: dict[str, managermod.ControllerSpec] | None,
+    client_names: dict[str, str] | None,
+) -> int:
+    """Run the daemon inside its pool for blocking SDK calls: created before the provider (whose
+    factory may already call ``run_blocking``), shut down after the provider's ``aclose``."""
+    pool = BlockingPool(opts.cloud_thread_count(), name="ccm-cloud")
+    try:
+        with use_pool(pool):
+            return await _serve_provider(opts, controllers=controllers, client_names=client_names)
+    finally:
+        await pool.aclose(opts.shutdown_grace_period)
+
+
+async def _serve_provider(
     opts: optionsmod.Options,
     *,
     controllers: dict[str, managermod.ControllerSpec] | None,

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from ccm import names, wellknown
+from ccm.cloudprovider.durations import parse_duration
 from ccm.errors import ConfigError
 
 __all__ = [
@@ -28,29 +28,6 @@ __all__ = [
     "parse_bool",
     "parse_duration",
 ]
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go duration string (``"1m30s"`` → 90.0). ``"0"`` is allowed."""
-    s = text.strip()
-    if s in ("0", "+0", "-0"):
-        return 0.0
-    sign = -1.0 if s.startswith("-") else 1.0
-    s = s.lstrip("+-")
-    pos, total = 0, 0.0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None:
-            raise ValueError(f"invalid duration {text!r}")
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if not s:
-        raise ValueError(f"invalid duration {text!r}")
-    return sign * total
-
 
 #: Upstream's values for the four settings whose ccm defaults are higher. Upstream chose them
 #: before API Priority and Fairness (GA in 1.29) bounded every client on the server side; with
@@ -128,6 +105,14 @@ class Options:
     cloud_call_timeout: float = 60.0  # ccm: bound on every cloud call made by a controller
     shutdown_grace_period: float = 5.0  # ccm: how long SIGTERM waits for controllers to stop
     concurrent_node_lifecycle_syncs: int = 10  # ccm: Nodes checked at once in a lifecycle sweep
+    cloud_threads: int = 0  # ccm: threads for blocking SDK calls; 0 = cloud_thread_count()
+
+    def cloud_thread_count(self) -> int:
+        """``--cloud-threads``, or when 0 the node and service workers plus 4 (the route and
+        lifecycle loops): the size of the pool that runs blocking SDK calls."""
+        if self.cloud_threads > 0:
+            return self.cloud_threads
+        return self.concurrent_node_syncs + self.concurrent_service_syncs + 4
 
     def cluster_cidrs(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """``--cluster-cidr`` parsed: one CIDR, or two of different IP families (dual-stack)."""
@@ -367,6 +352,13 @@ def build_parser(prog: str = "ccm", defaults: Options | None = None) -> argparse
         help="ccm: NotReady Nodes the node lifecycle controller checks in the cloud at once.",
     )
     flag(
+        "--cloud-threads",
+        type=int,
+        metavar="N",
+        help="ccm: threads running blocking cloud SDK calls (run_blocking); 0 means "
+        "--concurrent-node-syncs + --concurrent-service-syncs + 4.",
+    )
+    flag(
         "--shutdown-grace-period",
         type=_duration,
         metavar="DURATION",
@@ -406,6 +398,8 @@ def validate(opts: Options) -> None:
     ):
         if value <= 0:
             raise ConfigError(f"{flag_name} must be greater than 0, got {value}")
+    if opts.cloud_threads < 0:
+        raise ConfigError(f"--cloud-threads must be >= 0, got {opts.cloud_threads}")
     if opts.concurrent_node_status_updates < 0:
         raise ConfigError("--concurrent-node-status-updates must be >= 0")
     if opts.concurrent_node_lifecycle_syncs <= 0:

@@ -1,6 +1,7 @@
 """The provider contract: the only package (with ccm.errors and ccm.wellknown) a provider
 imports."""
 
+from ccm.cloudprovider.blocking import BlockingPool, current_pool, run_blocking, use_pool
 from ccm.cloudprovider.helpers import (
     default_load_balancer_name,
     get_instance_provider_id,
@@ -41,6 +42,7 @@ from ccm.cloudprovider.types import (
 __all__ = [
     "CAPABILITIES",
     "ENTRY_POINT_GROUP",
+    "BlockingPool",
     "CloudProvider",
     "Clusters",
     "InitContext",
@@ -60,12 +62,15 @@ __all__ = [
     "Service",
     "Zone",
     "Zones",
+    "current_pool",
     "default_load_balancer_name",
     "get_instance_provider_id",
     "init_cloud_provider",
     "installed_providers",
     "is_cloud_provider",
     "register",
+    "run_blocking",
     "split_provider_id",
     "unregister",
+    "use_pool",
 ]

@@ -13,6 +13,7 @@ loaded, so a broken plugin cannot break another.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import threading
@@ -26,6 +27,7 @@ from ccm.errors import ConfigError, UnknownProviderError
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ProviderFactory",
+    "cloud_config_path",
     "init_cloud_provider",
     "installed_providers",
     "is_cloud_provider",
@@ -42,6 +44,17 @@ ProviderFactory = Callable[[bytes | None], CloudProvider | Awaitable[CloudProvid
 _log = logging.getLogger("ccm.cloudprovider")
 _lock = threading.Lock()
 _registered: dict[str, ProviderFactory] = {}
+# The --cloud-config path while a factory runs: ccm.cloudprovider.config names it in its errors
+# (a factory only gets the file's bytes).
+_config_path: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "ccm_cloud_config_path", default=None
+)
+
+
+def cloud_config_path() -> str | None:
+    """The ``--cloud-config`` path while :func:`init_cloud_provider` runs a provider factory
+    (``None`` otherwise): for error messages that name the file."""
+    return _config_path.get()
 
 
 def register(name: str, factory: ProviderFactory) -> None:
@@ -120,6 +133,7 @@ async def init_cloud_provider(name: str, config_path: str | None) -> CloudProvid
             raise ConfigError(
                 f"couldn't open cloud provider configuration {config_path}: {exc.strerror or exc}"
             ) from exc
+    token = _config_path.set(config_path or None)
     try:
         provider = factory(config)
         if inspect.isawaitable(provider):
@@ -128,6 +142,8 @@ async def init_cloud_provider(name: str, config_path: str | None) -> CloudProvid
         raise ConfigError(f'could not init cloud provider "{name}": {exc}') from exc
     except Exception as exc:
         raise ConfigError(f'could not init cloud provider "{name}": {exc}') from exc
+    finally:
+        _config_path.reset(token)
     if not isinstance(provider, CloudProvider):
         raise ConfigError(
             f'could not init cloud provider "{name}": factory returned '

@@ -109,17 +109,42 @@ def test_config_defaults_and_durations() -> None:
         b"endpoint: http://127.0.0.1:1/\ntimeouts: {request: 1500ms}\nretries: {maxBackoff: 1m}\n"
     )
     assert cfg.endpoint == "http://127.0.0.1:1"
-    assert cfg.request_timeout == 1.5
-    assert cfg.max_backoff == 60.0
-    assert cfg.retry_attempts == 4
+    assert cfg.timeouts.request == 1.5
+    assert cfg.retries.max_backoff == 60.0
+    assert cfg.retries.attempts == 4
     assert cfg.token is None
+
+
+def test_config_in_the_ini_shape_and_a_token_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRIVATE_CLOUD_TEST_TOKEN", "from-env")
+    cfg = PrivateCloudConfig.parse(
+        b"""
+; the same settings as the YAML, in gcfg's INI dialect
+[Global]
+Endpoint = http://127.0.0.1:1
+ClusterName = "blue"
+[Credentials]
+Token = env:PRIVATE_CLOUD_TEST_TOKEN
+[Timeouts]
+Request = 1m30s
+[Retries]
+Attempts = 2
+initial-backoff = 50ms
+""",
+    )
+    assert (cfg.endpoint, cfg.cluster_name) == ("http://127.0.0.1:1", "blue")
+    assert cfg.token == "from-env"
+    assert cfg.timeouts.request == 90.0
+    assert (cfg.retries.attempts, cfg.retries.initial_backoff) == (2, 0.05)
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         pytest.param(b"", "needs --cloud-config", id="no config"),
-        pytest.param(b"- a list", "YAML mapping", id="not a mapping"),
+        pytest.param(b"- a list", "a mapping at the top", id="not a mapping"),
         pytest.param(b"endpoint: ftp://x", "http(s) URL", id="bad endpoint"),
         pytest.param(b"endpoint: http://x\nretries: {attempts: 0}", "attempts", id="attempts"),
         pytest.param(
@@ -262,10 +287,12 @@ async def test_4xx_is_never_retried(
 async def test_429_becomes_retry_after(
     provider: PrivateCloudProvider, admin: Callable[..., Any]
 ) -> None:
-    await admin("inject_fault", status=429, times=1)
+    before = (await admin("stats"))["requests"]
+    await admin("inject_fault", status=429, times=1, retry_after="7")
     with pytest.raises(RetryAfterError) as exc:
         await provider.list_routes(CLUSTER)
-    assert exc.value.delay >= 0
+    assert exc.value.delay == 7.0  # the API's Retry-After
+    assert (await admin("stats"))["requests"] - before == 1  # not retried in the provider
 
 
 async def test_connection_refused_is_retried_and_translated(tmp_path: Path) -> None:

@@ -36,8 +36,9 @@ Routes, scoped by cluster name::
 
 Test hooks (no token needed)::
 
-    POST   /admin/faults   {method, pathPrefix, status, times}  the next ``times`` matching requests
-                           fail with ``status`` (e.g. 503) before touching the database
+    POST   /admin/faults   {method, pathPrefix, status, times, retryAfter}  the next ``times``
+                           matching requests fail with ``status`` (e.g. 503) before touching the
+                           database, with a ``Retry-After: retryAfter`` header when given
     DELETE /admin/faults   clears them
     GET    /admin/stats    {"requests": n, "faulted": n}
     GET    /healthz
@@ -209,6 +210,7 @@ class _Fault:
     prefix: str
     status: int
     remaining: int
+    retry_after: str = ""
 
 
 @dataclass
@@ -240,7 +242,9 @@ class _Api:
                     fault.remaining -= 1
                     self.faulted += 1
                     return web.json_response(
-                        {"error": f"injected fault {fault.status}"}, status=fault.status
+                        {"error": f"injected fault {fault.status}"},
+                        status=fault.status,
+                        headers={"Retry-After": fault.retry_after} if fault.retry_after else None,
                     )
         try:
             return await handler(request)
@@ -501,6 +505,7 @@ class _Api:
                 prefix=str(data.get("pathPrefix", "/v1/")),
                 status=int(data.get("status", 503)),
                 remaining=int(data.get("times", 1)),
+                retry_after=str(data.get("retryAfter", "")),
             )
         except (TypeError, ValueError) as exc:
             raise ApiError(400, str(exc)) from exc

@@ -6,9 +6,9 @@ What a provider author must get right, and where this one does it:
   ``CloudProviderError`` (``raise ... from``), a 429 becomes ``RetryAfterError`` with the API's
   ``Retry-After`` delay, a machine that does not exist is ``instance_exists() -> False`` or
   ``InstanceNotFoundError`` as the contract says — and a *stopped* machine exists.
-* **Retries are bounded** (tenacity): connection errors, timeouts and 5xx answers are retried with
-  exponential backoff and jitter, at most ``retries.attempts`` tries; a 4xx is never retried (the
-  request is wrong, trying again cannot help).
+* **Retries are bounded** (:mod:`ccm.cloudprovider.retry`): connection errors, timeouts and 5xx
+  answers are retried with exponential backoff and jitter, at most ``retries.attempts`` tries; a
+  4xx is never retried (the request is wrong, trying again cannot help).
 * **Calls are cancellable**: nothing here swallows ``CancelledError``; the controllers bound every
   call with ``--cloud-call-timeout``.
 * **Cluster scoping**: load balancers are tagged with the cluster name, routes live in a
@@ -27,13 +27,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from ccm.cloudprovider import (
     CloudProvider,
@@ -48,9 +41,10 @@ from ccm.cloudprovider import (
     Routes,
     Service,
     default_load_balancer_name,
+    retry,
     split_provider_id,
 )
-from ccm.errors import CloudProviderError, InstanceNotFoundError, RetryAfterError
+from ccm.errors import CloudProviderError, InstanceNotFoundError
 from private_cloud.config import PrivateCloudConfig
 
 __all__ = ["PROVIDER_NAME", "PrivateCloudProvider", "factory"]
@@ -60,12 +54,28 @@ PROVIDER_NAME = "private-cloud"
 _log = logging.getLogger("private_cloud")
 
 
-class _TransientError(Exception):
-    """A failure worth retrying: connection error, timeout, 5xx."""
+class _HttpError(Exception):
+    """An error status from the API, before it is classified and translated."""
+
+    def __init__(self, status: int, message: str, retry_after: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
 
 
 class _NotFoundError(CloudProviderError):
     """The API answered 404."""
+
+
+def _classify(exc: Exception) -> retry.Verdict | None:
+    """HTTP statuses by the usual rules (5xx transient, 429 throttled with ``Retry-After``, 404
+    not found, other 4xx fatal); aiohttp's connection errors transient; the rest by default."""
+    if isinstance(exc, _HttpError):
+        return retry.classify_http_status(exc.status, retry_after=exc.retry_after)
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return retry.TRANSIENT
+    return None
 
 
 class PrivateCloudProvider(CloudProvider):
@@ -75,6 +85,12 @@ class PrivateCloudProvider(CloudProvider):
 
     def __init__(self, config: PrivateCloudConfig) -> None:
         self.config = config
+        self._retry = retry.RetryPolicy(
+            attempts=config.retries.attempts,
+            initial_backoff=config.retries.initial_backoff,
+            max_backoff=config.retries.max_backoff,
+            classify=_classify,
+        )
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
@@ -106,61 +122,41 @@ class PrivateCloudProvider(CloudProvider):
                 base_url=self.config.endpoint + "/",
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(
-                    total=self.config.request_timeout, connect=self.config.connect_timeout
+                    total=self.config.timeouts.request, connect=self.config.timeouts.connect
                 ),
             )
             self._session_loop = loop
         return self._session
 
     async def _once(self, method: str, path: str, body: Mapping[str, Any] | None) -> Any:
-        try:
-            async with self._client().request(method, path.lstrip("/"), json=body) as resp:
-                status = resp.status
-                text = await resp.text()
-                retry_after = resp.headers.get("Retry-After", "")
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise _TransientError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        async with self._client().request(method, path.lstrip("/"), json=body) as resp:
+            status = resp.status
+            text = await resp.text()
+            retry_after = resp.headers.get("Retry-After", "")
         if status < 300:
             return json.loads(text) if text else None
         try:
             message = str(json.loads(text).get("error", text))
         except (ValueError, AttributeError):
             message = text[:200]
-        where = f"private cloud API {method} /{path.lstrip('/')}"
-        if status >= 500:
-            raise _TransientError(f"HTTP {status}: {message}")
-        if status == 404:
-            raise _NotFoundError(f"{where}: {message}")
-        if status == 429:
-            try:
-                delay = max(float(retry_after), 0.0)
-            except ValueError:
-                delay = 1.0
-            raise RetryAfterError(f"{where}: rate limited: {message}", delay)
-        raise CloudProviderError(f"{where}: HTTP {status}: {message}")
+        raise _HttpError(status, message, retry_after)
 
     async def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        """One API call; transient failures retried with bounded exponential backoff."""
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.config.retry_attempts),
-            # initial, 2*initial, 4*initial ... capped at max, plus up to `initial` of jitter
-            wait=wait_exponential(
-                multiplier=self.config.initial_backoff, max=self.config.max_backoff
-            )
-            + wait_random(0, self.config.initial_backoff),
-            retry=retry_if_exception_type(_TransientError),
-            reraise=True,
-        )
+        """One API call under the retry policy (``retries`` in the config); errors translated.
+
+        5xx and connection errors are retried (then ``RetriesExhaustedError``), a 429 becomes
+        ``RetryAfterError`` with the API's ``Retry-After``, a 404 ``_NotFoundError`` (each caller
+        decides what it means), any other error status ``CloudProviderError``.
+        """
+        where = f"private cloud API {method} /{path.lstrip('/')}"
         try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._once(method, path, body)
-        except _TransientError as exc:
-            raise CloudProviderError(
-                f"private cloud API {method} /{path.lstrip('/')}: {exc} "
-                f"(gave up after {self.config.retry_attempts} attempts)"
-            ) from exc
-        raise AssertionError("unreachable: tenacity either returns or raises")
+            return await self._retry.call(where, self._once, method, path, body)
+        except _HttpError as exc:
+            if exc.status == 404:
+                raise _NotFoundError(f"{where}: {exc.message}") from exc
+            raise CloudProviderError(f"{where}: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise CloudProviderError(f"{where}: {type(exc).__name__}: {exc}") from exc
 
     # -- InstancesV2 ----------------------------------------------------------------------------
 

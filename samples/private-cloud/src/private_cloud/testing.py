@@ -93,12 +93,24 @@ class AdminClient:
         return routes
 
     def inject_fault(
-        self, *, status: int, times: int, method: str = "*", prefix: str = "/v1/"
+        self,
+        *,
+        status: int,
+        times: int,
+        method: str = "*",
+        prefix: str = "/v1/",
+        retry_after: str = "",
     ) -> None:
         self.call(
             "POST",
             "/admin/faults",
-            {"status": status, "times": times, "method": method, "pathPrefix": prefix},
+            {
+                "status": status,
+                "times": times,
+                "method": method,
+                "pathPrefix": prefix,
+                "retryAfter": retry_after,
+            },
         )
 
     def stats(self) -> dict[str, int]:
