@@ -39,8 +39,8 @@ import botocore.exceptions
 import botocore.session
 import botocore.utils
 
+from ccm.cloudprovider import run_blocking
 from ccm.errors import CloudProviderError, ConfigError, InstanceNotFoundError, RetryAfterError
-from ccm_aws.blocking import run_blocking
 from ccm_aws.config import AWSConfig, az_to_region
 
 __all__ = [

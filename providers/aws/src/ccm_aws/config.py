@@ -24,22 +24,23 @@ reads it (``pkg/providers/v1/config/config.go``)::
     SigningName = ec2                 ; accepted, as upstream (botocore signs for the service)
     SigningMethod = v4                ; accepted, as upstream
 
-Unknown sections and variables are ignored (as upstream, ``gcfg.FatalOnly``). A malformed file
-raises :class:`ccm.errors.ConfigError` with one line naming the section and the field.
+The file is read by the toolkit's :class:`~ccm.cloudprovider.config.ProviderConfig` (gcfg's INI
+dialect: names case-insensitive, repeated keys as ordered lists, quoted values; the same model
+also reads YAML or JSON). Unknown sections and variables are ignored (as upstream,
+``gcfg.FatalOnly``). A malformed file raises :class:`ccm.errors.ConfigFileError`: one line naming
+the file and the field (``cloud.conf: global.nodeIPFamilies[0]: ...``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import Annotated, Literal, Self
 
-from ccm.errors import ConfigError
-from ccm_aws import ini
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
-__all__ = ["AWSConfig", "ServiceOverride", "az_to_region", "boto_service_name"]
+from ccm.cloudprovider.config import ProviderConfig
 
-#: Upstream ``NodeIPFamilies`` values.
-IP_FAMILIES = ("ipv4", "ipv6")
+__all__ = ["AWSConfig", "GlobalSection", "ServiceOverride", "az_to_region", "boto_service_name"]
 
 #: ``Service`` values of ``[ServiceOverride]`` (lower-cased) → the boto3 service name. Upstream
 #: matches the SDK's service IDs (``EC2``, ``Elastic Load Balancing``, ...); configs written for
@@ -58,6 +59,9 @@ _SERVICES = {
 
 _AZ_REGION = re.compile(r"^([a-zA-Z]+-)+\d+")
 
+Text = Annotated[str, StringConstraints(strip_whitespace=True)]
+Required = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
 
 def az_to_region(az: str) -> str:
     """Upstream ``azToRegion``: ``us-east-1a`` → ``us-east-1``; ValueError when not an AZ."""
@@ -74,144 +78,138 @@ def boto_service_name(service: str) -> str | None:
     return _SERVICES.get(service.strip().lower())
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServiceOverride:
-    """One ``[ServiceOverride "key"]`` section."""
+class GlobalSection(ProviderConfig):
+    """``[Global]``."""
 
-    key: str
-    service: str
-    region: str
-    url: str
-    signing_region: str
-    signing_name: str = ""
-    signing_method: str = ""
+    zone: Text = ""
+    region: Text = ""
+    vpc: Text = Field(default="", alias="VPC")
+    subnet_id: Text = Field(default="", alias="subnetID")
+    route_table_id: Text = Field(default="", alias="routeTableID")
+    role_arn: Text = Field(default="", alias="roleARN")
+    source_arn: Text = Field(default="", alias="sourceARN")
+    kubernetes_cluster_tag: Text = ""
+    kubernetes_cluster_id: Text = Field(default="", alias="kubernetesClusterID")
+    disable_security_group_ingress: bool = False
+    elb_security_group: Text = ""
+    node_ip_families: list[Literal["ipv4", "ipv6"]] = Field(
+        default_factory=list, alias="nodeIPFamilies"
+    )
+
+    @field_validator("zone")
+    @classmethod
+    def _zone_is_an_az(cls, zone: str) -> str:
+        if zone:
+            az_to_region(zone)
+        return zone
+
+    @model_validator(mode="after")
+    def _one_cluster_id(self) -> Self:
+        legacy, current = self.kubernetes_cluster_tag, self.kubernetes_cluster_id
+        if legacy and current and legacy != current:
+            raise ValueError(
+                f"KubernetesClusterTag {legacy!r} and KubernetesClusterID {current!r} name "
+                "different clusters"
+            )
+        return self
+
+
+class ServiceOverride(ProviderConfig):
+    """``[ServiceOverride "key"]``: upstream ``ValidateOverrides`` requires all but the signing
+    name and method."""
+
+    service: Required
+    region: Required
+    url: Required = Field(alias="URL")
+    signing_region: Required
+    signing_name: Text = ""
+    signing_method: Text = ""
+
+    @field_validator("service")
+    @classmethod
+    def _known_service(cls, service: str) -> str:
+        if boto_service_name(service) is None:
+            raise ValueError(f"unknown service {service!r}")
+        return service
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        return url
 
     @property
     def boto_service(self) -> str | None:
         return boto_service_name(self.service)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AWSConfig:
-    """The parsed ``[Global]`` and ``[ServiceOverride]`` sections."""
+class AWSConfig(ProviderConfig):
+    """The whole file: ``[Global]`` and the ``[ServiceOverride]`` sections."""
 
-    zone: str = ""
-    region: str = ""
-    vpc: str = ""
-    subnet_id: str = ""
-    route_table_id: str = ""
-    role_arn: str = ""
-    source_arn: str = ""
-    kubernetes_cluster_tag: str = ""
-    kubernetes_cluster_id: str = ""
-    disable_security_group_ingress: bool = False
-    elb_security_group: str = ""
-    node_ip_families: tuple[str, ...] = ("ipv4",)
-    service_overrides: tuple[ServiceOverride, ...] = ()
+    global_: GlobalSection = GlobalSection()
+    service_override: dict[str, ServiceOverride] = Field(default_factory=dict)
 
-    @property
-    def cluster_id(self) -> str:
-        """Upstream ``awsTagging.init``: the legacy tag wins; both set must agree (checked at
-        parse time)."""
-        return self.kubernetes_cluster_tag or self.kubernetes_cluster_id
-
-    @property
-    def uses_legacy_tags(self) -> bool:
-        return bool(self.kubernetes_cluster_tag)
-
-    def override_for(self, service: str, region: str) -> ServiceOverride | None:
-        """The override of boto3 service ``service`` for clients of ``region``, if any."""
-        for override in self.service_overrides:
-            if override.boto_service == service and override.region == region:
-                return override
-        return None
+    @field_validator("service_override")
+    @classmethod
+    def _one_override_per_service_and_region(
+        cls, overrides: dict[str, ServiceOverride]
+    ) -> dict[str, ServiceOverride]:
+        seen: set[tuple[str | None, str]] = set()
+        for key, override in overrides.items():
+            signature = (override.boto_service, override.region)
+            if signature in seen:
+                raise ValueError(
+                    f"[ServiceOverride {key!r}]: duplicate override of {override.service} in "
+                    f"{override.region}"
+                )
+            seen.add(signature)
+        return overrides
 
     @classmethod
     def parse(cls, data: bytes | None) -> AWSConfig:
         """Parse the bytes of ``--cloud-config`` (``None``: no file, every default)."""
-        if not data:
-            return cls()
-        doc = ini.parse_ini(data)
-        fields: dict[str, object] = {}
-        glob = doc.section("Global")
-        if glob is not None:
-            for attr, key in (
-                ("zone", "Zone"),
-                ("region", "Region"),
-                ("vpc", "VPC"),
-                ("subnet_id", "SubnetID"),
-                ("route_table_id", "RouteTableID"),
-                ("role_arn", "RoleARN"),
-                ("source_arn", "SourceARN"),
-                ("kubernetes_cluster_tag", "KubernetesClusterTag"),
-                ("kubernetes_cluster_id", "KubernetesClusterID"),
-                ("elb_security_group", "ElbSecurityGroup"),
-            ):
-                fields[attr] = (glob.last(key) or "").strip()
-            if glob.has("DisableSecurityGroupIngress"):
-                fields["disable_security_group_ingress"] = ini.parse_bool(
-                    glob.last("DisableSecurityGroupIngress"),
-                    "[Global] DisableSecurityGroupIngress",
-                )
-            families = [f.strip() for f in glob.all("NodeIPFamilies")]
-            for family in families:
-                if family not in IP_FAMILIES:
-                    raise ConfigError(
-                        f"cloud config: [Global] NodeIPFamilies: {family!r} is not one of "
-                        f"{', '.join(IP_FAMILIES)}"
-                    )
-            if families:
-                fields["node_ip_families"] = tuple(families)
-        legacy = str(fields.get("kubernetes_cluster_tag", ""))
-        current = str(fields.get("kubernetes_cluster_id", ""))
-        if legacy and current and legacy != current:
-            raise ConfigError(
-                f"cloud config: [Global] KubernetesClusterTag {legacy!r} and KubernetesClusterID "
-                f"{current!r} name different clusters"
-            )
-        zone = str(fields.get("zone", ""))
-        if zone:
-            try:
-                az_to_region(zone)
-            except ValueError as exc:
-                raise ConfigError(f"cloud config: [Global] Zone: {exc}") from None
-        fields["service_overrides"] = _overrides(doc)
-        return cls(**fields)  # type: ignore[arg-type]
+        return cls.load(data)
 
+    # Flat views of the fields the provider reads.
 
-def _overrides(doc: ini.IniFile) -> tuple[ServiceOverride, ...]:
-    """Upstream ``ValidateOverrides``: every field but the signing name/method is required, one
-    override per service and region."""
-    out: list[ServiceOverride] = []
-    seen: set[tuple[str, str]] = set()
-    for section in doc.subsections("ServiceOverride"):
-        where = f"cloud config: {section.title}"
-        values = {
-            key: (section.last(key) or "").strip()
-            for key in ("Service", "Region", "URL", "SigningRegion", "SigningName", "SigningMethod")
-        }
-        for key in ("Service", "Region", "URL", "SigningRegion"):
-            if not values[key]:
-                raise ConfigError(f"{where} {key}: missing")
-        if boto_service_name(values["Service"]) is None:
-            raise ConfigError(f"{where} Service: unknown service {values['Service']!r}")
-        if not re.match(r"^https?://[^\s/]+", values["URL"]):
-            raise ConfigError(f"{where} URL: not an http(s) URL: {values['URL']!r}")
-        signature = (str(boto_service_name(values["Service"])), values["Region"])
-        if signature in seen:
-            raise ConfigError(
-                f"{where} Service: duplicate override of {values['Service']} in {values['Region']}"
-            )
-        seen.add(signature)
-        out.append(
-            ServiceOverride(
-                key=str(section.subsection),
-                service=values["Service"],
-                region=values["Region"],
-                url=values["URL"],
-                signing_region=values["SigningRegion"],
-                signing_name=values["SigningName"],
-                signing_method=values["SigningMethod"],
-            )
-        )
-    return tuple(out)
+    @property
+    def zone(self) -> str:
+        return self.global_.zone
+
+    @property
+    def region(self) -> str:
+        return self.global_.region
+
+    @property
+    def role_arn(self) -> str:
+        return self.global_.role_arn
+
+    @property
+    def source_arn(self) -> str:
+        return self.global_.source_arn
+
+    @property
+    def route_table_id(self) -> str:
+        return self.global_.route_table_id
+
+    @property
+    def node_ip_families(self) -> tuple[str, ...]:
+        """``[Global] NodeIPFamilies`` in order; upstream's default is ``ipv4`` alone."""
+        return tuple(self.global_.node_ip_families) or ("ipv4",)
+
+    @property
+    def cluster_id(self) -> str:
+        """Upstream ``awsTagging.init``: the legacy tag wins (both set must agree)."""
+        return self.global_.kubernetes_cluster_tag or self.global_.kubernetes_cluster_id
+
+    @property
+    def uses_legacy_tags(self) -> bool:
+        return bool(self.global_.kubernetes_cluster_tag)
+
+    def override_for(self, service: str, region: str) -> ServiceOverride | None:
+        """The override of boto3 service ``service`` for clients of ``region``, if any."""
+        for override in self.service_override.values():
+            if override.boto_service == service and override.region == region:
+                return override
+        return None

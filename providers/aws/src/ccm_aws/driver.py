@@ -21,10 +21,9 @@ from typing import Any
 import boto3
 import botocore.exceptions
 
-from ccm.cloudprovider import CloudProvider, NodeAddress
+from ccm.cloudprovider import CloudProvider, NodeAddress, run_blocking
 from ccm.testing.conformance.driver import ConformanceDriverBase, Machine
 from ccm_aws import addresses
-from ccm_aws.blocking import run_blocking
 from ccm_aws.instances import LABEL_ZONE_ID
 from ccm_aws.provider import AWSProvider
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 
-from ccm.cloudprovider import CloudProvider, InstancesBatch, InstancesV2
+from ccm.cloudprovider import CloudProvider, InstancesBatch, InstancesV2, run_blocking
 from ccm_aws import addresses
 from ccm_aws.api import AWSApi, resolve_region
-from ccm_aws.blocking import run_blocking
 from ccm_aws.config import AWSConfig
 from ccm_aws.instances import AWSInstances
 from ccm_aws.tags import ClusterTagging
