@@ -12,10 +12,13 @@ overrides, assumed role) onto boto3:
   expires), with ``SourceARN`` passed as the source identity context as upstream does;
 - **endpoints**: ``[ServiceOverride]`` sections replace a service's endpoint for the clients of
   their region, signed for ``SigningRegion``;
-- **retries**: botocore's ``standard`` mode with :data:`MAX_ATTEMPTS` attempts (one retry of a
-  transient failure inside the call); ccm's controllers own every longer retry (their work queues
-  back off, and a throttled call is requeued after :data:`THROTTLE_DELAY`). Connect and read
-  timeouts are short so a stuck call frees its thread well within ``--cloud-call-timeout``.
+- **retries**: botocore does not retry (``total_max_attempts=1``); the toolkit's
+  :class:`~ccm.cloudprovider.retry.RetryPolicy` does, with :func:`classify`: a server error (5xx)
+  or a connection failure is tried again, at most :data:`MAX_ATTEMPTS` tries with a short backoff
+  whose waits hold no thread; throttling is never retried here (that would add load and hold a
+  controller worker) but raised as RetryAfterError, so the controller requeues the object after
+  :data:`THROTTLE_DELAY`; anything else fails at once. Connect and read timeouts are short so a
+  stuck call frees its thread well within ``--cloud-call-timeout``.
 
 Errors: a throttled call (``Throttling``, ``RequestLimitExceeded``, ...) raises
 :class:`~ccm.errors.RetryAfterError`; ``InvalidInstanceID.NotFound`` raises
@@ -30,7 +33,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import botocore.config
@@ -39,8 +42,14 @@ import botocore.exceptions
 import botocore.session
 import botocore.utils
 
-from ccm.cloudprovider import run_blocking
-from ccm.errors import CloudProviderError, ConfigError, InstanceNotFoundError, RetryAfterError
+from ccm.cloudprovider import retry
+from ccm.errors import (
+    CCMError,
+    CloudProviderError,
+    ConfigError,
+    InstanceNotFoundError,
+    RetryAfterError,
+)
 from ccm_aws.config import AWSConfig, az_to_region
 
 __all__ = [
@@ -54,8 +63,10 @@ __all__ = [
 
 _log = logging.getLogger("ccm_aws")
 
-#: Attempts of one call inside botocore (standard mode): one retry of a transient failure.
-MAX_ATTEMPTS = 2
+T = TypeVar("T")
+
+#: Tries of one call on a transient failure (server error, connection failure), the first included.
+MAX_ATTEMPTS = 3
 #: Seconds a throttled call waits before the controller tries again (RetryAfterError).
 THROTTLE_DELAY = 5.0
 CONNECT_TIMEOUT = 5.0
@@ -91,6 +102,26 @@ def error_code(exc: BaseException) -> str:
     if isinstance(exc, botocore.exceptions.ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""
+
+
+_TRANSIENT_BOTOCORE = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+)
+
+
+def classify(exc: Exception) -> retry.Verdict | None:
+    """The retry verdict on an exception of a boto3 call (``None``: the toolkit's defaults)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        if error_code(exc) in THROTTLING_CODES:
+            return retry.throttled()
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return retry.TRANSIENT if status >= 500 and status != 501 else retry.FATAL
+    if isinstance(exc, _TRANSIENT_BOTOCORE):
+        return retry.TRANSIENT
+    return None
 
 
 def translate_error(exc: Exception, operation: str) -> Exception:
@@ -192,11 +223,18 @@ class AWSApi:
         log_path = os.environ.get(ACTION_LOG_ENV)
         self._observers: list[Callable[..., None]] = [_ActionLog(log_path)] if log_path else []
         self._botocore_config = botocore.config.Config(
-            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+            retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
             max_pool_connections=MAX_POOL_CONNECTIONS,
             user_agent_extra="ccm-aws",
+        )
+        self.policy = retry.RetryPolicy(
+            attempts=MAX_ATTEMPTS,
+            initial_backoff=0.2,
+            max_backoff=2.0,
+            throttle_delay=THROTTLE_DELAY,
+            classify=classify,
         )
         if config.role_arn:
             self.session = self._assume_role_session()
@@ -265,36 +303,40 @@ class AWSApi:
 
     async def call(self, service: str, operation: str, **params: Any) -> dict[str, Any]:
         """One API call, e.g. ``await api.call("ec2", "describe_instances", InstanceIds=[...])``."""
-        return await run_blocking(self._call_sync, service, operation, params)
-
-    def _call_sync(self, service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        method = getattr(self.client(service), operation)
-        try:
-            result: dict[str, Any] = method(**params)
-        except Exception as exc:
-            raise translate_error(exc, _pretty(operation)) from exc
-        return result
+        method = functools.partial(self._call_sync, service, operation, params)
+        return await self._retrying(operation, method)
 
     async def paginate(
         self, service: str, operation: str, key: str, *, page_size: int | None = None, **params: Any
     ) -> list[dict[str, Any]]:
         """Every page of a paginated call; returns the concatenation of each page's ``key``
-        (``Reservations`` of DescribeInstances...). The pages are read in one thread; ``page_size``
-        asks for pages of that many items (AWS's default otherwise)."""
+        (``Reservations`` of DescribeInstances...). The pages are read in one thread (a retry
+        reads them again from the first); ``page_size`` asks for pages of that many items."""
         if page_size is not None:
             params["PaginationConfig"] = {"PageSize": page_size}
-        return await run_blocking(self._paginate_sync, service, operation, key, params)
+        method = functools.partial(self._paginate_sync, service, operation, key, params)
+        return await self._retrying(operation, method)
+
+    async def _retrying(self, operation: str, fn: Callable[[], T]) -> T:
+        name = _pretty(operation)
+        try:
+            return await self.policy.call_blocking(name, fn)
+        except CCMError:
+            raise  # RetryAfterError, RetriesExhaustedError: already ccm's
+        except Exception as exc:
+            raise translate_error(exc, name) from exc
+
+    def _call_sync(self, service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = getattr(self.client(service), operation)(**params)
+        return result
 
     def _paginate_sync(
         self, service: str, operation: str, key: str, params: dict[str, Any]
     ) -> list[dict[str, Any]]:
         paginator = self.client(service).get_paginator(operation)
         out: list[dict[str, Any]] = []
-        try:
-            for page in paginator.paginate(**params):
-                out.extend(page.get(key) or ())
-        except Exception as exc:
-            raise translate_error(exc, _pretty(operation)) from exc
+        for page in paginator.paginate(**params):
+            out.extend(page.get(key) or ())
         return out
 
     def close(self) -> None:

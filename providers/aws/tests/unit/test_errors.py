@@ -15,7 +15,12 @@ from ccm_aws.provider import factory
 from ccm_aws.testing import cloud_config
 
 from ccm.cloudprovider import Node
-from ccm.errors import CloudProviderError, InstanceNotFoundError, RetryAfterError
+from ccm.errors import (
+    CloudProviderError,
+    InstanceNotFoundError,
+    RetriesExhaustedError,
+    RetryAfterError,
+)
 
 _BODY = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
@@ -73,13 +78,13 @@ async def test_throttling_asks_for_a_retry_after_a_delay(
         await provider.aclose()
     assert caught.value.delay == THROTTLE_DELAY
     assert code in str(caught.value)
-    assert len(ec2_errors.requests) == MAX_ATTEMPTS
+    # Throttling is never retried inside the call: the controller waits instead.
+    assert len(ec2_errors.requests) == 1
     assert all("Action=DescribeInstances" in r for r in ec2_errors.requests)
 
 
 @pytest.mark.parametrize(
-    ("status", "code"),
-    [(403, "UnauthorizedOperation"), (400, "InvalidParameterValue"), (500, "InternalError")],
+    ("status", "code"), [(403, "UnauthorizedOperation"), (400, "InvalidParameterValue")]
 )
 async def test_other_aws_errors_are_cloud_provider_errors_naming_the_code(
     ec2_errors: type[_Ec2Errors], status: int, code: str
@@ -93,8 +98,20 @@ async def test_other_aws_errors_are_cloud_provider_errors_naming_the_code(
         await provider.aclose()
     assert type(caught.value) is CloudProviderError
     assert str(caught.value) == f"AWS DescribeInstances failed: {code}: test"
-    # Only the server error is retried inside the call.
-    assert len(ec2_errors.requests) == (MAX_ATTEMPTS if status == 500 else 1)
+    assert len(ec2_errors.requests) == 1
+
+
+async def test_server_errors_are_retried_then_reported(ec2_errors: type[_Ec2Errors]) -> None:
+    ec2_errors.status, ec2_errors.code = 500, "InternalError"
+    provider = await factory(cloud_config(ec2_errors.url).encode())  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(RetriesExhaustedError, match="InternalError") as caught:
+            await provider.instances_v2().instance_metadata(_node())
+    finally:
+        await provider.aclose()
+    assert isinstance(caught.value, CloudProviderError)
+    assert str(caught.value).startswith(f"DescribeInstances: gave up after {MAX_ATTEMPTS}")
+    assert len(ec2_errors.requests) == MAX_ATTEMPTS
 
 
 async def test_instance_not_found_code_is_instance_not_found(
@@ -117,7 +134,7 @@ async def test_an_unreachable_endpoint_is_a_cloud_provider_error() -> None:
         port = s.getsockname()[1]
     provider = await factory(cloud_config(f"http://127.0.0.1:{port}").encode())
     try:
-        with pytest.raises(CloudProviderError, match="Could not connect"):
+        with pytest.raises(RetriesExhaustedError, match="Could not connect"):
             await provider.instances_v2().instance_exists(_node())
     finally:
         await provider.aclose()
