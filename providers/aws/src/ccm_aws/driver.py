@@ -49,6 +49,7 @@ class AWSDriver(ConformanceDriverBase):
         )
         self._ids: dict[str, str] = {}
         self._network: tuple[str, str] | None = None
+        self._route_table = ""
         self._lock = asyncio.Lock()
 
     def _tags(self, name: str) -> list[dict[str, str]]:
@@ -62,7 +63,10 @@ class AWSDriver(ConformanceDriverBase):
         subnet = self.ec2.create_subnet(
             VpcId=vpc, CidrBlock=cidr.replace("/16", "/20"), AvailabilityZone=zone
         )["Subnet"]["SubnetId"]
-        self.ec2.create_tags(Resources=[vpc, subnet], Tags=self._tags("ccm-conformance"))
+        # The cluster's route table (the provider's Routes find it by its cluster tag).
+        table = self.ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        self.ec2.create_tags(Resources=[vpc, subnet, table], Tags=self._tags("ccm-conformance"))
+        self._route_table = str(table)
         return vpc, subnet
 
     async def _subnet(self) -> str:
@@ -151,6 +155,7 @@ class AWSDriver(ConformanceDriverBase):
             return
         vpc, subnet = self._network
         for call, args in (
+            (self.ec2.delete_route_table, {"RouteTableId": self._route_table}),
             (self.ec2.delete_subnet, {"SubnetId": subnet}),
             (self.ec2.delete_vpc, {"VpcId": vpc}),
         ):

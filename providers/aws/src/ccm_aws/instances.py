@@ -91,6 +91,30 @@ class AWSInstances:
         self.families = tuple(families)
         self._zone_ids: dict[str, str] = {}
         self._zone_lock = asyncio.Lock()
+        #: Instance ID → name of the Node it was last found for, and the reverse (routes).
+        self.node_names: dict[str, str] = {}
+        self._ids_by_node: dict[str, str] = {}
+
+    def _remember(self, node: Node, instance: Instance | None) -> None:
+        if instance is not None and node.name and instance.get("InstanceId"):
+            self.node_names[str(instance["InstanceId"])] = node.name
+            self._ids_by_node[node.name] = str(instance["InstanceId"])
+
+    async def instance_id_for_node_name(self, name: str) -> str:
+        """The instance of Node ``name`` (upstream ``getInstanceByNodeName``): the one last found
+        for a Node of that name, else looked up by the name."""
+        known = self._ids_by_node.get(name)
+        if known is not None:
+            return known
+        view = Node({"metadata": {"name": name}})
+        _, instance = await self._find(view)
+        if instance is None:
+            raise self._no_instance(view)
+        return str(instance["InstanceId"])
+
+    async def by_ids(self, ids: Sequence[str]) -> dict[str, Instance]:
+        """Instances by ID, missing ones left out (one filtered call per 200 IDs)."""
+        return await self._by_ids(ids)
 
     # -- look-ups --------------------------------------------------------------------------------
 
@@ -162,11 +186,14 @@ class AWSInstances:
         an ID EC2 does not know."""
         lookup = self._lookup(node)
         if isinstance(lookup, _ByID):
-            return lookup, await self._by_id(lookup.instance_id)
-        found = (await self._by_dns_names([lookup.name])).get(lookup.name, [])
-        if len(found) > 1:
-            raise CloudProviderError(f"multiple instances found for name: {lookup.name}")
-        return lookup, (found[0] if found else None)
+            instance = await self._by_id(lookup.instance_id)
+        else:
+            found = (await self._by_dns_names([lookup.name])).get(lookup.name, [])
+            if len(found) > 1:
+                raise CloudProviderError(f"multiple instances found for name: {lookup.name}")
+            instance = found[0] if found else None
+        self._remember(node, instance)
+        return lookup, instance
 
     @staticmethod
     def _no_instance(node: Node) -> InstanceNotFoundError:
@@ -289,6 +316,7 @@ class AWSInstances:
                         CloudProviderError(f"multiple instances found for name: {lookup.name}")
                     )
                 else:
+                    self._remember(node, found[0] if found else None)
                     out.append((lookup, found[0] if found else None))
             elif _WELL_FORMED_ID.match(lookup.instance_id):
                 instance = by_id.get(lookup.instance_id)
@@ -296,6 +324,7 @@ class AWSInstances:
                     # What DescribeInstances(InstanceIds=[id]) answers for an unknown ID.
                     out.append(InstanceNotFoundError(f"{lookup.instance_id} not found"))
                 else:
+                    self._remember(node, instance)
                     out.append((lookup, instance))
             else:
                 try:

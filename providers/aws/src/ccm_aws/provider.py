@@ -3,7 +3,8 @@
 ``--cloud-provider aws --cloud-config /etc/kubernetes/cloud.conf`` (the INI file of
 cloud-provider-aws, :mod:`ccm_aws.config`). The factory parses the file and resolves the region
 (which may ask the instance metadata service, on the framework's thread pool); it makes no AWS API
-call. Capabilities: InstancesV2 and InstancesBatch (:mod:`ccm_aws.instances`).
+call. Capabilities: InstancesV2 and InstancesBatch (:mod:`ccm_aws.instances`), Routes
+(:mod:`ccm_aws.routes`).
 
 Provider IDs are ``aws:///<availability zone>/<instance id>``, as upstream.
 """
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import logging
 
-from ccm.cloudprovider import CloudProvider, InstancesBatch, InstancesV2, run_blocking
+from ccm.cloudprovider import CloudProvider, InstancesBatch, InstancesV2, Routes, run_blocking
 from ccm_aws import addresses
 from ccm_aws.api import AWSApi, resolve_region
 from ccm_aws.config import AWSConfig
 from ccm_aws.instances import AWSInstances
+from ccm_aws.routes import AWSRoutes
 from ccm_aws.tags import ClusterTagging
 
 __all__ = ["PROVIDER_NAME", "AWSProvider", "factory"]
@@ -37,6 +39,9 @@ class AWSProvider(CloudProvider):
         self.api = AWSApi(config, region)
         self.tagging = ClusterTagging(config.cluster_id, config.uses_legacy_tags)
         self._instances = AWSInstances(self.api, self.tagging, families=config.node_ip_families)
+        self._routes = AWSRoutes(
+            self.api, self.tagging, self._instances, route_table_id=config.route_table_id
+        )
         if self.tagging.cluster_id:
             _log.info("AWS cloud filtering on ClusterID: %s", self.tagging.cluster_id)
         else:
@@ -57,6 +62,9 @@ class AWSProvider(CloudProvider):
 
     def instances_batch(self) -> InstancesBatch | None:
         return self._instances
+
+    def routes(self) -> Routes | None:
+        return self._routes
 
     async def aclose(self) -> None:
         await run_blocking(self.api.close)

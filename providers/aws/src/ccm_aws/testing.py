@@ -155,6 +155,20 @@ class Ec2Console:
             subnets[zone] = subnet
         return {"vpc": vpc, "subnets": subnets}
 
+    def create_route_table(self, vpc: str, cluster_id: str = "") -> str:
+        """A route table of ``vpc``, tagged for ``cluster_id`` when given."""
+        table = str(self.ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"])
+        if cluster_id:
+            self.ec2.create_tags(
+                Resources=[table],
+                Tags=[{"Key": f"kubernetes.io/cluster/{cluster_id}", "Value": "owned"}],
+            )
+        return table
+
+    def routes(self, table: str) -> list[dict[str, Any]]:
+        found = self.ec2.describe_route_tables(RouteTableIds=[table])["RouteTables"][0]
+        return [r for r in found["Routes"] if r.get("InstanceId")]
+
     def run_instance(
         self,
         subnet: str,

@@ -1,7 +1,7 @@
 """End to end: the ``ccm`` daemon with ``--cloud-provider aws`` (found by its entry point), moto's
 EC2 over HTTP and the real kube-apiserver. Nodes named like EC2 private DNS names in two zones are
-initialized from their instances; a terminated instance's Node is deleted; a stopped one's Node is
-kept with the shutdown taint."""
+initialized from their instances and get a route per pod CIDR; a terminated instance's Node is
+deleted, and its route with it; a stopped one's Node is kept with the shutdown taint."""
 
 from __future__ import annotations
 
@@ -89,6 +89,7 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
     tmp_path: Path,
     unique_name: Callable[..., str],
 ) -> None:
+    table = console.create_route_table(network["vpc"], cluster_id)
     zones = sorted(network["subnets"])
     instances = [
         console.run_instance(network["subnets"][zones[i % 2]], cluster_id=cluster_id)
@@ -106,6 +107,8 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
             f"--kubeconfig={control_plane.kubeconfig_path}",
             f"--leader-elect-resource-name={unique_name('lease')}",
             "--node-monitor-period=1s",
+            "--cluster-cidr=10.250.0.0/16",
+            "--route-reconciliation-period=1s",
             "-v",
             "2",
         ],
@@ -141,7 +144,18 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
             zones
         )
 
-        # 2. Terminated → Node deleted; stopped → Node kept, tainted shutdown.
+        # 2. A route per pod CIDR, to the Node's instance.
+        for i, name in enumerate(names):
+            cidr = f"10.250.{i + 1}.0/24"
+            core.patch_node(name, {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+
+        def routes() -> set[tuple[str, str]]:
+            return {(r["InstanceId"], r["DestinationCidrBlock"]) for r in console.routes(table)}
+
+        want = {(i["InstanceId"], f"10.250.{n + 1}.0/24") for n, i in enumerate(instances)}
+        wait(lambda: routes() == want, "one route per pod CIDR")
+
+        # 3. Terminated → Node and route deleted; stopped → Node kept, tainted shutdown.
         _, _, doomed, stopped = names
         console.terminate(instances[2]["InstanceId"])
         console.stop(instances[3]["InstanceId"])
@@ -158,6 +172,10 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
             "the stopped instance's Node tainted",
         )
         assert core.read_node(stopped).spec.provider_id
+        wait(
+            lambda: routes() == want - {(instances[2]["InstanceId"], "10.250.3.0/24")},
+            "the deleted Node's route deleted",
+        )
         assert {n.metadata.name for n in core.list_node().items} >= set(names) - {doomed}
     log = daemon.log()
     assert f"AWS cloud filtering on ClusterID: {cluster_id}" in log
