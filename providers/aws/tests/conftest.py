@@ -4,21 +4,42 @@ through its entry point's factory."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from ccm_aws.api import ACTION_LOG_ENV
 from ccm_aws.testing import Ec2Console, MotoServer, aws_test_env, cloud_config, patched_environ
 
 REGION = "us-east-1"
 
 
+POLICY = Path(__file__).parent.parent / "iam-policy.json"
+
+
+def policy_actions() -> set[str]:
+    """The actions ``iam-policy.json`` allows."""
+    doc = json.loads(POLICY.read_text())
+    return {a for s in doc["Statement"] if s["Effect"] == "Allow" for a in s["Action"]}
+
+
 @pytest.fixture(scope="session", autouse=True)
-def aws_env() -> Iterator[None]:
-    """Fake credentials for every test (and daemons they start); IMDS disabled."""
-    with patched_environ(aws_test_env()):
-        yield
+def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Fake credentials for every test (and the daemons and commands they start); IMDS disabled;
+    every AWS call of every provider recorded in an action log (``CCM_AWS_ACTION_LOG``). At the
+    end of the session, an action the IAM policy does not allow fails the run: the policy must
+    cover whatever the tests made the provider do (``sts:`` actions are the base identity's
+    permission to assume ``RoleARN``, not the policy's)."""
+    log = tmp_path_factory.mktemp("aws") / "actions.log"
+    log.touch()
+    with patched_environ({**aws_test_env(), ACTION_LOG_ENV: str(log)}):
+        yield log
+    used = {a for a in log.read_text().split() if not a.startswith("sts:")}
+    missing = used - policy_actions()
+    assert not missing, f"the tests called actions that iam-policy.json lacks: {sorted(missing)}"
 
 
 @pytest.fixture(scope="session")
