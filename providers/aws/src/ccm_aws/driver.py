@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import boto3
 import botocore.exceptions
 
 from ccm.cloudprovider import CloudProvider, NodeAddress, run_blocking
-from ccm.testing.conformance.driver import ConformanceDriverBase, Machine
+from ccm.testing.conformance.driver import CloudLoadBalancer, ConformanceDriverBase, Machine
 from ccm_aws import addresses
 from ccm_aws.instances import LABEL_ZONE_ID
 from ccm_aws.provider import AWSProvider
@@ -44,9 +45,9 @@ class AWSDriver(ConformanceDriverBase):
         super().__init__()
         self.region = provider.region
         self.tagging = provider.tagging
-        self.ec2: Any = boto3.Session(region_name=provider.region).client(
-            "ec2", **provider.api.client_args("ec2")
-        )
+        session = boto3.Session(region_name=provider.region)
+        self.ec2: Any = session.client("ec2", **provider.api.client_args("ec2"))
+        self.elb: Any = session.client("elb", **provider.api.client_args("elb"))
         self._ids: dict[str, str] = {}
         self._network: tuple[str, str] | None = None
         self._route_table = ""
@@ -63,6 +64,16 @@ class AWSDriver(ConformanceDriverBase):
         subnet = self.ec2.create_subnet(
             VpcId=vpc, CidrBlock=cidr.replace("/16", "/20"), AvailabilityZone=zone
         )["Subnet"]["SubnetId"]
+        # An internet gateway on the main route table: the subnet is public (internet-facing ELBs).
+        igw = self.ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        self.ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+        main = self.ec2.describe_route_tables(
+            Filters=[
+                {"Name": "vpc-id", "Values": [vpc]},
+                {"Name": "association.main", "Values": ["true"]},
+            ]
+        )["RouteTables"][0]["RouteTableId"]
+        self.ec2.create_route(RouteTableId=main, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
         # The cluster's route table (the provider's Routes find it by its cluster tag).
         table = self.ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
         self.ec2.create_tags(Resources=[vpc, subnet, table], Tags=self._tags("ccm-conformance"))
@@ -150,6 +161,36 @@ class AWSDriver(ConformanceDriverBase):
         """Give the machine one more private IP (a secondary IP of its primary interface)."""
         return await run_blocking(self._add_address, self._id(name))
 
+    def _load_balancers(self) -> list[CloudLoadBalancer]:
+        names = {v: k for k, v in self._ids.items()}
+        out = []
+        for page in self.elb.get_paginator("describe_load_balancers").paginate():
+            descriptions = page["LoadBalancerDescriptions"]
+            tags: dict[str, dict[str, str]] = {}
+            for start in range(0, len(descriptions), 20):
+                chunk = [d["LoadBalancerName"] for d in descriptions[start : start + 20]]
+                for entry in self.elb.describe_tags(LoadBalancerNames=chunk)["TagDescriptions"]:
+                    tags[entry["LoadBalancerName"]] = {t["Key"]: t["Value"] for t in entry["Tags"]}
+            for d in descriptions:
+                name = d["LoadBalancerName"]
+                out.append(
+                    CloudLoadBalancer(
+                        name=name,
+                        service=tags.get(name, {}).get("kubernetes.io/service-name", ""),
+                        hostnames=(d["DNSName"],),
+                        nodes=tuple(
+                            sorted(
+                                names.get(i["InstanceId"], i["InstanceId"]) for i in d["Instances"]
+                            )
+                        ),
+                    )
+                )
+        return out
+
+    async def load_balancers(self) -> Sequence[CloudLoadBalancer] | None:
+        """Every classic ELB of the account and region, read directly from the API."""
+        return await run_blocking(self._load_balancers)
+
     def _delete_network(self) -> None:
         if self._network is None:
             return
@@ -171,6 +212,7 @@ class AWSDriver(ConformanceDriverBase):
             self.machines.pop(name, None)
         await run_blocking(self._delete_network)
         await run_blocking(self.ec2.close)
+        await run_blocking(self.elb.close)
 
 
 def driver_factory(provider: CloudProvider) -> AWSDriver:

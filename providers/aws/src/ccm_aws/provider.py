@@ -4,7 +4,7 @@
 cloud-provider-aws, :mod:`ccm_aws.config`). The factory parses the file and resolves the region
 (which may ask the instance metadata service, on the framework's thread pool); it makes no AWS API
 call. Capabilities: InstancesV2 and InstancesBatch (:mod:`ccm_aws.instances`), Routes
-(:mod:`ccm_aws.routes`).
+(:mod:`ccm_aws.routes`), LoadBalancer with classic ELBs (:mod:`ccm_aws.elb`).
 
 Provider IDs are ``aws:///<availability zone>/<instance id>``, as upstream.
 """
@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import logging
 
-from ccm.cloudprovider import CloudProvider, InstancesBatch, InstancesV2, Routes, run_blocking
+from ccm.cloudprovider import (
+    CloudProvider,
+    InstancesBatch,
+    InstancesV2,
+    LoadBalancer,
+    Routes,
+    run_blocking,
+)
 from ccm_aws import addresses
 from ccm_aws.api import AWSApi, resolve_region
 from ccm_aws.config import AWSConfig
+from ccm_aws.elb import AWSLoadBalancers
 from ccm_aws.instances import AWSInstances
 from ccm_aws.routes import AWSRoutes
 from ccm_aws.tags import ClusterTagging
@@ -42,6 +50,13 @@ class AWSProvider(CloudProvider):
         self._routes = AWSRoutes(
             self.api, self.tagging, self._instances, route_table_id=config.route_table_id
         )
+        self._load_balancers = AWSLoadBalancers(
+            self.api,
+            self.tagging,
+            self._instances,
+            vpc=config.global_.vpc,
+            elb_security_group=config.global_.elb_security_group,
+        )
         if self.tagging.cluster_id:
             _log.info("AWS cloud filtering on ClusterID: %s", self.tagging.cluster_id)
         else:
@@ -62,6 +77,9 @@ class AWSProvider(CloudProvider):
 
     def instances_batch(self) -> InstancesBatch | None:
         return self._instances
+
+    def load_balancer(self) -> LoadBalancer | None:
+        return self._load_balancers
 
     def routes(self) -> Routes | None:
         return self._routes

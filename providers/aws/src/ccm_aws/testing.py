@@ -118,14 +118,15 @@ class Ec2Console:
 
     def __init__(self, url: str, region: str = "us-east-1") -> None:
         self.region = region
-        self.ec2 = boto3.client(
-            "ec2",
-            region_name=region,
-            endpoint_url=url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 3}),
-        )
+        args: dict[str, Any] = {
+            "region_name": region,
+            "endpoint_url": url,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+            "config": botocore.config.Config(retries={"mode": "standard", "max_attempts": 3}),
+        }
+        self.ec2 = boto3.client("ec2", **args)
+        self.elb = boto3.client("elb", **args)
 
     def zones(self) -> list[str]:
         zones = self.ec2.describe_availability_zones()["AvailabilityZones"]
@@ -154,6 +155,21 @@ class Ec2Console:
             self.ec2.create_tags(Resources=[subnet], Tags=tag)
             subnets[zone] = subnet
         return {"vpc": vpc, "subnets": subnets}
+
+    def make_public(self, vpc: str) -> str:
+        """An internet gateway for ``vpc``, routed from its main route table (public subnets)."""
+        igw = str(self.ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"])
+        self.ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+        tables = self.ec2.describe_route_tables(
+            Filters=[
+                {"Name": "vpc-id", "Values": [vpc]},
+                {"Name": "association.main", "Values": ["true"]},
+            ]
+        )["RouteTables"]
+        self.ec2.create_route(
+            RouteTableId=tables[0]["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", GatewayId=igw
+        )
+        return igw
 
     def create_route_table(self, vpc: str, cluster_id: str = "") -> str:
         """A route table of ``vpc``, tagged for ``cluster_id`` when given."""

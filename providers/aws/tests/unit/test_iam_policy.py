@@ -15,6 +15,11 @@ from ccm_aws.testing import Ec2Console
 from ccm.cloudprovider import Node, Route
 
 from ..conftest import policy_actions
+from .test_elb import service, subnet_cidr
+
+#: Permissions AWS checks on top of a call's own action (the call is recorded, not these): tags
+#: given to CreateLoadBalancer need elasticloadbalancing:AddTags.
+IMPLIED = {"elasticloadbalancing:CreateLoadBalancer": {"elasticloadbalancing:AddTags"}}
 
 MakeProvider = Callable[..., Awaitable[Any]]
 
@@ -23,8 +28,10 @@ async def test_the_policy_allows_exactly_what_the_provider_calls(
     make_provider: MakeProvider, console: Ec2Console, network: dict[str, Any], cluster_id: str
 ) -> None:
     console.create_route_table(network["vpc"], cluster_id)
-    subnet = next(iter(network["subnets"].values()))
+    console.make_public(network["vpc"])
+    zone, subnet = sorted(network["subnets"].items())[0]
     instance = console.run_instance(subnet, cluster_id=cluster_id)
+    other = console.run_instance(subnet, cluster_id=cluster_id)
     provider = await make_provider()
     used: set[str] = set()
     provider.api.observe(
@@ -43,7 +50,32 @@ async def test_the_policy_allows_exactly_what_the_provider_calls(
     (listed,) = await routes.list_routes("kubernetes")
     await routes.delete_route("kubernetes", listed)
 
-    assert used == policy_actions()
+    lb = provider.load_balancer()
+    nodes = [by_id, Node({"metadata": {"name": "o"}, "spec": {"providerID": other["InstanceId"]}})]
+    svc = service()
+    await lb.ensure_load_balancer("kubernetes", svc, nodes)
+    # A better subnet in the zone (role tag): attached, the old one detached.
+    better = console.ec2.create_subnet(
+        VpcId=network["vpc"], CidrBlock=subnet_cidr(console, network["vpc"]), AvailabilityZone=zone
+    )["Subnet"]["SubnetId"]
+    console.ec2.create_tags(
+        Resources=[better], Tags=[{"Key": "kubernetes.io/role/elb", "Value": "1"}]
+    )
+    changed = service(uid=svc.uid, ports=((80, 30099),), ranges=("198.51.100.0/24",))
+    await lb.ensure_load_balancer("kubernetes", changed, nodes)
+    await lb.update_load_balancer("kubernetes", changed, nodes[:1])
+    shared_group = console.ec2.create_security_group(
+        GroupName="shared-elb", Description="shared", VpcId=network["vpc"]
+    )["GroupId"]
+    shared = await make_provider(ElbSecurityGroup=shared_group)
+    shared.api.observe(
+        lambda model, **_: used.add(f"{model.service_model.signing_name}:{model.name}")
+    )
+    await shared.load_balancer().ensure_load_balancer("kubernetes", changed, nodes[:1])
+    await lb.ensure_load_balancer_deleted("kubernetes", changed)
+
+    implied = {a for call, actions in IMPLIED.items() if call in used for a in actions}
+    assert used | implied == policy_actions()
 
 
 async def test_role_arn_assumes_the_role_for_every_call(
