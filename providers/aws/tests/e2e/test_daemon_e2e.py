@@ -1,7 +1,9 @@
 """End to end: the ``ccm`` daemon with ``--cloud-provider aws`` (found by its entry point), moto's
 EC2 over HTTP and the real kube-apiserver. Nodes named like EC2 private DNS names in two zones are
-initialized from their instances and get a route per pod CIDR; a terminated instance's Node is
-deleted, and its route with it; a stopped one's Node is kept with the shutdown taint."""
+initialized from their instances and get a route per pod CIDR; a LoadBalancer Service gets a
+classic ELB with the Nodes' instances behind it; a terminated instance's Node is deleted, and its
+route with it; a stopped one's Node is kept with the shutdown taint; the deleted Service's ELB
+goes."""
 
 from __future__ import annotations
 
@@ -88,8 +90,10 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
     config_text: str,
     tmp_path: Path,
     unique_name: Callable[..., str],
+    kube_namespace: str,
 ) -> None:
     table = console.create_route_table(network["vpc"], cluster_id)
+    console.make_public(network["vpc"])
     zones = sorted(network["subnets"])
     instances = [
         console.run_instance(network["subnets"][zones[i % 2]], cluster_id=cluster_id)
@@ -155,7 +159,35 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
         want = {(i["InstanceId"], f"10.250.{n + 1}.0/24") for n, i in enumerate(instances)}
         wait(lambda: routes() == want, "one route per pod CIDR")
 
-        # 3. Terminated → Node and route deleted; stopped → Node kept, tainted shutdown.
+        # 3. A LoadBalancer Service: a classic ELB with every Node's instance behind it.
+        svc_name = unique_name("web")
+        core.create_namespaced_service(
+            kube_namespace,
+            {
+                "metadata": {"name": svc_name},
+                "spec": {
+                    "type": "LoadBalancer",
+                    "selector": {"app": "web"},
+                    "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}],
+                },
+            },
+        )
+
+        def ingress() -> list[Any]:
+            svc = core.read_namespaced_service(svc_name, kube_namespace)
+            return (svc.status.load_balancer and svc.status.load_balancer.ingress) or []
+
+        hostname = wait(ingress, "the Service's ingress")[0].hostname
+        (elb,) = [
+            d
+            for d in console.elb.describe_load_balancers()["LoadBalancerDescriptions"]
+            if d["DNSName"] == hostname
+        ]
+        assert sorted(i["InstanceId"] for i in elb["Instances"]) == sorted(
+            i["InstanceId"] for i in instances
+        )
+
+        # 4. Terminated → Node and route deleted; stopped → Node kept, tainted shutdown.
         _, _, doomed, stopped = names
         console.terminate(instances[2]["InstanceId"])
         console.stop(instances[3]["InstanceId"])
@@ -177,6 +209,21 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
             "the deleted Node's route deleted",
         )
         assert {n.metadata.name for n in core.list_node().items} >= set(names) - {doomed}
+
+        # 5. The Service deleted: its ELB goes.
+        core.delete_namespaced_service(svc_name, kube_namespace)
+        wait(
+            lambda: (
+                elb["LoadBalancerName"]
+                not in {
+                    d["LoadBalancerName"]
+                    for d in console.elb.describe_load_balancers()["LoadBalancerDescriptions"]
+                }
+            ),
+            "the ELB deleted",
+        )
     log = daemon.log()
     assert f"AWS cloud filtering on ClusterID: {cluster_id}" in log
     assert "does not implement the optional interface Instances" in log
+    assert "optional interface LoadBalancer" not in log
+    assert "optional interface Routes" not in log
