@@ -21,8 +21,10 @@
 - Instances: the Nodes' instances (from their providerIDs) are registered, others deregistered.
 - Status: the ELB's DNS name as the ingress hostname.
 
-Not yet: NLB, the TLS/HTTP/proxy-protocol/access-log/... annotations, and opening the Nodes'
-security groups to the ELB's (as with ``DisableSecurityGroupIngress = true``).
+``service.beta.kubernetes.io/aws-load-balancer-type: external`` or ``nlb-ip`` belongs to another
+controller (ImplementedElsewhereError, as upstream). Not yet: ``nlb`` (refused with an error, never
+silently a classic ELB), the TLS/HTTP/proxy-protocol/access-log/... annotations, and opening the
+Nodes' security groups to the ELB's (as with ``DisableSecurityGroupIngress = true``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ccm.cloudprovider import (
     Service,
     default_load_balancer_name,
 )
-from ccm.errors import CloudProviderError
+from ccm.errors import CloudProviderError, ImplementedElsewhereError
 from ccm_aws import addresses
 from ccm_aws.api import AWSApi, error_code
 from ccm_aws.instances import AWSInstances
@@ -54,6 +56,7 @@ __all__ = [
 _log = logging.getLogger("ccm_aws")
 
 ANNOTATION_INTERNAL = "service.beta.kubernetes.io/aws-load-balancer-internal"
+ANNOTATION_TYPE = "service.beta.kubernetes.io/aws-load-balancer-type"
 ANNOTATION_SOURCE_RANGES = "service.beta.kubernetes.io/load-balancer-source-ranges"
 TAG_SERVICE_NAME = "kubernetes.io/service-name"
 TAG_ROLE_ELB = "kubernetes.io/role/elb"
@@ -65,6 +68,20 @@ Permission = tuple[str, int, int, str]  # protocol, from port, to port, CIDR
 
 def _tags(items: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return {str(t.get("Key", "")): str(t.get("Value", "")) for t in items}
+
+
+def is_external(service: Service) -> bool:
+    """Upstream ``isLBExternal``: another controller (the AWS Load Balancer Controller) owns it."""
+    return service.annotations.get(ANNOTATION_TYPE) in ("nlb-ip", "external")
+
+
+def check_supported(service: Service) -> None:
+    if is_external(service):
+        raise ImplementedElsewhereError()
+    if service.annotations.get(ANNOTATION_TYPE) == "nlb":
+        raise CloudProviderError(
+            f"{ANNOTATION_TYPE}: nlb is not supported by this provider yet (service {service.key})"
+        )
 
 
 def is_internal(service: Service) -> bool:
@@ -178,6 +195,8 @@ class AWSLoadBalancers:
     async def get_load_balancer(
         self, cluster_name: str, service: Service
     ) -> tuple[LoadBalancerStatus | None, bool]:
+        if is_external(service):
+            return None, False
         description = await self._describe(self.get_load_balancer_name(cluster_name, service))
         if description is None:
             return None, False
@@ -331,6 +350,7 @@ class AWSLoadBalancers:
     async def ensure_load_balancer(
         self, cluster_name: str, service: Service, nodes: Sequence[Node]
     ) -> LoadBalancerStatus:
+        check_supported(service)
         name = self.get_load_balancer_name(cluster_name, service)
         wanted_listeners = listeners(service)
         instance_ids = self._instance_ids(nodes)
@@ -432,6 +452,7 @@ class AWSLoadBalancers:
     async def update_load_balancer(
         self, cluster_name: str, service: Service, nodes: Sequence[Node]
     ) -> None:
+        check_supported(service)
         name = self.get_load_balancer_name(cluster_name, service)
         description = await self._describe(name)
         if description is None:
@@ -440,6 +461,8 @@ class AWSLoadBalancers:
         await self._sync_instances(name, current, self._instance_ids(nodes))
 
     async def ensure_load_balancer_deleted(self, cluster_name: str, service: Service) -> None:
+        if is_external(service):
+            return  # the other controller's to delete
         name = self.get_load_balancer_name(cluster_name, service)
         description = await self._describe(name)
         if description is not None:

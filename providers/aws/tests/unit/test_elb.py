@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from ccm_aws.elb import ANNOTATION_INTERNAL
+from ccm_aws.elb import ANNOTATION_INTERNAL, ANNOTATION_TYPE
 from ccm_aws.testing import Ec2Console
 
 from ccm.cloudprovider import Node, Service
-from ccm.errors import CloudProviderError
+from ccm.errors import CloudProviderError, ImplementedElsewhereError
 
 MakeProvider = Callable[..., Awaitable[Any]]
 CLUSTER = "kubernetes"
@@ -184,6 +184,22 @@ def subnet_cidr(console: Ec2Console, vpc: str) -> str:
     cidr = console.ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"]
     a, b = cidr.split(".")[:2]
     return f"{a}.{b}.128.0/20"
+
+
+async def test_external_types_are_implemented_elsewhere_and_nlb_is_refused(
+    make_provider: MakeProvider, setup: dict[str, Any]
+) -> None:
+    lb = (await make_provider()).load_balancer()
+    for kind in ("external", "nlb-ip"):
+        svc = service(annotations={ANNOTATION_TYPE: kind})
+        with pytest.raises(ImplementedElsewhereError):
+            await lb.ensure_load_balancer(CLUSTER, svc, setup["nodes"])
+        assert await lb.get_load_balancer(CLUSTER, svc) == (None, False)
+        await lb.ensure_load_balancer_deleted(CLUSTER, svc)
+    nlb = service(annotations={ANNOTATION_TYPE: "nlb"})
+    with pytest.raises(CloudProviderError, match="nlb is not supported"):
+        await lb.ensure_load_balancer(CLUSTER, nlb, setup["nodes"])
+    assert await lb.get_load_balancer(CLUSTER, nlb) == (None, False)
 
 
 async def test_udp_is_refused_before_anything_is_created(
