@@ -1,5 +1,12 @@
 """The provider contract: the only package (with ccm.errors and ccm.wellknown) a provider
-imports."""
+imports.
+
+Besides the contract it holds the provider toolkit: :func:`run_blocking` and
+:class:`BlockingPool` (blocking SDKs on the framework's thread pool, re-exported here), and the
+submodules imported on demand (they load pydantic and tenacity): ``ccm.cloudprovider.config``
+(the ``--cloud-config`` model: YAML, JSON, gcfg INI), ``ccm.cloudprovider.retry`` (retries and
+throttling), ``ccm.cloudprovider.durations`` (Go durations) and ``ccm.cloudprovider.gcfg``.
+"""
 
 from ccm.cloudprovider.blocking import BlockingPool, current_pool, run_blocking, use_pool
 from ccm.cloudprovider.helpers import (

@@ -198,7 +198,7 @@ class RetryPolicy:
         """Await ``fn(*args, **kwargs)`` under this policy; ``what`` names the call in errors and
         logs (``"DescribeInstances"``)."""
         tries = 0
-        verdicts: dict[int, Verdict] = {}
+        last: tuple[Exception, Verdict] | None = None  # the classifier runs once per failure
 
         async def attempt() -> T:
             nonlocal tries
@@ -206,10 +206,11 @@ class RetryPolicy:
             return await fn(*args, **kwargs)
 
         def retry_on(exc: BaseException) -> bool:
+            nonlocal last
             if not isinstance(exc, Exception):  # CancelledError, KeyboardInterrupt: never
                 return False
-            verdicts[id(exc)] = verdict = self.verdict(exc)
-            return verdict.kind is Kind.TRANSIENT
+            last = (exc, self.verdict(exc))
+            return last[1].kind is Kind.TRANSIENT
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             RETRIES.labels("retried").inc()
@@ -237,7 +238,7 @@ class RetryPolicy:
         try:
             return cast(T, await retrying(attempt))
         except Exception as exc:
-            verdict = verdicts.get(id(exc)) or self.verdict(exc)
+            verdict = last[1] if last is not None and last[0] is exc else self.verdict(exc)
             if verdict.kind is Kind.TRANSIENT:
                 RETRIES.labels("gave_up").inc()
                 raise RetriesExhaustedError(what, tries, exc) from exc

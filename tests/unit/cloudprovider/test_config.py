@@ -4,6 +4,8 @@ the field; Go durations; secrets from files and the environment."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -366,3 +368,12 @@ def test_a_subclass_can_refuse_unknown_keys() -> None:
     assert Strict.load(b"attempts: 2").initial_backoff == 0.2  # the base's settings still apply
     with pytest.raises(ConfigFileError, match=r"c\.yaml: surprise: Extra inputs are not permitted"):
         Strict.load(b"surprise: 1", source="c.yaml")
+
+
+def test_the_daemon_does_not_load_pydantic_or_tenacity_for_providers_that_do_not_use_them() -> None:
+    code = (
+        "import sys, ccm.app.main, ccm.cloudprovider; "
+        "print(sorted(m for m in ('pydantic', 'tenacity', 'yaml') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

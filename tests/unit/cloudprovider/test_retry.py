@@ -224,3 +224,18 @@ def test_policy_rejects_nonsense() -> None:
         RetryPolicy(attempts=0)
     with pytest.raises(ValueError, match="max_backoff"):
         RetryPolicy(max_backoff=-1)
+
+
+@pytest.mark.looptime
+async def test_the_classifier_runs_once_per_failure() -> None:
+    seen: list[Exception] = []
+
+    def counting(exc: Exception) -> Verdict | None:
+        seen.append(exc)
+        return classify(exc)
+
+    errors = [ApiError(503), ApiError(503), ApiError(403)]
+    policy = RetryPolicy(attempts=5, initial_backoff=0.1, classify=counting)
+    with pytest.raises(ApiError, match="403"):
+        await policy.call("X", Flaky(*errors))
+    assert seen == errors
