@@ -215,8 +215,9 @@ class AWSDriver(ConformanceDriverBase):
         await run_blocking(self.elb.close)
 
 
-def driver_factory(provider: CloudProvider) -> AWSDriver:
-    """``--driver ccm_aws.driver:driver_factory``."""
+async def driver_factory(provider: CloudProvider) -> AWSDriver:
+    """``--driver ccm_aws.driver:driver_factory`` (boto3 builds its clients on the framework's
+    thread pool, off the event loop)."""
     if not isinstance(provider, AWSProvider):
         raise TypeError(f"the AWS driver needs the AWS provider, not {type(provider).__name__}")
-    return AWSDriver(provider)
+    return await run_blocking(AWSDriver, provider)
