@@ -18,13 +18,16 @@
   fragmentation-needed from ``spec.loadBalancerSourceRanges`` (else the annotation
   ``service.beta.kubernetes.io/load-balancer-source-ranges``, else ``0.0.0.0/0``), synced on
   update; ``[Global] ElbSecurityGroup`` replaces it with a group the provider never changes.
-- Instances: the Nodes' instances (from their providerIDs) are registered, others deregistered.
+- Instances: the Nodes' instances (from their providerIDs) are registered, others deregistered;
+  their security groups admit the ELB's (:mod:`ccm_aws.nodegroups`) unless
+  ``[Global] DisableSecurityGroupIngress``.
 - Status: the ELB's DNS name as the ingress hostname.
 
 ``service.beta.kubernetes.io/aws-load-balancer-type: external`` or ``nlb-ip`` belongs to another
 controller (ImplementedElsewhereError, as upstream). Not yet: ``nlb`` (refused with an error, never
-silently a classic ELB), the TLS/HTTP/proxy-protocol/access-log/... annotations, and opening the
-Nodes' security groups to the ELB's (as with ``DisableSecurityGroupIngress = true``).
+silently a classic ELB) and the TLS/HTTP/proxy-protocol/access-log/... annotations. The pure
+rules (annotations, listeners, health check, permissions, subnets) are in
+:mod:`ccm_aws.elbrules`.
 """
 
 from __future__ import annotations
@@ -40,118 +43,15 @@ from ccm.cloudprovider import (
     Service,
     default_load_balancer_name,
 )
-from ccm.errors import CloudProviderError, ImplementedElsewhereError
-from ccm_aws import addresses
+from ccm.errors import CloudProviderError
+from ccm_aws import addresses, elbrules, nodegroups
 from ccm_aws.api import AWSApi, error_code
 from ccm_aws.instances import AWSInstances
-from ccm_aws.tags import RESOURCE_LIFECYCLE_OWNED, ClusterTagging
+from ccm_aws.tags import RESOURCE_LIFECYCLE_OWNED, TAG_CLUSTER_PREFIX, ClusterTagging
 
-__all__ = [
-    "ANNOTATION_INTERNAL",
-    "ANNOTATION_SOURCE_RANGES",
-    "TAG_SERVICE_NAME",
-    "AWSLoadBalancers",
-]
+__all__ = ["AWSLoadBalancers"]
 
 _log = logging.getLogger("ccm_aws")
-
-ANNOTATION_INTERNAL = "service.beta.kubernetes.io/aws-load-balancer-internal"
-ANNOTATION_TYPE = "service.beta.kubernetes.io/aws-load-balancer-type"
-ANNOTATION_SOURCE_RANGES = "service.beta.kubernetes.io/load-balancer-source-ranges"
-TAG_SERVICE_NAME = "kubernetes.io/service-name"
-TAG_ROLE_ELB = "kubernetes.io/role/elb"
-TAG_ROLE_INTERNAL_ELB = "kubernetes.io/role/internal-elb"
-HEALTH_CHECK = {"HealthyThreshold": 2, "UnhealthyThreshold": 6, "Timeout": 5, "Interval": 10}
-
-Permission = tuple[str, int, int, str]  # protocol, from port, to port, CIDR
-
-
-def _tags(items: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    return {str(t.get("Key", "")): str(t.get("Value", "")) for t in items}
-
-
-def is_external(service: Service) -> bool:
-    """Upstream ``isLBExternal``: another controller (the AWS Load Balancer Controller) owns it."""
-    return service.annotations.get(ANNOTATION_TYPE) in ("nlb-ip", "external")
-
-
-def check_supported(service: Service) -> None:
-    if is_external(service):
-        raise ImplementedElsewhereError()
-    if service.annotations.get(ANNOTATION_TYPE) == "nlb":
-        raise CloudProviderError(
-            f"{ANNOTATION_TYPE}: nlb is not supported by this provider yet (service {service.key})"
-        )
-
-
-def is_internal(service: Service) -> bool:
-    value = service.annotations.get(ANNOTATION_INTERNAL)
-    return value is not None and value != "" and value != "false"
-
-
-def source_ranges(service: Service) -> list[str]:
-    ranges = [str(r).strip() for r in service.spec.get("loadBalancerSourceRanges") or ()]
-    if not ranges:
-        annotation = service.annotations.get(ANNOTATION_SOURCE_RANGES, "")
-        ranges = [r.strip() for r in annotation.split(",") if r.strip()]
-    return ranges or ["0.0.0.0/0"]
-
-
-def listeners(service: Service) -> list[dict[str, Any]]:
-    out = []
-    for port in service.ports:
-        protocol = str(port.get("protocol", "TCP"))
-        if protocol != "TCP":
-            raise CloudProviderError(
-                f"Protocol {protocol} not supported by LoadBalancer (service {service.key})"
-            )
-        out.append(
-            {
-                "Protocol": "TCP",
-                "LoadBalancerPort": int(port["port"]),
-                "InstanceProtocol": "TCP",
-                "InstancePort": int(port.get("nodePort") or 0),
-            }
-        )
-    if not out:
-        raise CloudProviderError(f"requested load balancer with no ports (service {service.key})")
-    return out
-
-
-def health_check_target(service: Service, first_node_port: int) -> str:
-    policy = service.spec.get("externalTrafficPolicy")
-    hc_port = service.spec.get("healthCheckNodePort")
-    if policy == "Local" and hc_port:
-        return f"HTTP:{int(hc_port)}/healthz"
-    return f"TCP:{first_node_port}"
-
-
-def wanted_permissions(ports: Sequence[int], cidrs: Sequence[str]) -> set[Permission]:
-    perms = {("tcp", p, p, c) for p in ports for c in cidrs}
-    perms |= {("icmp", 3, 4, c) for c in cidrs}  # path MTU discovery
-    return perms
-
-
-def _permissions(group: Mapping[str, Any]) -> set[Permission]:
-    out: set[Permission] = set()
-    for perm in group.get("IpPermissions") or ():
-        for rng in perm.get("IpRanges") or ():
-            out.add(
-                (
-                    str(perm.get("IpProtocol")),
-                    int(perm.get("FromPort", -1)),
-                    int(perm.get("ToPort", -1)),
-                    str(rng.get("CidrIp")),
-                )
-            )
-    return out
-
-
-def _ip_permissions(perms: Iterable[Permission]) -> list[dict[str, Any]]:
-    return [
-        {"IpProtocol": p, "FromPort": f, "ToPort": t, "IpRanges": [{"CidrIp": c}]}
-        for p, f, t, c in sorted(perms)
-    ]
 
 
 class AWSLoadBalancers:
@@ -165,12 +65,14 @@ class AWSLoadBalancers:
         *,
         vpc: str = "",
         elb_security_group: str = "",
+        disable_security_group_ingress: bool = False,
     ) -> None:
         self.api = api
         self.tagging = tagging
         self.instances = instances
         self.vpc = vpc
         self.elb_security_group = elb_security_group
+        self.disable_security_group_ingress = disable_security_group_ingress
 
     def get_load_balancer_name(self, cluster_name: str, service: Service) -> str:
         return default_load_balancer_name(service)
@@ -195,7 +97,7 @@ class AWSLoadBalancers:
     async def get_load_balancer(
         self, cluster_name: str, service: Service
     ) -> tuple[LoadBalancerStatus | None, bool]:
-        if is_external(service):
+        if elbrules.is_external(service):
             return None, False
         description = await self._describe(self.get_load_balancer_name(cluster_name, service))
         if description is None:
@@ -255,17 +157,17 @@ class AWSLoadBalancers:
             "RouteTables",
             Filters=[{"Name": "vpc-id", "Values": [vpc]}],
         )
-        role = TAG_ROLE_INTERNAL_ELB if internal else TAG_ROLE_ELB
+        role = elbrules.TAG_ROLE_INTERNAL_ELB if internal else elbrules.TAG_ROLE_ELB
         best: dict[str, tuple[tuple[int, int, str], str]] = {}
         for subnet in subnets:
             tags = subnet.get("Tags") or ()
             ours = self.tagging.has_cluster_tag(tags)
-            if not ours and any(k.startswith("kubernetes.io/cluster/") for k in _tags(tags)):
+            if not ours and any(k.startswith(TAG_CLUSTER_PREFIX) for k in elbrules.tag_map(tags)):
                 continue  # another cluster's
             subnet_id, zone = str(subnet["SubnetId"]), str(subnet["AvailabilityZone"])
-            if not internal and not _is_public(tables, subnet_id):
+            if not internal and not elbrules.is_public(tables, subnet_id):
                 continue
-            rank = (0 if role in _tags(tags) else 1, 0 if ours else 1, subnet_id)
+            rank = (0 if role in elbrules.tag_map(tags) else 1, 0 if ours else 1, subnet_id)
             if zone not in best or rank < best[zone][0]:
                 best[zone] = (rank, subnet_id)
         if not best:
@@ -308,21 +210,21 @@ class AWSLoadBalancers:
                     Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
                 )
             group = {}
-        want = wanted_permissions(ports, source_ranges(service))
-        have = _permissions(group)
+        want = elbrules.wanted_permissions(ports, elbrules.source_ranges(service))
+        have = elbrules.group_permissions(group)
         if want - have:
             await self.api.call(
                 "ec2",
                 "authorize_security_group_ingress",
                 GroupId=group_id,
-                IpPermissions=_ip_permissions(want - have),
+                IpPermissions=elbrules.ip_permissions(want - have),
             )
         if have - want:
             await self.api.call(
                 "ec2",
                 "revoke_security_group_ingress",
                 GroupId=group_id,
-                IpPermissions=_ip_permissions(have - want),
+                IpPermissions=elbrules.ip_permissions(have - want),
             )
         return group_id
 
@@ -345,16 +247,45 @@ class AWSLoadBalancers:
                 Instances=[{"InstanceId": i} for i in sorted(have - want)],
             )
 
+    async def _sync_node_ingress(
+        self, group: str, current: Sequence[str], wanted: Sequence[str]
+    ) -> None:
+        """The backends' security groups admit the ELB's group ``group`` (and the former
+        backends' stop admitting it). A shared ``ElbSecurityGroup`` is only ever added: other
+        ELBs rely on the same rules."""
+        if self.disable_security_group_ingress:
+            return
+        ids = sorted(set(current) | set(wanted))
+        described = await self.instances.by_ids(ids) if ids else {}
+        former = {
+            g
+            for i in set(current) - set(wanted)
+            if i in described
+            for g in (str(x["GroupId"]) for x in described[i].get("SecurityGroups") or ())
+        }
+        if group == self.elb_security_group:
+            former = set()
+            if not wanted:
+                return
+        await nodegroups.sync_node_ingress(
+            self.api,
+            self.tagging,
+            group,
+            [described[i] for i in wanted if i in described],
+            candidates=former,
+            keep_others=group == self.elb_security_group,
+        )
+
     # -- LoadBalancer ----------------------------------------------------------------------------
 
     async def ensure_load_balancer(
         self, cluster_name: str, service: Service, nodes: Sequence[Node]
     ) -> LoadBalancerStatus:
-        check_supported(service)
+        elbrules.check_supported(service)
         name = self.get_load_balancer_name(cluster_name, service)
-        wanted_listeners = listeners(service)
+        wanted_listeners = elbrules.listeners(service)
         instance_ids = self._instance_ids(nodes)
-        internal = is_internal(service)
+        internal = elbrules.is_internal(service)
         vpc = await self._vpc(instance_ids)
         subnets = await self._subnets(vpc, internal)
         ports = [int(listener["LoadBalancerPort"]) for listener in wanted_listeners]
@@ -363,7 +294,7 @@ class AWSLoadBalancers:
         if description is None:
             tags = {
                 **self.tagging.build_tags(RESOURCE_LIFECYCLE_OWNED),
-                TAG_SERVICE_NAME: service.key,
+                elbrules.TAG_SERVICE_NAME: service.key,
             }
             args: dict[str, Any] = {
                 "LoadBalancerName": name,
@@ -381,15 +312,16 @@ class AWSLoadBalancers:
                 raise CloudProviderError(f"load balancer {name} not found after creation")
         else:
             await self._sync_existing(name, description, wanted_listeners, subnets, group)
-        target = health_check_target(service, int(wanted_listeners[0]["InstancePort"]))
+        target = elbrules.health_check_target(service, int(wanted_listeners[0]["InstancePort"]))
         current_check = description.get("HealthCheck") or {}
-        expected = {"Target": target, **HEALTH_CHECK}
+        expected = {"Target": target, **elbrules.HEALTH_CHECK}
         if any(current_check.get(k) != v for k, v in expected.items()):
             await self.api.call(
                 "elb", "configure_health_check", LoadBalancerName=name, HealthCheck=expected
             )
         current = [str(i["InstanceId"]) for i in description.get("Instances") or ()]
         await self._sync_instances(name, current, instance_ids)
+        await self._sync_node_ingress(group, current, instance_ids)
         return self._status(description)
 
     async def _sync_existing(
@@ -452,21 +384,27 @@ class AWSLoadBalancers:
     async def update_load_balancer(
         self, cluster_name: str, service: Service, nodes: Sequence[Node]
     ) -> None:
-        check_supported(service)
+        elbrules.check_supported(service)
         name = self.get_load_balancer_name(cluster_name, service)
         description = await self._describe(name)
         if description is None:
             raise CloudProviderError(f"load balancer not found: {name}")
         current = [str(i["InstanceId"]) for i in description.get("Instances") or ()]
-        await self._sync_instances(name, current, self._instance_ids(nodes))
+        wanted = self._instance_ids(nodes)
+        await self._sync_instances(name, current, wanted)
+        for group in description.get("SecurityGroups") or ():
+            await self._sync_node_ingress(str(group), current, wanted)
 
     async def ensure_load_balancer_deleted(self, cluster_name: str, service: Service) -> None:
-        if is_external(service):
+        if elbrules.is_external(service):
             return  # the other controller's to delete
         name = self.get_load_balancer_name(cluster_name, service)
         description = await self._describe(name)
         if description is not None:
             _log.info("Deleting load balancer %s of %s", name, service.key)
+            current = [str(i["InstanceId"]) for i in description.get("Instances") or ()]
+            for group in description.get("SecurityGroups") or ():
+                await self._sync_node_ingress(str(group), current, [])
             await self.api.call("elb", "delete_load_balancer", LoadBalancerName=name)
             groups = list(description.get("SecurityGroups") or ())
         else:
@@ -495,27 +433,7 @@ class AWSLoadBalancers:
             raise
         if not found or not self.tagging.cluster_id:
             return
-        tags = _tags(found[0].get("Tags") or ())
+        tags = elbrules.tag_map(found[0].get("Tags") or ())
         if tags.get(self.tagging.cluster_tag_key) != RESOURCE_LIFECYCLE_OWNED:
             return  # not ours to delete
         await self.api.call("ec2", "delete_security_group", GroupId=group)
-
-
-def _is_public(tables: Sequence[Mapping[str, Any]], subnet_id: str) -> bool:
-    """Upstream ``isSubnetPublic``: the subnet's route table (else the VPC's main one) routes to
-    an internet gateway."""
-    table = next(
-        (
-            t
-            for t in tables
-            if any(a.get("SubnetId") == subnet_id for a in t.get("Associations") or ())
-        ),
-        None,
-    )
-    if table is None:
-        table = next(
-            (t for t in tables if any(a.get("Main") for a in t.get("Associations") or ())), None
-        )
-    if table is None:
-        return False
-    return any(str(r.get("GatewayId") or "").startswith("igw") for r in table.get("Routes") or ())

@@ -56,6 +56,7 @@ class AWSProvider(CloudProvider):
             self._instances,
             vpc=config.global_.vpc,
             elb_security_group=config.global_.elb_security_group,
+            disable_security_group_ingress=config.global_.disable_security_group_ingress,
         )
         if self.tagging.cluster_id:
             _log.info("AWS cloud filtering on ClusterID: %s", self.tagging.cluster_id)

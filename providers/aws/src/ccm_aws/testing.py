@@ -193,6 +193,7 @@ class Ec2Console:
         instance_type: str = "t3.medium",
         name: str = "",
         public_ip: bool = False,
+        security_groups: list[str] | None = None,
     ) -> dict[str, Any]:
         """Launch one running instance; returns its DescribeInstances entry."""
         tags = [{"Key": "Name", "Value": name or f"ccm-test-{secrets.token_hex(3)}"}]
@@ -211,6 +212,8 @@ class Ec2Console:
             ]
         else:
             args["SubnetId"] = subnet
+            if security_groups:
+                args["SecurityGroupIds"] = security_groups
         instance_id = self.ec2.run_instances(**args)["Instances"][0]["InstanceId"]
         return self.describe(instance_id)
 

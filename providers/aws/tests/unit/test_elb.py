@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from ccm_aws.elb import ANNOTATION_INTERNAL, ANNOTATION_TYPE
+from ccm_aws.elbrules import ANNOTATION_INTERNAL, ANNOTATION_TYPE
 from ccm_aws.testing import Ec2Console
 
 from ccm.cloudprovider import Node, Service
@@ -210,3 +210,56 @@ async def test_udp_is_refused_before_anything_is_created(
     with pytest.raises(CloudProviderError, match="Protocol UDP not supported"):
         await lb.ensure_load_balancer(CLUSTER, svc, setup["nodes"])
     assert await lb.get_load_balancer(CLUSTER, svc) == (None, False)
+
+
+def _admitting(console: Ec2Console, groups: list[str], source: str) -> set[str]:
+    found = console.ec2.describe_security_groups(GroupIds=groups)["SecurityGroups"]
+    return {
+        g["GroupId"]
+        for g in found
+        for p in g["IpPermissions"]
+        if p["IpProtocol"] == "-1" and any(u["GroupId"] == source for u in p["UserIdGroupPairs"])
+    }
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+async def test_node_security_groups_admit_their_elb(
+    make_provider: MakeProvider,
+    console: Ec2Console,
+    network: dict[str, Any],
+    cluster_id: str,
+    disabled: bool,
+) -> None:
+    console.make_public(network["vpc"])
+    ec2 = console.ec2
+    tagged = ec2.create_security_group(GroupName="nodes", Description="n", VpcId=network["vpc"])[
+        "GroupId"
+    ]
+    ec2.create_tags(
+        Resources=[tagged], Tags=[{"Key": f"kubernetes.io/cluster/{cluster_id}", "Value": "owned"}]
+    )
+    lone = ec2.create_security_group(GroupName="lone", Description="l", VpcId=network["vpc"])[
+        "GroupId"
+    ]
+    subnet = next(iter(network["subnets"].values()))
+    first = console.run_instance(subnet, cluster_id=cluster_id, security_groups=[tagged])
+    second = console.run_instance(subnet, cluster_id=cluster_id, security_groups=[lone])
+    fields = {"DisableSecurityGroupIngress": "true"} if disabled else {}
+    lb = (await make_provider(**fields)).load_balancer()
+    svc = service()
+    await lb.ensure_load_balancer(CLUSTER, svc, [node(first), node(second)])
+    name = lb.get_load_balancer_name(CLUSTER, svc)
+    (described,) = console.elb.describe_load_balancers(LoadBalancerNames=[name])[
+        "LoadBalancerDescriptions"
+    ]
+    (source,) = described["SecurityGroups"]
+    both = [tagged, lone]
+    assert _admitting(console, both, source) == (set() if disabled else {tagged, lone})
+    await lb.update_load_balancer(CLUSTER, svc, [node(first)])
+    assert _admitting(console, both, source) == (set() if disabled else {tagged})
+    await lb.ensure_load_balancer_deleted(CLUSTER, svc)
+    assert _admitting(console, both, source) == set()
+    remaining = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [f"k8s-elb-{name}"]}]
+    )["SecurityGroups"]
+    assert remaining == []
