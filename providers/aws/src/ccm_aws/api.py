@@ -180,6 +180,18 @@ def resolve_region(config: AWSConfig, *, env: dict[str, str] | None = None) -> s
     )
 
 
+def source_headers(role_arn: str, source_arn: str) -> dict[str, str]:
+    """Upstream's confused-deputy headers on AssumeRole: the role's account as
+    ``x-amz-source-account``, and ``[Global] SourceARN`` as ``x-amz-source-arn`` when set."""
+    parts = role_arn.split(":")
+    if len(parts) < 6 or parts[0] != "arn":
+        raise ConfigError(f"cloud config: [Global] RoleARN: not an ARN: {role_arn!r}")
+    headers = {"x-amz-source-account": parts[4]}
+    if source_arn:
+        headers["x-amz-source-arn"] = source_arn
+    return headers
+
+
 class _ActionLog:
     """Appends ``service:Action`` lines to the file named by :data:`ACTION_LOG_ENV`."""
 
@@ -265,13 +277,18 @@ class AWSApi:
                 "cloud config: [Global] RoleARN: no base AWS credentials to assume the role with"
             )
         extra: dict[str, Any] = {"RoleSessionName": "ccm-aws"}
-        if self.config.source_arn:
-            extra["SourceIdentity"] = self.config.source_arn.rsplit("/", 1)[-1][:64]
+        headers = source_headers(self.config.role_arn, self.config.source_arn)
+
+        def add_headers(request: Any, **_: Any) -> None:
+            for key, value in headers.items():
+                request.headers[key] = value
+
         sts_args = self.client_args("sts")
 
         def create_client(service: str, **kwargs: Any) -> Any:
             kwargs.update(sts_args)
             client = base.create_client(service, **kwargs)
+            client.meta.events.register("before-sign.sts.AssumeRole", add_headers)
             for handler in self._observers:
                 client.meta.events.register("before-call", handler)
             return client

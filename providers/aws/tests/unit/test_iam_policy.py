@@ -7,12 +7,18 @@ test too, daemons and ``ccm conformance`` subprocesses included.)"""
 
 from __future__ import annotations
 
+import http.server
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ccm_aws.testing import Ec2Console
+import pytest
+from ccm_aws.api import source_headers
+from ccm_aws.provider import factory
+from ccm_aws.testing import Ec2Console, cloud_config
 
 from ccm.cloudprovider import Node, Route
+from ccm.errors import CloudProviderError, ConfigError
 
 from ..conftest import policy_actions
 from .test_elb import service, subnet_cidr
@@ -92,3 +98,69 @@ async def test_role_arn_assumes_the_role_for_every_call(
     assert sorted(used) == ["AssumeRole", "DescribeAvailabilityZones", "DescribeInstances"]
     credentials = provider.api.session.get_credentials().get_frozen_credentials()
     assert credentials.access_key != "testing"  # the role's, not the base identity's
+
+
+def test_assume_role_sends_upstreams_source_headers() -> None:
+    role = "arn:aws:iam::123456789012:role/ccm"
+    assert source_headers(role, "") == {"x-amz-source-account": "123456789012"}
+    assert source_headers(role, "arn:aws:eks:us-east-1:1:cluster/x") == {
+        "x-amz-source-account": "123456789012",
+        "x-amz-source-arn": "arn:aws:eks:us-east-1:1:cluster/x",
+    }
+    with pytest.raises(ConfigError, match="RoleARN: not an ARN"):
+        source_headers("ccm", "")
+
+
+_ASSUMED = """<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+<AssumeRoleResult><Credentials><AccessKeyId>ASIAFAKE</AccessKeyId>
+<SecretAccessKey>secret</SecretAccessKey><SessionToken>token</SessionToken>
+<Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>
+<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/ccm/ccm-aws</Arn>
+<AssumedRoleId>AROAFAKE:ccm-aws</AssumedRoleId></AssumedRoleUser></AssumeRoleResult>
+</AssumeRoleResponse>"""
+
+
+async def test_the_source_headers_reach_sts() -> None:
+    seen: list[dict[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+            if "Action=AssumeRole" in body:
+                seen.append({k.lower(): v for k, v in self.headers.items()})
+                answer, status = _ASSUMED.encode(), 200
+            else:
+                answer, status = (
+                    b"<Response><Errors><Error><Code>Nope</Code></Error></Errors></Response>",
+                    400,
+                )
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="fake-sts", daemon=True)
+    thread.start()
+    try:
+        config = cloud_config(
+            f"http://127.0.0.1:{server.server_address[1]}",
+            RoleARN="arn:aws:iam::123456789012:role/ccm",
+            SourceARN="arn:aws:eks:us-east-1:123456789012:cluster/prod",
+        )
+        provider = await factory(config.encode())
+        try:
+            view = Node({"metadata": {"name": "n"}, "spec": {"providerID": "i-0123456789abcdef0"}})
+            with pytest.raises(CloudProviderError, match="Nope"):
+                await provider.instances_v2().instance_exists(view)
+        finally:
+            await provider.aclose()
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    (headers,) = seen
+    assert headers["x-amz-source-account"] == "123456789012"
+    assert headers["x-amz-source-arn"] == "arn:aws:eks:us-east-1:123456789012:cluster/prod"
