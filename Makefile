@@ -106,7 +106,8 @@ format-providers: venv
 	$(BIN)/ruff format $(PROVIDERS)
 	$(BIN)/ruff check --fix $(PROVIDERS)
 
-lint: lint-providers
+# lint-imports checks the installed provider and sample packages (root_packages in pyproject).
+lint: lint-providers samples
 format: format-providers
 test: providers
 test-unit: providers
