@@ -48,10 +48,14 @@ def aws_test_env() -> dict[str, str]:
 
 
 @contextmanager
-def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the block, restoring them after."""
+def patched_environ(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (``None``: unset) environment variables for the block, restoring them after."""
     saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:
@@ -116,13 +120,20 @@ def cloud_config(url: str, *, region: str = "us-east-1", **global_fields: str) -
 class Ec2Console:
     """The operator's view of EC2 (blocking boto3), independent of the provider."""
 
-    def __init__(self, url: str, region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        url: str,
+        region: str = "us-east-1",
+        *,
+        access_key: str = "testing",
+        secret_key: str = "testing",
+    ) -> None:
         self.region = region
         args: dict[str, Any] = {
             "region_name": region,
             "endpoint_url": url,
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
+            "aws_access_key_id": access_key,
+            "aws_secret_access_key": secret_key,
             "config": botocore.config.Config(retries={"mode": "standard", "max_attempts": 3}),
         }
         self.ec2 = boto3.client("ec2", **args)

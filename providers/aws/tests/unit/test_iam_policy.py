@@ -8,19 +8,28 @@ test too, daemons and ``ccm conformance`` subprocesses included.)"""
 from __future__ import annotations
 
 import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Awaitable, Callable
+import time
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import boto3
 import pytest
 from ccm_aws.api import source_headers
 from ccm_aws.provider import factory
-from ccm_aws.testing import Ec2Console, cloud_config
+from ccm_aws.testing import Ec2Console, cloud_config, patched_environ
 
 from ccm.cloudprovider import Node, Route
 from ccm.errors import CloudProviderError, ConfigError
 
-from ..conftest import policy_actions
+from ..conftest import POLICY, policy_actions
 from .test_elb import service, subnet_cidr
 
 #: Permissions AWS checks on top of a call's own action (the call is recorded, not these): tags
@@ -30,9 +39,11 @@ IMPLIED = {"elasticloadbalancing:CreateLoadBalancer": {"elasticloadbalancing:Add
 MakeProvider = Callable[..., Awaitable[Any]]
 
 
-async def test_the_policy_allows_exactly_what_the_provider_calls(
+async def workload(
     make_provider: MakeProvider, console: Ec2Console, network: dict[str, Any], cluster_id: str
-) -> None:
+) -> set[str]:
+    """Every call of every capability (with the updates that need the rarer actions); returns
+    the IAM actions the providers called."""
     console.create_route_table(network["vpc"], cluster_id)
     console.make_public(network["vpc"])
     zone, subnet = sorted(network["subnets"].items())[0]
@@ -79,9 +90,110 @@ async def test_the_policy_allows_exactly_what_the_provider_calls(
     )
     await shared.load_balancer().ensure_load_balancer("kubernetes", changed, nodes[:1])
     await lb.ensure_load_balancer_deleted("kubernetes", changed)
+    return used
 
+
+async def test_the_policy_allows_exactly_what_the_provider_calls(
+    make_provider: MakeProvider, console: Ec2Console, network: dict[str, Any], cluster_id: str
+) -> None:
+    used = await workload(make_provider, console, network, cluster_id)
     implied = {a for call, actions in IMPLIED.items() if call in used for a in actions}
     assert used | implied == policy_actions()
+
+
+@pytest.fixture(scope="module")
+def enforcing_moto() -> Iterator[tuple[str, dict[str, str]]]:
+    """A moto server of its own that enforces IAM (``INITIAL_NO_AUTH_ACTION_COUNT``, read when
+    moto starts), with an administrator's keys; the shared server enforces nothing."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/moto-api/", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1")
+        # The three unauthenticated calls moto allows: an administrator and its keys.
+        iam.create_user(UserName="admin")
+        everything = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+        iam.put_user_policy(
+            UserName="admin",
+            PolicyName="admin",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [everything]}),
+        )
+        key = iam.create_access_key(UserName="admin")["AccessKey"]
+        yield url, {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"]}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _user_with(url: str, admin: dict[str, str], policy: str) -> dict[str, str | None]:
+    """A new IAM user allowed ``policy``; the environment that makes the provider use it."""
+    iam = boto3.client(
+        "iam",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=admin["access_key"],
+        aws_secret_access_key=admin["secret_key"],
+    )
+    name = f"ccm-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="ccm", PolicyDocument=policy)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": None,
+        "AWS_SECURITY_TOKEN": None,
+    }
+
+
+@pytest.mark.parametrize("without", [None, "ec2:CreateRoute"])
+async def test_the_policy_is_enough_where_iam_is_enforced(
+    enforcing_moto: tuple[str, dict[str, str]], without: str | None
+) -> None:
+    url, admin = enforcing_moto
+    doc = json.loads(POLICY.read_text())
+    if without is not None:
+        doc["Statement"][0]["Action"].remove(without)
+    console = Ec2Console(url, **admin)
+    cluster_id = f"c{uuid.uuid4().hex[:8]}"
+    network = console.create_network(cluster_id, cidr="10.91.0.0/16")
+    built: list[Any] = []
+
+    async def make(**fields: str) -> Any:
+        provider = await factory(
+            cloud_config(url, KubernetesClusterID=cluster_id, **fields).encode()
+        )
+        built.append(provider)
+        return provider
+
+    try:
+        with patched_environ(_user_with(url, admin, json.dumps(doc))):
+            if without is None:
+                await workload(make, console, network, cluster_id)
+            else:
+                # The control: moto does deny what the policy lacks.
+                with pytest.raises(CloudProviderError, match=f"AccessDenied.*{without}"):
+                    await workload(make, console, network, cluster_id)
+    finally:
+        for provider in built:
+            await provider.aclose()
 
 
 async def test_role_arn_assumes_the_role_for_every_call(
