@@ -23,7 +23,12 @@ import boto3
 import botocore.exceptions
 
 from ccm.cloudprovider import CloudProvider, NodeAddress, run_blocking
-from ccm.testing.conformance.driver import CloudLoadBalancer, ConformanceDriverBase, Machine
+from ccm.testing.conformance.driver import (
+    CloudLoadBalancer,
+    CloudRoute,
+    ConformanceDriverBase,
+    Machine,
+)
 from ccm_aws import addresses
 from ccm_aws.instances import LABEL_ZONE_ID
 from ccm_aws.provider import AWSProvider
@@ -190,6 +195,32 @@ class AWSDriver(ConformanceDriverBase):
     async def load_balancers(self) -> Sequence[CloudLoadBalancer] | None:
         """Every classic ELB of the account and region, read directly from the API."""
         return await run_blocking(self._load_balancers)
+
+    def _routes(self, cluster_name: str) -> list[CloudRoute]:
+        if not self._route_table:
+            return []
+        names = {v: k for k, v in self._ids.items()}
+        tables = self.ec2.describe_route_tables(RouteTableIds=[self._route_table])["RouteTables"]
+        out = []
+        for entry in tables[0].get("Routes") or ():
+            instance_id = entry.get("InstanceId")
+            destination = entry.get("DestinationCidrBlock") or entry.get("DestinationIpv6CidrBlock")
+            if not instance_id or not destination:
+                continue  # the local and gateway routes are not the provider's
+            out.append(
+                CloudRoute(
+                    cluster_name=cluster_name,
+                    target_node=names.get(instance_id, instance_id),
+                    destination_cidr=str(destination),
+                )
+            )
+        return out
+
+    async def routes(self, cluster_name: str) -> Sequence[CloudRoute] | None:
+        """The instance routes of the cluster's route table, read directly from the API. EC2
+        routes carry no tags: the route table is the cluster's scope, so every instance route in
+        it counts as the cluster's."""
+        return await run_blocking(self._routes, cluster_name)
 
     def _delete_network(self) -> None:
         if self._network is None:
