@@ -21,6 +21,8 @@ argument is also a public attribute (``capabilities.routes = False`` works at an
 * Errors: ``inject_error(method, error, key=None, times=None)`` returns an :class:`ErrorRule`;
   ``clear_errors()``.
 * Timing: ``set_latency(method, seconds)`` (an ``asyncio.sleep``, so looptime skips it),
+  ``ignore_cancellation`` (a set of methods, ``"*"`` for every cloud call, whose latency sleep
+  ignores cancellation: a misbehaving provider that answers late instead of stopping),
   ``set_rate_limit(qps, burst)`` (token bucket), ``call_hook`` (called, and awaited if it returns
   an awaitable, inside every call: block a call on an Event, observe concurrency, ...).
 * Recorded calls: ``calls`` (list of :class:`FakeCall` ``(method, key)`` named tuples),
@@ -113,6 +115,8 @@ Config file (``--cloud-config``, YAML or JSON; every key is optional)
       - {method: create, kind: retryAfter, retryAfter: 5}      # no times: forever
       # optional per rule: id (a label; FakeCloudState gives each injection a new one)
     latency: {"*": 0.01, instance-metadata: 0.2}
+    ignoreCancellation: [instance-exists]   # or ["*"]: these calls sleep their whole latency even
+                                            # when cancelled, then answer as if nothing happened
     rateLimit: {qps: 50, burst: 10}
     routes:
       - {cluster: kubernetes, name: r1, targetNode: node-1, destinationCIDR: 10.244.1.0/24}
@@ -125,17 +129,17 @@ prefixes ``could not init cloud provider "fake": ``.
 
 State file (``stateFile``: written by tests, usually with :class:`FakeCloudState`)
 ==================================================================================
-The sections ``instances``, ``defaultInstance``, ``errors``, ``latency``, ``rateLimit`` and
-``routes``, with the schema above. The fake stats the file on every call (mtime, size, inode) and
-re-reads it when it changed. A section is applied, replacing the fake's current value, when it
-appears or its content differs from the version applied last; ``null`` clears it. An unchanged
-section is left alone, so rewriting the file to change the latency neither resets the ``times``
-counters of errors nor drops the routes the controllers created (an error rule is re-armed when
-its ``id`` changes: ``FakeCloudState.inject_error`` gives every injection a new one). A section
-removed from the file leaves the current value in place; a missing file changes nothing. A
-malformed file fails the factory at start-up; later it is ignored (the previous state stays)
-and reported as ``stateError`` in the status file. Write it atomically (``FakeCloudState.write``
-does, and moves the mtime forward so that quick rewrites are never missed).
+The sections ``instances``, ``defaultInstance``, ``errors``, ``latency``, ``ignoreCancellation``,
+``rateLimit`` and ``routes``, with the schema above. The fake stats the file on every call (mtime,
+size, inode) and re-reads it when it changed. A section is applied, replacing the fake's current
+value, when it appears or its content differs from the version applied last; ``null`` clears it. An
+unchanged section is left alone, so rewriting the file to change the latency neither resets the
+``times`` counters of errors nor drops the routes the controllers created (an error rule is re-armed
+when its ``id`` changes: ``FakeCloudState.inject_error`` gives every injection a new one). A section
+removed from the file leaves the current value in place; a missing file changes nothing. A malformed
+file fails the factory at start-up; later it is ignored (the previous state stays) and reported as
+``stateError`` in the status file. Write it atomically (``FakeCloudState.write`` does, and moves the
+mtime forward so that quick rewrites are never missed).
 
 Status file (``statusFile``: written by the fake, read with :class:`FakeCloudStatus`)
 =====================================================================================
@@ -422,8 +426,16 @@ class FakeCloudStateSpec(_Model):
     default_instance: DefaultInstanceSpec | None = None
     errors: list[ErrorSpec] | None = None
     latency: dict[str, float] | None = None
+    ignore_cancellation: list[str] | None = None
     rate_limit: RateLimitSpec | None = None
     routes: list[RouteSpec] | None = None
+
+    @field_validator("ignore_cancellation")
+    @classmethod
+    def _ignore_cancellation(cls, value: list[str] | None) -> list[str] | None:
+        for method in value or ():
+            _check_method(method)
+        return value
 
     @field_validator("latency")
     @classmethod
@@ -810,6 +822,20 @@ class ErrorRule:
         return built
 
 
+async def _sleep_ignoring_cancellation(seconds: float) -> None:
+    """Sleep ``seconds`` even when cancelled meanwhile: the injected fault of a provider that
+    ignores cancellation (a blocking SDK call that cannot be interrupted, a swallowed
+    ``CancelledError``). The caller then gets the answer late, as if it had never been cancelled;
+    the framework must not use it."""
+    deadline = clock.monotonic() + seconds
+    while (remaining := deadline - clock.monotonic()) > 0:
+        try:
+            await clock.sleep(remaining)
+        except asyncio.CancelledError:  # swallowed on purpose: the fault being modelled
+            _log.info("fake cloud call ignores its cancellation (%.3g s left)", remaining)
+            continue
+
+
 class FakeCall(NamedTuple):
     """One recorded call: ``(method, key)``; compares equal to a plain tuple."""
 
@@ -936,6 +962,8 @@ class FakeCloud(CloudProvider):
         self.latency: dict[str, float] = {}
         for method, seconds in (latency or {}).items():
             self.set_latency(method, seconds)
+        #: Methods (``"*"``: every cloud call) whose latency sleep ignores cancellation.
+        self.ignore_cancellation: set[str] = set()
         self._bucket: _TokenBucket | None = None
         if rate_limit is not None:
             self.set_rate_limit(*rate_limit)
@@ -1197,7 +1225,13 @@ class FakeCloud(CloudProvider):
         delay = self.latency.get(method)
         if delay is None and cloud_call:
             delay = self.latency.get(_WILDCARD)
-        await clock.sleep(delay or 0.0)  # a real call always suspends at least once
+        if delay and (
+            method in self.ignore_cancellation
+            or (cloud_call and _WILDCARD in self.ignore_cancellation)
+        ):
+            await _sleep_ignoring_cancellation(delay)
+        else:
+            await clock.sleep(delay or 0.0)  # a real call always suspends at least once
         if self.call_hook is not None:
             result = self.call_hook(call)
             if inspect.isawaitable(result):
@@ -1651,6 +1685,8 @@ class FakeCloud(CloudProvider):
             self.errors = [ErrorRule.from_spec(s) for s in spec.errors or ()]
         elif section == "latency":
             self.latency = dict(spec.latency or {})
+        elif section == "ignore_cancellation":
+            self.ignore_cancellation = set(spec.ignore_cancellation or ())
         elif section == "rate_limit":
             limit = spec.rate_limit
             self.set_rate_limit(None if limit is None else limit.qps, limit.burst if limit else 1)
@@ -2003,6 +2039,14 @@ class FakeCloudState:
 
     def clear_latency(self) -> FakeCloudState:
         self._doc["latency"] = {}
+        return self
+
+    def set_ignore_cancellation(self, *methods: str) -> FakeCloudState:
+        """The latency of these methods (``"*"``: every cloud call) ignores cancellation; no
+        methods: every call honours it again."""
+        for method in methods:
+            _check_method(method)
+        self._doc["ignoreCancellation"] = sorted(methods)
         return self
 
     def set_rate_limit(self, qps: float, burst: int = 1) -> FakeCloudState:

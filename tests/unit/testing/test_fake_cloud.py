@@ -670,6 +670,53 @@ async def test_latency_and_rate_limit_can_come_from_the_config() -> None:
     assert loop.time() - start == pytest.approx(2.25)
 
 
+@pytest.mark.looptime
+async def test_a_call_that_ignores_cancellation_answers_late_instead_of_stopping(
+    cloud: FakeCloud,
+) -> None:
+    loop = asyncio.get_running_loop()
+    cloud.set_latency("instance-exists", 10)
+    cloud.ignore_cancellation = {"instance-exists"}
+    start = loop.time()
+    task = asyncio.create_task(cloud.instance_exists(node("node-1")), name="test/exists")
+    await asyncio.sleep(1)
+    task.cancel()
+    assert await task is True  # the cancellation was swallowed: the full answer, late
+    assert loop.time() - start == pytest.approx(10)
+
+    cloud.ignore_cancellation = set()
+    task = asyncio.create_task(cloud.instance_exists(node("node-1")), name="test/exists")
+    await asyncio.sleep(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.looptime
+async def test_ignore_cancellation_comes_from_the_state_file_and_the_wildcard_covers_cloud_calls(
+    tmp_path: Path,
+) -> None:
+    state = FakeCloudState().set_default_instance().set_latency("*", 5)
+    state.set_ignore_cancellation("*").write(tmp_path / "state.json")
+    fake = FakeCloudFactory(_config(tmp_path))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with asyncio.timeout(1) as bound:
+        meta = await fake.instance_metadata(node("node-1"))
+    assert meta is not None  # the late answer arrived: the timeout could not stop the call
+    assert bound.expired()
+    assert loop.time() - start == pytest.approx(5)
+    assert fake.ignore_cancellation == {"*"}
+
+    state.set_ignore_cancellation().write(tmp_path / "state.json")
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1):
+            await fake.instance_metadata(node("node-1"))
+    assert loop.time() - start == pytest.approx(1)
+    assert fake.ignore_cancellation == set()
+
+
 async def test_call_hook_can_hold_a_call(cloud: FakeCloud) -> None:
     release = asyncio.Event()
     seen: list[FakeCall] = []
