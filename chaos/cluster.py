@@ -251,10 +251,11 @@ class Cluster:
 
         return step
 
-    def join(self, name: str, index: int) -> None:
-        self.internal_ips[name] = f"10.0.{index // 250}.{index % 250 + 2}"
+    def join(self, name: str, index: int, *, foreign: bool = False) -> None:
+        subnet = 200 + index // 250 if foreign else index // 250
+        self.internal_ips[name] = f"10.0.{subnet}.{index % 250 + 2}"
         self._machine(name, "running")
-        cidr = planmod.pod_cidr(index)
+        cidr = planmod.pod_cidr(index, foreign=foreign)
         self.pod_cidrs[name] = cidr
 
         def register() -> bool:
@@ -374,9 +375,12 @@ class Cluster:
                 return r
         return None
 
-    def fault_start(self, kind: str) -> str:
+    def fault_start(self, kind: str, node: str = "", index: int = 0) -> str:
         """Inject fault ``kind``; returns what was done (for the log)."""
         timeout = self.settings.cloud_call_timeout
+        if kind == "foreign-podcidr":
+            self.join(node, index, foreign=True)
+            return f"{node} joins with podCIDR {self.pod_cidrs[node]}"
         if kind == "cloud-errors":
             self.state.inject_error("*", "cloud", message="chaos: cloud API unavailable")
         elif kind == "throttle":
@@ -406,7 +410,10 @@ class Cluster:
         self.state.write(self.state_path)
         return "cloud state written"
 
-    def fault_end(self, kind: str) -> str:
+    def fault_end(self, kind: str, node: str = "") -> str:
+        if kind == "foreign-podcidr":
+            self.leave(node)
+            return f"{node} leaves"
         if kind in ("cloud-errors", "throttle"):
             self.state.clear_errors()
         elif kind in ("latency", "ignore-cancel"):

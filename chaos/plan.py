@@ -37,6 +37,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "etcd-restart",  # stop etcd, start it again after the fault's duration
     "leader-kill",  # SIGKILL the leading replica (restarted like a crashed pod)
     "leader-pause",  # SIGSTOP the leading replica for longer than the lease, then SIGCONT
+    "foreign-podcidr",  # a Node with a podCIDR outside the cluster CIDR joins, then leaves
 )
 DEFAULT_FAULTS: tuple[str, ...] = FAULT_KINDS
 #: The kinds of the short run in ``make test``: only those the current code is known to survive
@@ -53,9 +54,13 @@ SHORT_RUN_FAULTS: tuple[str, ...] = (
 CLUSTER_CIDR = "10.244.0.0/16"
 
 
-def pod_cidr(index: int) -> str:
-    """The podCIDR of the ``index``-th Node: its own /24 of the cluster CIDR."""
-    net = ipaddress.ip_network(CLUSTER_CIDR)
+FOREIGN_CIDR = "10.99.0.0/16"  # outside CLUSTER_CIDR
+
+
+def pod_cidr(index: int, *, foreign: bool = False) -> str:
+    """The podCIDR of the ``index``-th Node: its own /24 of the cluster CIDR (or of
+    :data:`FOREIGN_CIDR` for a misconfigured Node)."""
+    net = ipaddress.ip_network(FOREIGN_CIDR if foreign else CLUSTER_CIDR)
     return str(list(net.subnets(new_prefix=24))[index % 256])
 
 
@@ -230,6 +235,7 @@ def _fault_actions(rng: random.Random, s: PlanSettings) -> list[Action]:
         return actions
     now = s.warmup
     queue: list[str] = []
+    foreign = 0
     while True:
         if not queue:
             queue = list(s.faults)
@@ -241,8 +247,14 @@ def _fault_actions(rng: random.Random, s: PlanSettings) -> list[Action]:
         if now + length > s.duration - s.quiet_tail:
             break
         queue.pop(0)
-        actions.append(Action(at=round(now, 2), kind="fault-start", target=kind))
-        actions.append(Action(at=round(now + length, 2), kind="fault-end", target=kind))
+        params: tuple[tuple[str, Any], ...] = ()
+        if kind == "foreign-podcidr":
+            params = (("node", f"foreign-{foreign:03d}"), ("index", foreign))
+            foreign += 1
+        actions.append(Action(at=round(now, 2), kind="fault-start", target=kind, params=params))
+        actions.append(
+            Action(at=round(now + length, 2), kind="fault-end", target=kind, params=params)
+        )
         now += length + rng.uniform(*s.fault_gap)
     return actions
 

@@ -154,9 +154,9 @@ def _chaos_and_check(
 def _apply(cluster: Cluster, action: planmod.Action) -> str:
     kind, target = action.kind, action.target
     if kind == "fault-start":
-        return cluster.fault_start(target)
+        return cluster.fault_start(target, action.param("node", ""), int(action.param("index", 0)))
     if kind == "fault-end":
-        return cluster.fault_end(target)
+        return cluster.fault_end(target, action.param("node", ""))
     if kind == "join":
         cluster.join(target, int(action.param("index")))
     elif kind == "leave":
@@ -195,7 +195,12 @@ def _converge(
         else:
             machines = {name: cluster.machine_state(name) for name in cluster.machines}
             problems = checker.convergence_problems(
-                nodes, services, cluster.cloud_status(), machines, cluster="kubernetes"
+                nodes,
+                services,
+                cluster.cloud_status(),
+                machines,
+                cluster="kubernetes",
+                cluster_cidr=planmod.CLUSTER_CIDR,
             )
             if cluster.pending:
                 problems.append(f"{len(cluster.pending)} workload steps pending")
@@ -275,6 +280,9 @@ def _check(
         "rejected writes by a non-leader": str(len(rejected)),
         "Event writes by a non-leader": str(len(event_writes)),
         "longest Service deletion": f"{watch.longest(now):.1f} s",
+        "peak LIST requests per second by the replicas": "{} (at {:.0f} s)".format(
+            *_at(checker.peak_rate(events, "list"), wall0)
+        ),
         "Nodes / Services at the end": f"{len(nodes)} / {len(services) - 1}",
     }
     evidence = wrongful + ready_deleted + leaked + duplicated + routes + stuck + wrong
@@ -283,6 +291,10 @@ def _check(
     report.findings += [f"(info) {f.line(wall0)}" for f in (rejected + event_writes)[:30]]
     report.info["fault schedule"] = "; ".join(planmod.schedule_lines(plan.actions))
     return report
+
+
+def _at(rate: tuple[int, float], wall0: float) -> tuple[int, float]:
+    return rate[0], max(0.0, rate[1] - wall0)
 
 
 def _write(report: checker.Report, out: Path, seed: int) -> Path:

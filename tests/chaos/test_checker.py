@@ -180,7 +180,23 @@ def test_leaked_duplicated_load_balancers_and_leaked_routes_are_found() -> None:
     assert len(duplicated) == 1
     assert "a1-copy" in duplicated[0].detail
     reasons = sorted(f.detail.split(": ")[-1] for f in routes)
-    assert reasons == ["Node gone", "not the Node's podCIDR", "outside 10.244.0.0/16"]
+    assert reasons == ["Node gone", "not the Node's podCIDR", "not the Node's podCIDR"]
+    assert "(outside 10.244.0.0/16)" in " ".join(f.detail for f in routes)
+
+
+def test_a_route_outside_the_cluster_cidr_leaks_only_when_its_node_is_gone() -> None:
+    nodes = [node("misfit", "10.99.1.0/24")]
+    cloud = status([], [("misfit", "10.99.1.0/24"), ("left", "10.99.2.0/24")])
+    _, _, routes = checker.cloud_findings(
+        cloud, [], nodes, cluster="kubernetes", cluster_cidr="10.244.0.0/16", at=T0
+    )
+    assert [f.detail for f in routes] == [
+        "r-left → left 10.99.2.0/24 (outside 10.244.0.0/16): Node gone"
+    ]
+    problems = checker.convergence_problems(
+        nodes, [], cloud, {"misfit": "running"}, cluster="kubernetes", cluster_cidr="10.244.0.0/16"
+    )
+    assert problems == []
 
 
 def test_convergence_requires_the_steady_state_the_workload_asked_for() -> None:
@@ -191,7 +207,7 @@ def test_convergence_requires_the_steady_state_the_workload_asked_for() -> None:
         [("a1", "default/web", "u1", [(80, 30080)])],
         [("n1", "10.244.1.0/24"), ("n2", "10.244.2.0/24")],
     )
-    args = {"cluster": "kubernetes"}
+    args = {"cluster": "kubernetes", "cluster_cidr": "10.244.0.0/16"}
     assert checker.convergence_problems(nodes, services, cloud, machines, **args) == []
 
     machines["n4"] = "running"
@@ -231,3 +247,12 @@ def test_report_fails_on_any_count_or_without_convergence() -> None:
     report.counts["leaked routes"] = 1
     assert not report.ok
     assert not checker.Report(counts={"x": 0}, converged=False).ok
+
+
+def test_peak_rate_finds_the_busiest_second() -> None:
+    def get(offset: float, verb: str) -> checker.AuditEvent:
+        return checker.AuditEvent(T0 + offset, T0 + offset, "u", verb, "nodes", "", "", "", 200)
+
+    events = [get(0.1, "list"), get(3.2, "list"), get(3.7, "list"), get(3.9, "watch")]
+    assert checker.peak_rate(events, "list") == (2, T0 + 3)
+    assert checker.peak_rate([], "list") == (0, 0.0)
