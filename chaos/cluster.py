@@ -362,7 +362,16 @@ class Cluster:
 
     # ---- faults
 
-    def leader(self) -> Replica | None:
+    def leader(self, *, wait: float = 0.0) -> Replica | None:
+        """The replica holding the Lease, waiting up to ``wait`` seconds for one (after an
+        outage the Lease may name a replica that has exited until another takes over)."""
+        deadline = time.monotonic() + wait
+        while (found := self._leader()) is None and time.monotonic() < deadline:
+            self.supervise()
+            time.sleep(0.5)
+        return found
+
+    def _leader(self) -> Replica | None:
         lease = self.try_request(
             "GET",
             f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{LEASE_NAME}",
@@ -396,7 +405,7 @@ class Cluster:
             self.plane.kill("etcd", signal.SIGTERM)
             return "etcd stopped"
         elif kind in ("leader-kill", "leader-pause"):
-            leader = self.leader()
+            leader = self.leader(wait=3 * self.settings.lease_duration)
             if leader is None:
                 return "skipped: no leader"
             if kind == "leader-kill":
