@@ -129,6 +129,7 @@ class Cluster:
             "statusFile": str(self.status_path),
             "statusInterval": 0,  # every change is durable before the controller sees it
             "restoreFromStatus": True,
+            "sharedStatus": True,  # one cloud for every replica, deposed leaders included
             "recordCalls": False,
             "defaultInstance": None,
         }

@@ -88,6 +88,7 @@ Config file (``--cloud-config``, YAML or JSON; every key is optional)
     statusFile: /tmp/t/status.json    # written by the fake (temporary file + rename)
     statusInterval: 0.1               # seconds; changes reach the status file this late
     restoreFromStatus: true           # initialize() reloads LBs and routes from statusFile
+    sharedStatus: false               # statusFile is the cloud of several processes (replicas)
     recordCalls: true                 # keep the (method, key) list; counters are always kept
     # the initial state: the same sections as the state file
     instances:
@@ -159,6 +160,16 @@ every change). Tests poll it::
      "calls": {"instance-metadata": 3}, "callsByKey": {"instance-metadata": {"node-1": 3}},
      "totalCalls": 3, "batchItems": {"instance-metadata-batch": 0}, "stateGeneration": 1,
      "stateError": null}
+
+Several processes, one cloud (``sharedStatus: true``)
+=====================================================
+Replicas of a daemon each hold their own fake; with ``sharedStatus`` the status file is their
+common cloud. Each call first reloads the load balancers and routes from the status file when
+another process changed it (before the latency sleep and again after it, so the change a call
+makes applies to the current cloud), and every change is written at once (as with
+``statusInterval: 0``). A deposed leader that keeps calling therefore acts on the same cloud as
+the new leader, as it would on a real cloud. There is no lock between processes: two processes
+that change the cloud in the same instant may lose one change.
 
 Load balancers and routes
 =========================
@@ -495,6 +506,7 @@ class FakeCloudConfig(FakeCloudStateSpec):
     status_file: str | None = None
     status_interval: float = Field(0.1, ge=0)
     restore_from_status: bool = True
+    shared_status: bool = False
     record_calls: bool = True
 
 
@@ -612,6 +624,15 @@ def _read_state_file(path: Path) -> FakeCloudStateSpec:
         return FakeCloudStateSpec.model_validate(doc)
     except ValidationError as exc:
         raise ConfigError(f"invalid {what}: {_one_line(exc)}") from None
+
+
+def _file_key(path: Path) -> tuple[int, int, int] | None:
+    """(mtime, size, inode) of ``path``, None if it does not exist: a change detector."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _atomic_write(path: Path, data: bytes, *, newer: bool = False) -> None:
@@ -928,6 +949,7 @@ class FakeCloud(CloudProvider):
         status_file: str | os.PathLike[str] | None = None,
         status_interval: float = 0.1,
         restore_from_status: bool = True,
+        shared_status: bool = False,
         call_hook: Callable[[FakeCall], Awaitable[None] | None] | None = None,
     ) -> None:
         if not provider_name:
@@ -992,6 +1014,8 @@ class FakeCloud(CloudProvider):
         self.status_file = Path(status_file) if status_file is not None else None
         self.status_interval = status_interval
         self.restore_from_status = restore_from_status
+        self.shared_status = shared_status
+        self._status_key: tuple[int, int, int] | None = None  # the status file we last saw
         self._status_handle: asyncio.TimerHandle | None = None
         self._active = (
             False  # no status file writes before the first call (standby replicas stay quiet)
@@ -1040,6 +1064,7 @@ class FakeCloud(CloudProvider):
             status_file=cfg.status_file,
             status_interval=cfg.status_interval,
             restore_from_status=cfg.restore_from_status,
+            shared_status=cfg.shared_status,
         )
         for section in _STATE_SECTIONS:
             if section in cfg.model_fields_set:
@@ -1215,6 +1240,7 @@ class FakeCloud(CloudProvider):
         """The prologue of every method: reload, record, throttle, delay, hook, injected error."""
         self._active = True
         self._reload_state(strict=False)
+        self._sync_shared()
         call = self._record(method, key)
         self._status_changed()
         cloud_call = method in CLOUD_METHODS
@@ -1244,6 +1270,7 @@ class FakeCloud(CloudProvider):
                     rule.times -= 1
                 rule.fired += 1
                 raise rule.build()
+        self._sync_shared()  # the work that follows (no await) changes the current cloud
 
     # ---- instance resolution
 
@@ -1296,12 +1323,13 @@ class FakeCloud(CloudProvider):
     # ---- lifecycle
 
     async def initialize(self, context: InitContext) -> None:
+        if self.restore_from_status and not self._active:
+            # Before the first call writes the status file (at once with statusInterval 0).
+            self._restore_from_status()
         await self._call("initialize", context.cluster_name)
         self.initialized = True
         self.init_context = context
         self.initialized_cluster_name = context.cluster_name
-        if self.restore_from_status:
-            self._restore_from_status()
         self._status_changed(urgent=True)
 
     async def aclose(self) -> None:
@@ -1806,7 +1834,7 @@ class FakeCloud(CloudProvider):
         if self.status_file is None or not self._active:
             return
         self._status_dirty = True
-        if urgent or self.status_interval <= 0:
+        if urgent or self.status_interval <= 0 or self.shared_status:
             self._write_status()
             return
         if self._status_handle is None:
@@ -1831,9 +1859,19 @@ class FakeCloud(CloudProvider):
         self._status_dirty = False
         data = json.dumps(self.status(), indent=1, sort_keys=False).encode() + b"\n"
         try:
-            _atomic_write(self.status_file, data)
+            _atomic_write(self.status_file, data, newer=self.shared_status)
+            self._status_key = _file_key(self.status_file)
         except OSError as exc:
             _log.warning("cannot write fake cloud status file %s: %s", self.status_file, exc)
+
+    def _sync_shared(self) -> None:
+        """With ``shared_status``: reload load balancers and routes if another process wrote."""
+        if not self.shared_status or self.status_file is None:
+            return
+        current = _file_key(self.status_file)
+        if current is not None and current != self._status_key:
+            self._restore_from_status()
+            self._status_key = current
 
     def _restore_from_status(self) -> None:
         if self.status_file is None:

@@ -1291,6 +1291,50 @@ async def test_a_restarted_fake_restores_its_load_balancers_and_routes(tmp_path:
     assert third.load_balancers == {}
 
 
+async def test_a_restarted_fake_restores_its_state_even_when_status_writes_are_immediate(
+    tmp_path: Path,
+) -> None:
+    extra = "statusInterval: 0\n"
+    first = FakeCloudFactory(_config(tmp_path, extra))
+    await first.initialize(InitContext())
+    await first.ensure_load_balancer("kubernetes", service(), [node("n1")])
+    await first.create_route(
+        "kubernetes", "u1", Route(target_node="n1", destination_cidr="10.1.0.0/24")
+    )
+
+    second = FakeCloudFactory(_config(tmp_path, extra))  # the first one was SIGKILLed
+    await second.initialize(InitContext())  # its first write must not wipe what it restores
+    assert len(second.load_balancers) == 1
+    assert len(await second.list_routes("kubernetes")) == 1
+
+
+async def test_replicas_with_a_shared_status_file_act_on_one_cloud(tmp_path: Path) -> None:
+    extra = "sharedStatus: true\nstatusInterval: 5\n"
+    old_leader = FakeCloudFactory(_config(tmp_path, extra))
+    await old_leader.initialize(InitContext())
+    web, api = service("web"), service("api")
+    await old_leader.ensure_load_balancer("kubernetes", web, [node("n1")])
+
+    new_leader = FakeCloudFactory(_config(tmp_path, extra))
+    await new_leader.initialize(InitContext())
+    assert (await new_leader.get_load_balancer("kubernetes", web))[1]
+    await new_leader.ensure_load_balancer_deleted("kubernetes", web)
+    await new_leader.create_route(
+        "kubernetes", "u1", Route(target_node="n1", destination_cidr="10.1.0.0/24")
+    )
+
+    # The deposed leader wakes up: it sees the current cloud, and its own change lands in it
+    # without undoing the new leader's.
+    assert await old_leader.get_load_balancer("kubernetes", web) == (None, False)
+    await old_leader.ensure_load_balancer("kubernetes", api, [node("n1")])
+    status = FakeCloudStatus.read(tmp_path / "status.json")
+    assert status is not None
+    assert [lb.service for lb in status.load_balancers.values()] == ["default/api"]
+    assert len(status.routes["kubernetes"]) == 1
+    assert len(await new_leader.list_routes("kubernetes")) == 1
+    assert (await new_leader.get_load_balancer("kubernetes", api))[1]
+
+
 # ---- through the registry, as the daemon does
 
 
