@@ -853,7 +853,8 @@ async def _sleep_ignoring_cancellation(seconds: float) -> None:
         try:
             await clock.sleep(remaining)
         except asyncio.CancelledError:  # swallowed on purpose: the fault being modelled
-            _log.info("fake cloud call ignores its cancellation (%.3g s left)", remaining)
+            left = deadline - clock.monotonic()
+            _log.info("fake cloud call ignores its cancellation (%.3g s left)", left)
             continue
 
 
