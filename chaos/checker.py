@@ -405,6 +405,7 @@ class Report:
     converged: bool = False
     converge_seconds: float | None = None
     findings: list[str] = dataclasses.field(default_factory=list)
+    fault_log: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -428,4 +429,5 @@ class Report:
             "convergeSeconds": self.converge_seconds,
             "info": self.info,
             "findings": self.findings,
+            "faultLog": self.fault_log,
         }

@@ -14,7 +14,6 @@ import contextlib
 import http.client
 import json
 import logging
-import os
 import signal
 import ssl
 import time
@@ -115,7 +114,6 @@ class Cluster:
         self.ready: dict[str, list[tuple[float, bool]]] = {}  # node → [(time, Ready)]
         self.pod_cidrs: dict[str, str] = {}
         self.internal_ips: dict[str, str] = {}
-        self.deleted_services: dict[str, float] = {}  # uid-less key → deletion request time
         self.fault_log: list[tuple[float, str, str]] = []  # (time, kind, what happened)
         self._ssl: ssl.SSLContext | None = None
 
@@ -356,7 +354,6 @@ class Cluster:
             except RuntimeError as exc:
                 if " 404 " not in str(exc):
                     raise
-            self.deleted_services[f"{NAMESPACE}/{name}"] = time.time()
             return True
 
         self._enqueue(f"delete service {name}", step)
@@ -503,9 +500,3 @@ def _service_ports(ports: tuple[int, ...]) -> list[dict[str, Any]]:
     return [
         {"name": f"p{port}", "port": port, "targetPort": port, "protocol": "TCP"} for port in ports
     ]
-
-
-def env_workdir(base: str | None) -> Path:
-    root = Path(base or os.environ.get("TMPDIR", "/tmp"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root

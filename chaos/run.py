@@ -290,6 +290,7 @@ def _check(
     report.findings += [f"not converged: {p}" for p in problems[:30]]
     report.findings += [f"(info) {f.line(wall0)}" for f in (rejected + event_writes)[:30]]
     report.info["fault schedule"] = "; ".join(planmod.schedule_lines(plan.actions))
+    report.fault_log = [f"[{at - wall0:8.1f}s] {what}" for at, _, what in cluster.fault_log]
     return report
 
 
@@ -304,6 +305,8 @@ def _write(report: checker.Report, out: Path, seed: int) -> Path:
     text = f"# Chaos run {stamp}\n\n{report.table()}\n"
     if report.findings:
         text += "\n## Findings\n\n" + "\n".join(f"- {line}" for line in report.findings) + "\n"
+    if report.fault_log:
+        text += "\n## Fault log\n\n" + "\n".join(f"- {line}" for line in report.fault_log) + "\n"
     base.with_suffix(".md").write_text(text)
     base.with_suffix(".json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
     return base.with_suffix(".md")
