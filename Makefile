@@ -2,7 +2,7 @@
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-SRC := ccm tests
+SRC := ccm tests chaos
 ARGS ?=
 
 .PHONY: venv assets lint format test test-unit test-e2e demo clean
@@ -58,6 +58,13 @@ BENCH_ARGS ?= --nodes 1000
 bench: assets
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Chaos run (chaos/, issue 13): the real control plane, three ccm replicas, a churning workload and
+# injected faults; an invariant checker's table goes to chaos/results/. `make test` runs a short one.
+CHAOS_ARGS ?= --duration 600
+.PHONY: chaos
+chaos: assets
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 # Samples (samples/, each with its README): installed editable into the venv (their dependencies
 # are ccm's own); `make test` tests them and `make demo` runs the private-cloud one. The embedded

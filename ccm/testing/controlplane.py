@@ -487,6 +487,56 @@ class ControlPlane:
         where = self.url if self._layout is not None else "not started"
         return f"<ControlPlane {where} running={self.running}>"
 
+    # ---- faults --------------------------------------------------------------------------------
+
+    def kill(self, component: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to ``"etcd"`` or ``"kube-apiserver"`` (its process group) and reap it.
+
+        For fault injection: :meth:`revive` starts it again with the same command line, ports and
+        data. The other component keeps running (an apiserver without etcd answers errors).
+        """
+        process = self._component(component)
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def revive(self, component: str, *, timeout: float | None = None) -> None:
+        """Start a component stopped by :meth:`kill` again and wait until it is ready."""
+        process = self._component(component)
+        if process.poll() is None:
+            raise ControlPlaneError(f"{component} is still running (pid {process.pid})")
+        timeout = timeout or self._start_timeout or DEFAULT_START_TIMEOUT
+        deadline = time.monotonic() + timeout
+        if component == "etcd":
+            self._etcd = self._spawn(self.etcd_command, self.etcd_log_path)
+            self._wait(
+                "etcd", self._etcd, self.etcd_log_path, deadline, timeout, self._etcd_healthy
+            )
+        else:
+            self._apiserver = self._spawn(self.apiserver_command, self.apiserver_log_path)
+            self._wait(
+                "kube-apiserver",
+                self._apiserver,
+                self.apiserver_log_path,
+                deadline,
+                timeout,
+                self._apiserver_ready,
+            )
+
+    def _component(self, component: str) -> subprocess.Popen[bytes]:
+        process = {"etcd": self._etcd, "kube-apiserver": self._apiserver}.get(component)
+        if component not in ("etcd", "kube-apiserver"):
+            raise ValueError(f"unknown component {component!r} (etcd or kube-apiserver)")
+        if process is None:
+            raise ControlPlaneError("the control plane is not started")
+        return process
+
     # ---- identities ----------------------------------------------------------------------------
 
     def add_user(self, name: str, groups: Sequence[str] = ()) -> Path:

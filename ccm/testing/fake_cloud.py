@@ -21,6 +21,8 @@ argument is also a public attribute (``capabilities.routes = False`` works at an
 * Errors: ``inject_error(method, error, key=None, times=None)`` returns an :class:`ErrorRule`;
   ``clear_errors()``.
 * Timing: ``set_latency(method, seconds)`` (an ``asyncio.sleep``, so looptime skips it),
+  ``ignore_cancellation`` (a set of methods, ``"*"`` for every cloud call, whose latency sleep
+  ignores cancellation: a misbehaving provider that answers late instead of stopping),
   ``set_rate_limit(qps, burst, reject=False)`` (token bucket; ``reject=True``: a call finding no
   token is refused at once with a RetryAfterError whose delay is when the next token comes, like
   an HTTP 429 with ``Retry-After``), ``call_hook`` (called, and awaited if it returns
@@ -88,6 +90,7 @@ Config file (``--cloud-config``, YAML or JSON; every key is optional)
     statusFile: /tmp/t/status.json    # written by the fake (temporary file + rename)
     statusInterval: 0.1               # seconds; changes reach the status file this late
     restoreFromStatus: true           # initialize() reloads LBs and routes from statusFile
+    sharedStatus: false               # statusFile is the cloud of several processes (replicas)
     recordCalls: true                 # keep the (method, key) list; counters are always kept
     # the initial state: the same sections as the state file
     instances:
@@ -115,6 +118,8 @@ Config file (``--cloud-config``, YAML or JSON; every key is optional)
       - {method: create, kind: retryAfter, retryAfter: 5}      # no times: forever
       # optional per rule: id (a label; FakeCloudState gives each injection a new one)
     latency: {"*": 0.01, instance-metadata: 0.2}
+    ignoreCancellation: [instance-exists]   # or ["*"]: these calls sleep their whole latency even
+                                            # when cancelled, then answer as if nothing happened
     rateLimit: {qps: 50, burst: 10}   # reject: true answers 429 + hint instead of waiting
     routes:
       - {cluster: kubernetes, name: r1, targetNode: node-1, destinationCIDR: 10.244.1.0/24}
@@ -127,17 +132,17 @@ prefixes ``could not init cloud provider "fake": ``.
 
 State file (``stateFile``: written by tests, usually with :class:`FakeCloudState`)
 ==================================================================================
-The sections ``instances``, ``defaultInstance``, ``errors``, ``latency``, ``rateLimit`` and
-``routes``, with the schema above. The fake stats the file on every call (mtime, size, inode) and
-re-reads it when it changed. A section is applied, replacing the fake's current value, when it
-appears or its content differs from the version applied last; ``null`` clears it. An unchanged
-section is left alone, so rewriting the file to change the latency neither resets the ``times``
-counters of errors nor drops the routes the controllers created (an error rule is re-armed when
-its ``id`` changes: ``FakeCloudState.inject_error`` gives every injection a new one). A section
-removed from the file leaves the current value in place; a missing file changes nothing. A
-malformed file fails the factory at start-up; later it is ignored (the previous state stays)
-and reported as ``stateError`` in the status file. Write it atomically (``FakeCloudState.write``
-does, and moves the mtime forward so that quick rewrites are never missed).
+The sections ``instances``, ``defaultInstance``, ``errors``, ``latency``, ``ignoreCancellation``,
+``rateLimit`` and ``routes``, with the schema above. The fake stats the file on every call (mtime,
+size, inode) and re-reads it when it changed. A section is applied, replacing the fake's current
+value, when it appears or its content differs from the version applied last; ``null`` clears it. An
+unchanged section is left alone, so rewriting the file to change the latency neither resets the
+``times`` counters of errors nor drops the routes the controllers created (an error rule is re-armed
+when its ``id`` changes: ``FakeCloudState.inject_error`` gives every injection a new one). A section
+removed from the file leaves the current value in place; a missing file changes nothing. A malformed
+file fails the factory at start-up; later it is ignored (the previous state stays) and reported as
+``stateError`` in the status file. Write it atomically (``FakeCloudState.write`` does, and moves the
+mtime forward so that quick rewrites are never missed).
 
 Status file (``statusFile``: written by the fake, read with :class:`FakeCloudStatus`)
 =====================================================================================
@@ -157,6 +162,16 @@ every change). Tests poll it::
      "calls": {"instance-metadata": 3}, "callsByKey": {"instance-metadata": {"node-1": 3}},
      "totalCalls": 3, "batchItems": {"instance-metadata-batch": 0}, "stateGeneration": 1,
      "stateError": null}
+
+Several processes, one cloud (``sharedStatus: true``)
+=====================================================
+Replicas of a daemon each hold their own fake; with ``sharedStatus`` the status file is their
+common cloud. Each call first reloads the load balancers and routes from the status file when
+another process changed it (before the latency sleep and again after it, so the change a call
+makes applies to the current cloud), and every change is written at once (as with
+``statusInterval: 0``). A deposed leader that keeps calling therefore acts on the same cloud as
+the new leader, as it would on a real cloud. There is no lock between processes: two processes
+that change the cloud in the same instant may lose one change.
 
 Load balancers and routes
 =========================
@@ -425,8 +440,16 @@ class FakeCloudStateSpec(_Model):
     default_instance: DefaultInstanceSpec | None = None
     errors: list[ErrorSpec] | None = None
     latency: dict[str, float] | None = None
+    ignore_cancellation: list[str] | None = None
     rate_limit: RateLimitSpec | None = None
     routes: list[RouteSpec] | None = None
+
+    @field_validator("ignore_cancellation")
+    @classmethod
+    def _ignore_cancellation(cls, value: list[str] | None) -> list[str] | None:
+        for method in value or ():
+            _check_method(method)
+        return value
 
     @field_validator("latency")
     @classmethod
@@ -486,6 +509,7 @@ class FakeCloudConfig(FakeCloudStateSpec):
     status_file: str | None = None
     status_interval: float = Field(0.1, ge=0)
     restore_from_status: bool = True
+    shared_status: bool = False
     record_calls: bool = True
 
 
@@ -609,6 +633,15 @@ def _read_state_file(path: Path) -> FakeCloudStateSpec:
         return FakeCloudStateSpec.model_validate(doc)
     except ValidationError as exc:
         raise ConfigError(f"invalid {what}: {_one_line(exc)}") from None
+
+
+def _file_key(path: Path) -> tuple[int, int, int] | None:
+    """(mtime, size, inode) of ``path``, None if it does not exist: a change detector."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _atomic_write(path: Path, data: bytes, *, newer: bool = False) -> None:
@@ -819,6 +852,21 @@ class ErrorRule:
         return built
 
 
+async def _sleep_ignoring_cancellation(seconds: float) -> None:
+    """Sleep ``seconds`` even when cancelled meanwhile: the injected fault of a provider that
+    ignores cancellation (a blocking SDK call that cannot be interrupted, a swallowed
+    ``CancelledError``). The caller then gets the answer late, as if it had never been cancelled;
+    the framework must not use it."""
+    deadline = clock.monotonic() + seconds
+    while (remaining := deadline - clock.monotonic()) > 0:
+        try:
+            await clock.sleep(remaining)
+        except asyncio.CancelledError:  # swallowed on purpose: the fault being modelled
+            left = deadline - clock.monotonic()
+            _log.info("fake cloud call ignores its cancellation (%.3g s left)", left)
+            continue
+
+
 class FakeCall(NamedTuple):
     """One recorded call: ``(method, key)``; compares equal to a plain tuple."""
 
@@ -919,6 +967,7 @@ class FakeCloud(CloudProvider):
         status_file: str | os.PathLike[str] | None = None,
         status_interval: float = 0.1,
         restore_from_status: bool = True,
+        shared_status: bool = False,
         call_hook: Callable[[FakeCall], Awaitable[None] | None] | None = None,
     ) -> None:
         if not provider_name:
@@ -953,6 +1002,8 @@ class FakeCloud(CloudProvider):
         self.latency: dict[str, float] = {}
         for method, seconds in (latency or {}).items():
             self.set_latency(method, seconds)
+        #: Methods (``"*"``: every cloud call) whose latency sleep ignores cancellation.
+        self.ignore_cancellation: set[str] = set()
         self._bucket: _TokenBucket | None = None
         self._reject = False
         if rate_limit is not None:
@@ -982,6 +1033,8 @@ class FakeCloud(CloudProvider):
         self.status_file = Path(status_file) if status_file is not None else None
         self.status_interval = status_interval
         self.restore_from_status = restore_from_status
+        self.shared_status = shared_status
+        self._status_key: tuple[int, int, int] | None = None  # the status file we last saw
         self._status_handle: asyncio.TimerHandle | None = None
         self._active = (
             False  # no status file writes before the first call (standby replicas stay quiet)
@@ -1030,6 +1083,7 @@ class FakeCloud(CloudProvider):
             status_file=cfg.status_file,
             status_interval=cfg.status_interval,
             restore_from_status=cfg.restore_from_status,
+            shared_status=cfg.shared_status,
         )
         for section in _STATE_SECTIONS:
             if section in cfg.model_fields_set:
@@ -1211,6 +1265,7 @@ class FakeCloud(CloudProvider):
         """The prologue of every method: reload, record, throttle, delay, hook, injected error."""
         self._active = True
         self._reload_state(strict=False)
+        self._sync_shared()
         call = self._record(method, key)
         self._status_changed()
         cloud_call = method in CLOUD_METHODS
@@ -1230,7 +1285,13 @@ class FakeCloud(CloudProvider):
         delay = self.latency.get(method)
         if delay is None and cloud_call:
             delay = self.latency.get(_WILDCARD)
-        await clock.sleep(delay or 0.0)  # a real call always suspends at least once
+        if delay and (
+            method in self.ignore_cancellation
+            or (cloud_call and _WILDCARD in self.ignore_cancellation)
+        ):
+            await _sleep_ignoring_cancellation(delay)
+        else:
+            await clock.sleep(delay or 0.0)  # a real call always suspends at least once
         if self.call_hook is not None:
             result = self.call_hook(call)
             if inspect.isawaitable(result):
@@ -1243,6 +1304,7 @@ class FakeCloud(CloudProvider):
                     rule.times -= 1
                 rule.fired += 1
                 raise rule.build()
+        self._sync_shared()  # the work that follows (no await) changes the current cloud
 
     # ---- instance resolution
 
@@ -1295,12 +1357,13 @@ class FakeCloud(CloudProvider):
     # ---- lifecycle
 
     async def initialize(self, context: InitContext) -> None:
+        if self.restore_from_status and not self._active:
+            # Before the first call writes the status file (at once with statusInterval 0).
+            self._restore_from_status()
         await self._call("initialize", context.cluster_name)
         self.initialized = True
         self.init_context = context
         self.initialized_cluster_name = context.cluster_name
-        if self.restore_from_status:
-            self._restore_from_status()
         self._status_changed(urgent=True)
 
     async def aclose(self) -> None:
@@ -1684,6 +1747,8 @@ class FakeCloud(CloudProvider):
             self.errors = [ErrorRule.from_spec(s) for s in spec.errors or ()]
         elif section == "latency":
             self.latency = dict(spec.latency or {})
+        elif section == "ignore_cancellation":
+            self.ignore_cancellation = set(spec.ignore_cancellation or ())
         elif section == "rate_limit":
             limit = spec.rate_limit
             if limit is None:
@@ -1806,7 +1871,7 @@ class FakeCloud(CloudProvider):
         if self.status_file is None or not self._active:
             return
         self._status_dirty = True
-        if urgent or self.status_interval <= 0:
+        if urgent or self.status_interval <= 0 or self.shared_status:
             self._write_status()
             return
         if self._status_handle is None:
@@ -1831,9 +1896,19 @@ class FakeCloud(CloudProvider):
         self._status_dirty = False
         data = json.dumps(self.status(), indent=1, sort_keys=False).encode() + b"\n"
         try:
-            _atomic_write(self.status_file, data)
+            _atomic_write(self.status_file, data, newer=self.shared_status)
+            self._status_key = _file_key(self.status_file)
         except OSError as exc:
             _log.warning("cannot write fake cloud status file %s: %s", self.status_file, exc)
+
+    def _sync_shared(self) -> None:
+        """With ``shared_status``: reload load balancers and routes if another process wrote."""
+        if not self.shared_status or self.status_file is None:
+            return
+        current = _file_key(self.status_file)
+        if current is not None and current != self._status_key:
+            self._restore_from_status()
+            self._status_key = current
 
     def _restore_from_status(self) -> None:
         if self.status_file is None:
@@ -2039,6 +2114,14 @@ class FakeCloudState:
 
     def clear_latency(self) -> FakeCloudState:
         self._doc["latency"] = {}
+        return self
+
+    def set_ignore_cancellation(self, *methods: str) -> FakeCloudState:
+        """The latency of these methods (``"*"``: every cloud call) ignores cancellation; no
+        methods: every call honours it again."""
+        for method in methods:
+            _check_method(method)
+        self._doc["ignoreCancellation"] = sorted(methods)
         return self
 
     def set_rate_limit(self, qps: float, burst: int = 1, reject: bool = False) -> FakeCloudState:

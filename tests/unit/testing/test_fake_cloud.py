@@ -699,6 +699,53 @@ async def test_latency_and_rate_limit_can_come_from_the_config() -> None:
     assert loop.time() - start == pytest.approx(2.25)
 
 
+@pytest.mark.looptime
+async def test_a_call_that_ignores_cancellation_answers_late_instead_of_stopping(
+    cloud: FakeCloud,
+) -> None:
+    loop = asyncio.get_running_loop()
+    cloud.set_latency("instance-exists", 10)
+    cloud.ignore_cancellation = {"instance-exists"}
+    start = loop.time()
+    task = asyncio.create_task(cloud.instance_exists(node("node-1")), name="test/exists")
+    await asyncio.sleep(1)
+    task.cancel()
+    assert await task is True  # the cancellation was swallowed: the full answer, late
+    assert loop.time() - start == pytest.approx(10)
+
+    cloud.ignore_cancellation = set()
+    task = asyncio.create_task(cloud.instance_exists(node("node-1")), name="test/exists")
+    await asyncio.sleep(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.looptime
+async def test_ignore_cancellation_comes_from_the_state_file_and_the_wildcard_covers_cloud_calls(
+    tmp_path: Path,
+) -> None:
+    state = FakeCloudState().set_default_instance().set_latency("*", 5)
+    state.set_ignore_cancellation("*").write(tmp_path / "state.json")
+    fake = FakeCloudFactory(_config(tmp_path))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with asyncio.timeout(1) as bound:
+        meta = await fake.instance_metadata(node("node-1"))
+    assert meta is not None  # the late answer arrived: the timeout could not stop the call
+    assert bound.expired()
+    assert loop.time() - start == pytest.approx(5)
+    assert fake.ignore_cancellation == {"*"}
+
+    state.set_ignore_cancellation().write(tmp_path / "state.json")
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1):
+            await fake.instance_metadata(node("node-1"))
+    assert loop.time() - start == pytest.approx(1)
+    assert fake.ignore_cancellation == set()
+
+
 async def test_call_hook_can_hold_a_call(cloud: FakeCloud) -> None:
     release = asyncio.Event()
     seen: list[FakeCall] = []
@@ -1271,6 +1318,50 @@ async def test_a_restarted_fake_restores_its_load_balancers_and_routes(tmp_path:
     third = FakeCloudFactory(_config(tmp_path, "restoreFromStatus: false\n"))
     await third.initialize(InitContext())
     assert third.load_balancers == {}
+
+
+async def test_a_restarted_fake_restores_its_state_even_when_status_writes_are_immediate(
+    tmp_path: Path,
+) -> None:
+    extra = "statusInterval: 0\n"
+    first = FakeCloudFactory(_config(tmp_path, extra))
+    await first.initialize(InitContext())
+    await first.ensure_load_balancer("kubernetes", service(), [node("n1")])
+    await first.create_route(
+        "kubernetes", "u1", Route(target_node="n1", destination_cidr="10.1.0.0/24")
+    )
+
+    second = FakeCloudFactory(_config(tmp_path, extra))  # the first one was SIGKILLed
+    await second.initialize(InitContext())  # its first write must not wipe what it restores
+    assert len(second.load_balancers) == 1
+    assert len(await second.list_routes("kubernetes")) == 1
+
+
+async def test_replicas_with_a_shared_status_file_act_on_one_cloud(tmp_path: Path) -> None:
+    extra = "sharedStatus: true\nstatusInterval: 5\n"
+    old_leader = FakeCloudFactory(_config(tmp_path, extra))
+    await old_leader.initialize(InitContext())
+    web, api = service("web"), service("api")
+    await old_leader.ensure_load_balancer("kubernetes", web, [node("n1")])
+
+    new_leader = FakeCloudFactory(_config(tmp_path, extra))
+    await new_leader.initialize(InitContext())
+    assert (await new_leader.get_load_balancer("kubernetes", web))[1]
+    await new_leader.ensure_load_balancer_deleted("kubernetes", web)
+    await new_leader.create_route(
+        "kubernetes", "u1", Route(target_node="n1", destination_cidr="10.1.0.0/24")
+    )
+
+    # The deposed leader wakes up: it sees the current cloud, and its own change lands in it
+    # without undoing the new leader's.
+    assert await old_leader.get_load_balancer("kubernetes", web) == (None, False)
+    await old_leader.ensure_load_balancer("kubernetes", api, [node("n1")])
+    status = FakeCloudStatus.read(tmp_path / "status.json")
+    assert status is not None
+    assert [lb.service for lb in status.load_balancers.values()] == ["default/api"]
+    assert len(status.routes["kubernetes"]) == 1
+    assert len(await new_leader.list_routes("kubernetes")) == 1
+    assert (await new_leader.get_load_balancer("kubernetes", api))[1]
 
 
 # ---- through the registry, as the daemon does

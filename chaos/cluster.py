@@ -1,0 +1,502 @@
+"""The system under test of a chaos run, and the actions that change it.
+
+:class:`Cluster` owns the control plane, the ``ccm`` replicas, the fake cloud's files and the
+simulated kubelets. Cloud-side changes (a machine added, shut down or deleted; a fault) are state
+file writes and take effect at once; apiserver-side changes (a Node registered, its Ready
+condition, a Service) go through a FIFO that is retried while the apiserver is down, as kubelets
+and users retry. The times at which machines and Ready conditions changed are recorded for the
+checker (``machines``, ``ready``: wall-clock seconds, the audit log's clock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import signal
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ccm import wellknown
+from ccm.testing.controlplane import ControlPlane
+from ccm.testing.daemon import Daemon
+from ccm.testing.fake_cloud import FakeCloudState, FakeCloudStatus
+from chaos import plan as planmod
+
+__all__ = ["LEASE_NAME", "LEASE_NAMESPACE", "Cluster", "ReplicaSettings"]
+
+_log = logging.getLogger("chaos")
+
+LEASE_NAMESPACE = "kube-system"
+LEASE_NAME = "cloud-controller-manager"
+NAMESPACE = "default"
+
+
+class ReplicaSettings:
+    """Flags of every replica; short periods so that a run sees many reconciliations."""
+
+    lease_duration = 6.0
+    renew_deadline = 4.0
+    retry_period = 1.0
+    cloud_call_timeout = 2.0
+    restart_delay = 2.0  # a crashed or deposed replica comes back this much later
+
+    def args(self) -> list[str]:
+        return [
+            "--cloud-provider=fake",
+            "--leader-elect=true",
+            f"--leader-elect-lease-duration={self.lease_duration}s",
+            f"--leader-elect-renew-deadline={self.renew_deadline}s",
+            f"--leader-elect-retry-period={self.retry_period}s",
+            f"--leader-elect-resource-name={LEASE_NAME}",
+            f"--leader-elect-resource-namespace={LEASE_NAMESPACE}",
+            f"--cluster-cidr={planmod.CLUSTER_CIDR}",
+            "--configure-cloud-routes=true",
+            f"--cloud-call-timeout={self.cloud_call_timeout}s",
+            "--node-monitor-period=2s",
+            "--route-reconciliation-period=3s",
+            "--node-status-update-frequency=10s",
+            "-v",
+            "2",
+        ]
+
+
+class Replica:
+    def __init__(self, index: int, daemon: Daemon, user: str) -> None:
+        self.index = index
+        self.daemon = daemon
+        self.user = user
+        self.paused = False
+        self.down_since: float | None = None
+        self.restarts = 0
+        self._identity: tuple[int, str] | None = None
+
+    def identity(self) -> str:
+        """The Lease holder identity of the current process ('' until it logged it)."""
+        process = self.daemon.process
+        if process is None:
+            return ""
+        if self._identity is None or self._identity[0] != process.pid:
+            marker = "Leader election identity: "
+            with contextlib.suppress(OSError), self.daemon.log_path.open(errors="replace") as f:
+                found = ""
+                for line in f:
+                    if marker in line:
+                        found = line.split(marker, 1)[1].split()[0].strip("\"'")
+                if not found:
+                    return ""
+                self._identity = (process.pid, found)
+        return self._identity[1] if self._identity else ""
+
+
+class Cluster:
+    """Control plane + replicas + fake cloud + simulated kubelets and users."""
+
+    def __init__(self, workdir: Path, *, replicas: int = 3, settings: ReplicaSettings) -> None:
+        self.workdir = workdir
+        self.settings = settings
+        self.replica_count = replicas
+        self.plane = ControlPlane(base_dir=workdir, keep_data_dir=True)
+        self.replicas: list[Replica] = []
+        self.state = FakeCloudState().clear_default_instance()
+        self.state_path = workdir / "cloud-state.json"
+        self.status_path = workdir / "cloud-status.json"
+        self.config_path = workdir / "cloud.yaml"
+        self.pending: deque[tuple[str, Callable[[], bool]]] = deque()
+        self.machines: dict[str, list[tuple[float, str]]] = {}  # node → [(time, state)]
+        self.ready: dict[str, list[tuple[float, bool]]] = {}  # node → [(time, Ready)]
+        self.pod_cidrs: dict[str, str] = {}
+        self.internal_ips: dict[str, str] = {}
+        self.fault_log: list[tuple[float, str, str]] = []  # (time, kind, what happened)
+        self._ssl: ssl.SSLContext | None = None
+
+    # ---- start and stop
+
+    def start(self) -> None:
+        self.plane.start()
+        self.state.write(self.state_path)
+        config = {
+            "stateFile": str(self.state_path),
+            "statusFile": str(self.status_path),
+            "statusInterval": 0,  # every change is durable before the controller sees it
+            "restoreFromStatus": True,
+            "sharedStatus": True,  # one cloud for every replica, deposed leaders included
+            "recordCalls": False,
+            "defaultInstance": None,
+        }
+        self.config_path.write_text(yaml.safe_dump(config))
+        for i in range(self.replica_count):
+            user = f"ccm-replica-{i}"
+            kubeconfig = self.plane.add_user(user, ["system:masters"])
+            args = [
+                *self.settings.args(),
+                f"--cloud-config={self.config_path}",
+                f"--kubeconfig={kubeconfig}",
+            ]
+            daemon = Daemon(args, log_dir=self.workdir, name=f"replica-{i}")
+            self.replicas.append(Replica(i, daemon, user))
+        for r in self.replicas:
+            r.daemon.start(wait_healthy=False)
+        for r in self.replicas:
+            r.daemon.wait_healthy(timeout=120)
+
+    def stop(self) -> None:
+        for r in self.replicas:
+            if r.paused:
+                r.daemon.signal(signal.SIGCONT)
+            r.daemon.stop(timeout=10)
+        self.plane.stop()
+
+    @property
+    def replica_users(self) -> dict[str, int]:
+        return {r.user: r.index for r in self.replicas}
+
+    # ---- apiserver access as the admin (the workload's own identity)
+
+    def request(self, method: str, path: str, body: Any = None, *, patch: str = "") -> Any:
+        """One request; returns the decoded body. Raises OSError / RuntimeError on failure."""
+        if self._ssl is None:
+            ctx = ssl.create_default_context(cafile=str(self.plane.ca_cert_path))
+            ctx.load_cert_chain(str(self.plane.admin_cert_path), str(self.plane.admin_key_path))
+            self._ssl = ctx
+        port = self.plane.ports[0]
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=self._ssl, timeout=3)
+        headers = {"Accept": "application/json"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = patch or "application/json"
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {data[:300]!r}")
+        return json.loads(data) if data else None
+
+    def try_request(self, method: str, path: str, body: Any = None, *, patch: str = "") -> Any:
+        try:
+            return self.request(method, path, body, patch=patch)
+        except (OSError, RuntimeError, http.client.HTTPException, ValueError):
+            return None
+
+    # ---- the workload
+
+    def _enqueue(self, what: str, step: Callable[[], bool]) -> None:
+        self.pending.append((what, step))
+
+    def pump(self, budget: float = 1.0) -> None:
+        """Run queued apiserver steps in order until one fails (it is retried next time)."""
+        deadline = time.monotonic() + budget
+        while self.pending and time.monotonic() < deadline:
+            what, step = self.pending[0]
+            try:
+                done = step()
+            except (OSError, RuntimeError, http.client.HTTPException, ValueError) as exc:
+                _log.debug("retrying %s: %s", what, exc)
+                return
+            if not done:
+                return
+            self.pending.popleft()
+
+    def _machine(self, name: str, state: str) -> None:
+        self.machines.setdefault(name, []).append((time.time(), state))
+        if state == "gone":
+            self.state.remove_instance(name)
+        else:
+            addresses = [
+                {"type": "InternalIP", "address": self.internal_ips[name]},
+                {"type": "Hostname", "address": name},
+            ]
+            self.state.add_instance(name, shutdown=state == "stopped", addresses=addresses)
+        self.state.write(self.state_path)
+
+    def _set_ready(self, name: str, ready: bool) -> Callable[[], bool]:
+        def step() -> bool:
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            condition = {
+                "type": "Ready",
+                "status": "True" if ready else "False",
+                "reason": "KubeletReady" if ready else "KubeletNotReady",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            }
+            before = time.time()
+            try:
+                self.request(
+                    "PATCH",
+                    f"/api/v1/nodes/{name}/status",
+                    {"status": {"conditions": [condition]}},
+                    patch="application/strategic-merge-patch+json",
+                )
+            except RuntimeError as exc:
+                if " 404 " in str(exc):
+                    return True  # deleted meanwhile (by ccm): nothing to report on
+                raise
+            # A Node deleted before the change reached the apiserver counts as still in the old
+            # state: record the time the request was sent for a change to NotReady and the time
+            # it was answered for a change to Ready.
+            self.ready.setdefault(name, []).append((before if not ready else time.time(), ready))
+            return True
+
+        return step
+
+    def join(self, name: str, index: int, *, foreign: bool = False) -> None:
+        subnet = 200 + index // 250 if foreign else index // 250
+        self.internal_ips[name] = f"10.0.{subnet}.{index % 250 + 2}"
+        self._machine(name, "running")
+        cidr = planmod.pod_cidr(index, foreign=foreign)
+        self.pod_cidrs[name] = cidr
+
+        def register() -> bool:
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            body = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": {wellknown.LABEL_HOSTNAME: name}},
+                "spec": {
+                    "podCIDR": cidr,
+                    "podCIDRs": [cidr],
+                    "taints": [
+                        {
+                            "key": wellknown.TAINT_UNINITIALIZED,
+                            "value": "true",
+                            "effect": "NoSchedule",
+                        }
+                    ],
+                },
+                "status": {
+                    "addresses": [
+                        {"type": "InternalIP", "address": self.internal_ips[name]},
+                        {"type": "Hostname", "address": name},
+                    ],
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "lastHeartbeatTime": now,
+                            "lastTransitionTime": now,
+                        }
+                    ],
+                    "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+                    "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
+                },
+            }
+            try:
+                self.request("POST", "/api/v1/nodes", body)
+            except RuntimeError as exc:
+                if " 409 " not in str(exc):  # created by an earlier attempt that timed out
+                    raise
+            self.ready.setdefault(name, []).append((time.time(), True))
+            return True
+
+        self._enqueue(f"register {name}", register)
+
+    def leave(self, name: str) -> None:
+        self._machine(name, "gone")
+        self._enqueue(f"{name} NotReady", self._set_ready(name, False))
+
+    def stop_machine(self, name: str) -> None:
+        self._machine(name, "stopped")
+        self._enqueue(f"{name} NotReady", self._set_ready(name, False))
+
+    def start_machine(self, name: str) -> None:
+        self._machine(name, "running")
+        self._enqueue(f"{name} Ready", self._set_ready(name, True))
+
+    def flap(self, name: str, ready: bool) -> None:
+        self._enqueue(f"{name} {'Ready' if ready else 'NotReady'}", self._set_ready(name, ready))
+
+    def create_service(self, name: str, ports: tuple[int, ...]) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"type": "LoadBalancer", "ports": _service_ports(ports)},
+        }
+
+        def step() -> bool:
+            try:
+                self.request("POST", f"/api/v1/namespaces/{NAMESPACE}/services", body)
+            except RuntimeError as exc:
+                if " 409 " not in str(exc):
+                    raise
+            return True
+
+        self._enqueue(f"create service {name}", step)
+
+    def change_service(self, name: str, ports: tuple[int, ...]) -> None:
+        def step() -> bool:
+            self.request(
+                "PATCH",
+                f"/api/v1/namespaces/{NAMESPACE}/services/{name}",
+                {"spec": {"ports": _service_ports(ports)}},
+                patch="application/merge-patch+json",
+            )
+            return True
+
+        self._enqueue(f"change service {name}", step)
+
+    def delete_service(self, name: str) -> None:
+        def step() -> bool:
+            try:
+                self.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/services/{name}")
+            except RuntimeError as exc:
+                if " 404 " not in str(exc):
+                    raise
+            return True
+
+        self._enqueue(f"delete service {name}", step)
+
+    # ---- faults
+
+    def leader(self, *, wait: float = 0.0) -> Replica | None:
+        """The replica holding the Lease, waiting up to ``wait`` seconds for one (after an
+        outage the Lease may name a replica that has exited until another takes over)."""
+        deadline = time.monotonic() + wait
+        while (found := self._leader()) is None and time.monotonic() < deadline:
+            self.supervise()
+            time.sleep(0.5)
+        return found
+
+    def _leader(self) -> Replica | None:
+        lease = self.try_request(
+            "GET",
+            f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{LEASE_NAME}",
+        )
+        holder = ((lease or {}).get("spec") or {}).get("holderIdentity") or ""
+        if not holder:
+            return None
+        for r in self.replicas:
+            if r.daemon.running and r.identity() == holder:
+                return r
+        return None
+
+    def fault_start(self, kind: str, node: str = "", index: int = 0) -> str:
+        """Inject fault ``kind``; returns what was done (for the log)."""
+        timeout = self.settings.cloud_call_timeout
+        if kind == "foreign-podcidr":
+            self.join(node, index, foreign=True)
+            return f"{node} joins with podCIDR {self.pod_cidrs[node]}"
+        if kind == "cloud-errors":
+            self.state.inject_error("*", "cloud", message="chaos: cloud API unavailable")
+        elif kind == "throttle":
+            self.state.inject_error("*", "retryAfter", message="chaos: throttled", retry_after=2)
+        elif kind in ("latency", "ignore-cancel"):
+            self.state.set_latency("*", timeout + 1.5)
+            if kind == "ignore-cancel":
+                self.state.set_ignore_cancellation("*")
+        elif kind == "apiserver-kill":
+            self.plane.kill("kube-apiserver", signal.SIGKILL)
+            return "kube-apiserver SIGKILL"
+        elif kind == "etcd-restart":
+            self.plane.kill("etcd", signal.SIGTERM)
+            return "etcd stopped"
+        elif kind in ("leader-kill", "leader-pause"):
+            leader = self.leader(wait=3 * self.settings.lease_duration)
+            if leader is None:
+                return "skipped: no leader"
+            if kind == "leader-kill":
+                leader.daemon.signal(signal.SIGKILL)
+                return f"SIGKILL replica-{leader.index}"
+            leader.daemon.signal(signal.SIGSTOP)
+            leader.paused = True
+            return f"SIGSTOP replica-{leader.index}"
+        else:
+            raise ValueError(kind)
+        self.state.write(self.state_path)
+        return "cloud state written"
+
+    def fault_end(self, kind: str, node: str = "") -> str:
+        if kind == "foreign-podcidr":
+            self.leave(node)
+            return f"{node} leaves"
+        if kind in ("cloud-errors", "throttle"):
+            self.state.clear_errors()
+        elif kind in ("latency", "ignore-cancel"):
+            self.state.clear_latency().set_ignore_cancellation()
+        elif kind == "apiserver-kill":
+            self.plane.revive("kube-apiserver")
+            return "kube-apiserver restarted"
+        elif kind == "etcd-restart":
+            self.plane.revive("etcd")
+            return "etcd restarted"
+        elif kind == "leader-pause":
+            resumed = [r for r in self.replicas if r.paused]
+            for r in resumed:
+                r.daemon.signal(signal.SIGCONT)
+                r.paused = False
+            return "SIGCONT " + ",".join(f"replica-{r.index}" for r in resumed)
+        else:
+            return ""
+        self.state.write(self.state_path)
+        return "cloud state written"
+
+    def clear_faults(self) -> None:
+        """End every fault (the plan ends them all; this is the safety net)."""
+        self.state.clear_errors().clear_latency().set_ignore_cancellation()
+        self.state.write(self.state_path)
+        for component in ("etcd", "kube-apiserver"):
+            with contextlib.suppress(Exception):
+                self.plane.revive(component)
+        for r in self.replicas:
+            if r.paused:
+                r.daemon.signal(signal.SIGCONT)
+                r.paused = False
+
+    def supervise(self) -> None:
+        """Restart replicas that exited (crashed, killed, or deposed), after ``restart_delay``."""
+        now = time.monotonic()
+        for r in self.replicas:
+            if r.daemon.running or r.paused:
+                r.down_since = None
+                continue
+            if r.down_since is None:
+                r.down_since = now
+                code = r.daemon.process.returncode if r.daemon.process else None
+                _log.info("replica-%d exited with %s", r.index, code)
+            elif now - r.down_since >= self.settings.restart_delay:
+                r.restarts += 1
+                r.down_since = None
+                r.daemon.start(wait_healthy=False)
+
+    # ---- observation
+
+    def cloud_status(self) -> FakeCloudStatus | None:
+        try:
+            return FakeCloudStatus.read(self.status_path)
+        except (OSError, ValueError):
+            return None
+
+    def list_items(self, path: str) -> list[dict[str, Any]] | None:
+        doc = self.try_request("GET", path)
+        return None if doc is None else list(doc.get("items") or [])
+
+    def machine_state(self, name: str) -> str:
+        history = self.machines.get(name)
+        return history[-1][1] if history else "unknown"
+
+    def audit_log_path(self) -> Path:
+        return self.plane.audit_log_path
+
+    def log_paths(self) -> list[Path]:
+        return [r.daemon.log_path for r in self.replicas] + [
+            self.plane.apiserver_log_path,
+            self.plane.etcd_log_path,
+        ]
+
+
+def _service_ports(ports: tuple[int, ...]) -> list[dict[str, Any]]:
+    return [
+        {"name": f"p{port}", "port": port, "targetPort": port, "protocol": "TCP"} for port in ports
+    ]
