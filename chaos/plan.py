@@ -40,16 +40,8 @@ FAULT_KINDS: tuple[str, ...] = (
     "foreign-podcidr",  # a Node with a podCIDR outside the cluster CIDR joins, then leaves
 )
 DEFAULT_FAULTS: tuple[str, ...] = FAULT_KINDS
-#: The kinds of the short run in ``make test``: only those the current code is known to survive
-#: (see docs/reliability.md); the others join once their fixes are merged.
-SHORT_RUN_FAULTS: tuple[str, ...] = (
-    "cloud-errors",
-    "throttle",
-    "latency",
-    "apiserver-kill",
-    "etcd-restart",
-    "leader-kill",
-)
+#: The kinds of the short run in ``make test``: every kind, once each.
+SHORT_RUN_FAULTS: tuple[str, ...] = FAULT_KINDS
 
 CLUSTER_CIDR = "10.244.0.0/16"
 

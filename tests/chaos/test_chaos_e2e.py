@@ -17,8 +17,8 @@ from chaos import plan as planmod
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 ROOT = Path(__file__).resolve().parents[2]
-# 48 s of chaos with 3-4 s faults 2-3 s apart: every short-run kind once (seed 1).
-SHORT_RUN = ["--seed", "1", "--duration", "48", "--fault-duration", "3,4", "--fault-gap", "2,3"]
+# 70 s of chaos with 3-4 s faults 2-3 s apart: every fault kind once (seed 1).
+SHORT_RUN = ["--seed", "1", "--duration", "70", "--fault-duration", "3,4", "--fault-gap", "2,3"]
 
 
 def test_short_chaos_run_keeps_every_invariant_and_converges(tmp_path: Path) -> None:
