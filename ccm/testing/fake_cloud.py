@@ -170,8 +170,9 @@ common cloud. Each call first reloads the load balancers and routes from the sta
 another process changed it (before the latency sleep and again after it, so the change a call
 makes applies to the current cloud), and every change is written at once (as with
 ``statusInterval: 0``). A deposed leader that keeps calling therefore acts on the same cloud as
-the new leader, as it would on a real cloud. There is no lock between processes: two processes
-that change the cloud in the same instant may lose one change.
+the new leader, as it would on a real cloud. A reload, the change that follows and the write are
+one step under a lock on ``<statusFile>.lock`` (``flock``), so two processes that change the cloud
+at the same moment lose neither change.
 
 Load balancers and routes
 =========================
@@ -195,6 +196,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import inspect
@@ -635,6 +637,18 @@ def _read_state_file(path: Path) -> FakeCloudStateSpec:
         raise ConfigError(f"invalid {what}: {_one_line(exc)}") from None
 
 
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+#: How long a call waits for another process's hold of the shared status lock (sharedStatus).
+SHARED_LOCK_WAIT = 1.0
+
+
 def _file_key(path: Path) -> tuple[int, int, int] | None:
     """(mtime, size, inode) of ``path``, None if it does not exist: a change detector."""
     try:
@@ -1040,6 +1054,8 @@ class FakeCloud(CloudProvider):
             False  # no status file writes before the first call (standby replicas stay quiet)
         )
         self._status_dirty = False
+        self._lock_fd: int | None = None  # the shared status file's lock (sharedStatus)
+        self._lock_held = False
 
     # ---- construction from a config document
 
@@ -1894,17 +1910,60 @@ class FakeCloud(CloudProvider):
             self._status_handle.cancel()
             self._status_handle = None
         self._status_dirty = False
+        # Shared: under the lock, and over the current cloud (a change made in this step holds
+        # the lock since its reload, so nothing is reloaded over it).
+        self._sync_shared()
         data = json.dumps(self.status(), indent=1, sort_keys=False).encode() + b"\n"
         try:
             _atomic_write(self.status_file, data, newer=self.shared_status)
             self._status_key = _file_key(self.status_file)
         except OSError as exc:
             _log.warning("cannot write fake cloud status file %s: %s", self.status_file, exc)
+        finally:
+            if not _in_event_loop():
+                self._unlock_shared()  # no step to wait for
+
+    def _lock_shared(self) -> None:
+        """With ``shared_status``: hold the status file's lock (``flock`` on ``<status>.lock``)
+        until the current step of the event loop ends.
+
+        A change is one synchronous step (reload, change, write), so holding the lock for the step
+        makes it atomic across processes: without it, two processes could each reload, change and
+        write, and the later write would drop the other's change. Waits at most
+        :data:`SHARED_LOCK_WAIT` seconds (a process stopped while holding it must not freeze the
+        others), then goes on without it.
+        """
+        if not self.shared_status or self.status_file is None or self._lock_held:
+            return
+        if self._lock_fd is None:
+            lock_path = self.status_file.with_name(self.status_file.name + ".lock")
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + SHARED_LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    _log.warning("fake cloud status lock busy for %ss; going on", SHARED_LOCK_WAIT)
+                    return
+                time.sleep(0.001)
+        self._lock_held = True
+        if _in_event_loop():  # else the write that follows releases it
+            asyncio.get_running_loop().call_soon(self._unlock_shared)
+
+    def _unlock_shared(self) -> None:
+        if self._lock_held and self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        self._lock_held = False
 
     def _sync_shared(self) -> None:
-        """With ``shared_status``: reload load balancers and routes if another process wrote."""
+        """With ``shared_status``: reload load balancers and routes if another process wrote (under
+        the lock, held until the end of this step, so the change that follows is not lost)."""
         if not self.shared_status or self.status_file is None:
             return
+        self._lock_shared()
         current = _file_key(self.status_file)
         if current is not None and current != self._status_key:
             self._restore_from_status()

@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -1362,6 +1363,58 @@ async def test_replicas_with_a_shared_status_file_act_on_one_cloud(tmp_path: Pat
     assert len(status.routes["kubernetes"]) == 1
     assert len(await new_leader.list_routes("kubernetes")) == 1
     assert (await new_leader.get_load_balancer("kubernetes", api))[1]
+
+
+# A process that changes the shared cloud while another one is reading it: it holds the lock,
+# reads the status file, takes its time, adds a load balancer and writes the file back.
+_RACING_WRITER = """
+import fcntl, json, os, sys, time
+status, lock = sys.argv[1], sys.argv[1] + ".lock"
+fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+with open(status) as fh:
+    doc = json.load(fh)
+time.sleep(0.5)
+lbs = doc["loadBalancers"]
+[(name, lb)] = list(lbs.items())
+lbs["other-" + name] = dict(lb, name="other-" + name, service="default/other", ip="10.9.9.9")
+tmp = status + ".racing"
+with open(tmp, "w") as fh:
+    json.dump(doc, fh)
+os.replace(tmp, status)
+fcntl.flock(fd, fcntl.LOCK_UN)
+"""
+
+
+async def test_a_change_to_the_shared_cloud_waits_for_another_process_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    extra = "sharedStatus: true\n"
+    fake = FakeCloudFactory(_config(tmp_path, extra))
+    await fake.initialize(InitContext())
+    await fake.ensure_load_balancer("kubernetes", service("web"), [node("n1")])
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _RACING_WRITER,
+        str(tmp_path / "status.json"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert writer.stdout is not None
+    assert await writer.stdout.readline() == b"locked\n"
+    # While the other process holds the cloud, this change waits for it instead of being
+    # overwritten by (or overwriting) the other's.
+    await fake.ensure_load_balancer("kubernetes", service("api"), [node("n1")])
+    assert await writer.wait() == 0
+    await fake.instance_exists(node("n1"))  # any later call reloads and writes the status
+    status = FakeCloudStatus.read(tmp_path / "status.json")
+    assert status is not None
+    assert sorted(lb.service for lb in status.load_balancers.values()) == [
+        "default/api",
+        "default/other",
+        "default/web",
+    ]
 
 
 # ---- through the registry, as the daemon does
