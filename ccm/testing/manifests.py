@@ -176,6 +176,14 @@ def _volume_files(objects: Sequence[dict[str, Any]], volume: dict[str, Any]) -> 
     return files
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def container_view(objects: Sequence[dict[str, Any]], root: Path) -> list[str]:
     """What the ``cloud-controller-manager`` container would see, laid out under ``root``: every
     Secret/ConfigMap volume it mounts is written to ``root`` + its mount path, and the container's
@@ -201,12 +209,11 @@ def container_view(objects: Sequence[dict[str, Any]], root: Path) -> list[str]:
         folder = root / str(mount["mountPath"]).lstrip("/")
         folder.mkdir(parents=True, exist_ok=True)
         for name, content in _volume_files(objects, volumes[mount["name"]]).items():
-            try:
-                content = rebase(content.decode("utf-8")).encode("utf-8")
-            except UnicodeDecodeError:
-                pass
+            data = content
+            if content.isascii() or _is_utf8(content):
+                data = rebase(content.decode("utf-8")).encode("utf-8")
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_bytes(content)
+            (folder / name).write_bytes(data)
     return [rebase(str(a)) for a in container.get("args") or ()]
 
 
