@@ -84,3 +84,10 @@ test: samples
 demo: samples
 test-unit: samples
 test-e2e: samples
+
+# Render (helm template, helm v4 built with Go on first use; CCM_HELM=/path/to/helm uses another)
+# and validate the chart charts/ccm: `make chart VALUES=my-values.yaml | kubectl apply -f -`.
+VALUES ?=
+.PHONY: chart
+chart: venv
+	@$(BIN)/python -m ccm.testing.helm $(foreach v,$(VALUES),-f $(v))

@@ -159,18 +159,19 @@ def container_args(objects: Iterable[dict[str, Any]]) -> list[str]:
 
 def _volume_files(objects: Sequence[dict[str, Any]], volume: dict[str, Any]) -> dict[str, bytes]:
     """The files a Secret or ConfigMap volume shows (every key, or the ``items`` it lists)."""
-    if "secret" in volume:
-        source = volume["secret"]
-        obj = find(objects, "Secret", str(source["secretName"]))
+    kind = "Secret" if "secret" in volume else "ConfigMap" if "configMap" in volume else ""
+    source = volume.get("secret") or volume.get("configMap") or {}
+    name = str(source.get("secretName") or source.get("name"))
+    if not [o for o in objects if o.get("kind") == kind]:
+        return {}  # none rendered: the cluster provides it
+    if kind == "Secret":
+        obj = find(objects, "Secret", name)
         files = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
         files |= {k: str(v).encode() for k, v in (obj.get("stringData") or {}).items()}
-    elif "configMap" in volume:
-        source = volume["configMap"]
-        obj = find(objects, "ConfigMap", str(source["name"]))
+    else:
+        obj = find(objects, "ConfigMap", name)
         files = {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
         files |= {k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()}
-    else:
-        return {}
     if items := source.get("items"):
         return {str(i["path"]): files[i["key"]] for i in items if i["key"] in files}
     return files
@@ -189,8 +190,9 @@ def container_view(objects: Sequence[dict[str, Any]], root: Path) -> list[str]:
     Secret/ConfigMap volume it mounts is written to ``root`` + its mount path, and the container's
     args are returned with each mount path prefixed by ``root``. Mount paths inside the mounted
     files (a cloud config's ``tokenFile: /etc/ccm/token``) are rewritten the same way, so a
-    provider's config parser reads the files the Pod would. Raises :class:`ManifestsError` when a
-    mounted Secret or ConfigMap is not among ``objects``."""
+    provider's config parser reads the files the Pod would. A volume whose kind (Secret,
+    ConfigMap) ``objects`` has none of is left empty (the cluster provides it); one whose object is
+    missing among rendered ones raises :class:`ManifestsError`."""
     spec = daemonset(objects)["spec"]["template"]["spec"]
     (container,) = [c for c in spec["containers"] if c["name"] == "cloud-controller-manager"]
     volumes = {v["name"]: v for v in spec.get("volumes") or ()}
