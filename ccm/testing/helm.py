@@ -1,4 +1,4 @@
-"""Render the Helm chart of ``charts/ccm`` with the pinned ``helm`` (v4), built with Go on first use.
+"""Render the Helm chart of ``charts/ccm`` with the pinned ``helm`` v4, built with Go on first use.
 
 Like kustomize (:mod:`ccm.testing.manifests`): ``$CCM_HELM`` (a binary path) is used as is;
 otherwise the binary cached in :func:`ccm.testing.assets.cached_assets_dir` is used when its
