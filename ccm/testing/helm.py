@@ -28,6 +28,7 @@ from ccm.testing import assets, manifests
 
 __all__ = [
     "CHART_DIR",
+    "EXAMPLE_VALUES",
     "HELM_BINARY",
     "build_helm",
     "find_helm",
@@ -45,6 +46,40 @@ _HELM_MODULE = "helm.sh/helm/v4"
 #: The release name and namespace ``render`` uses (the chart's objects are named after neither).
 RELEASE = "ccm"
 NAMESPACE = "kube-system"
+
+
+#: Value sets that the tests render, validate, start (unit) and dry-run apply (e2e): the default,
+#: a provider with its config and token inline, and the optional parts switched on.
+EXAMPLE_VALUES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "private-cloud": {
+        "image": {"repository": "registry.example/ccm-private-cloud", "tag": "v0.1.0"},
+        "provider": {"name": "private-cloud"},
+        "cloudConfig": {
+            "inline": "endpoint: https://cloud-api.example.internal\nregion: region-1\n"
+            "credentials:\n  tokenFile: /etc/ccm/token\n",
+            "files": {"token": "s3cret\n"},
+        },
+    },
+    "routes-metrics-extras": {
+        "routes": {"enabled": True, "clusterCIDR": "10.244.0.0/16"},
+        "extraArgs": ["--v=2", "--kube-api-qps=50", "--tls-min-version=VersionTLS13"],
+        "env": [{"name": "HTTPS_PROXY", "value": "http://proxy.example:3128"}],
+        "podAnnotations": {"example.com/team": "platform"},
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "cloud-ca"}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/cloud-ca", "readOnly": True}],
+        "priorityClassName": "system-node-critical",
+        "metrics": {
+            "service": {"enabled": True},
+            "readerRBAC": {
+                "enabled": True,
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}
+                ],
+            },
+        },
+    },
+}
 
 
 def helm_version() -> str:

@@ -19,35 +19,8 @@ from ccm.cloudprovider import init_cloud_provider
 from ccm.testing import assets, helm, manifests
 
 REPO = helm.CHART_DIR.parents[1]
-PRIVATE_CLOUD_CONFIG = (REPO / "manifests/overlays/private-cloud/cloud-config.yaml").read_text()
-
-#: Value sets rendered and checked like the kustomize overlays (also used by the e2e dry-run).
-VALUE_SETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "private-cloud": {
-        "image": {"repository": "registry.example/ccm-private-cloud", "tag": "v0.1.0"},
-        "provider": {"name": "private-cloud"},
-        "cloudConfig": {"inline": PRIVATE_CLOUD_CONFIG, "files": {"token": "s3cret\n"}},
-    },
-    "routes-metrics-extras": {
-        "routes": {"enabled": True, "clusterCIDR": "10.244.0.0/16"},
-        "extraArgs": ["--v=2", "--kube-api-qps=50", "--tls-min-version=VersionTLS13"],
-        "env": [{"name": "HTTPS_PROXY", "value": "http://proxy.example:3128"}],
-        "podAnnotations": {"example.com/team": "platform"},
-        "extraVolumes": [{"name": "ca", "configMap": {"name": "cloud-ca"}}],
-        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/cloud-ca", "readOnly": True}],
-        "priorityClassName": "system-node-critical",
-        "metrics": {
-            "service": {"enabled": True},
-            "readerRBAC": {
-                "enabled": True,
-                "subjects": [
-                    {"kind": "ServiceAccount", "name": "prometheus", "namespace": "monitoring"}
-                ],
-            },
-        },
-    },
-}
+#: Value sets rendered and checked like the kustomize overlays (also by the e2e dry-run).
+VALUE_SETS = helm.EXAMPLE_VALUES
 
 
 @pytest.fixture(scope="session")
