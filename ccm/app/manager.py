@@ -360,6 +360,8 @@ class ControllerManager:
                     cert_file=self.opts.tls_cert_file or None,
                     key_file=self.opts.tls_private_key_file or None,
                     authorizer=await self._delegated_auth(client, extra_clients),
+                    always_allow_paths=self.opts.authorization_always_allow_paths,
+                    tls_min_version=self.opts.tls_min_version or None,
                 )
                 if elector is not None:
                     self.server.add_healthz_check("leaderElection", elector.healthz_check)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from ccm import wellknown
-from ccm.app import upstreamflags
+from ccm.app import serving, upstreamflags
 from ccm.app.catalog import ControllerCatalog, NamedController, enabled_controllers
 from ccm.cloudprovider.durations import parse_duration
 from ccm.cloudprovider.flags import FlagSet
@@ -48,6 +48,9 @@ UPSTREAM_THROUGHPUT_DEFAULTS: dict[str, int | float] = {
     "--kube-api-qps": 20.0,
     "--kube-api-burst": 30,
 }
+
+#: The values of ``--tls-min-version`` (Go's names; older versions are not served).
+TLS_VERSIONS = ("VersionTLS12", "VersionTLS13")
 
 #: The subcommands of ``ccm`` (name → one line), listed at the end of ``--help``.
 SUBCOMMANDS: dict[str, str] = {
@@ -109,6 +112,11 @@ class Options:
     bind_address: str = "0.0.0.0"
     tls_cert_file: str = ""
     tls_private_key_file: str = ""
+    tls_min_version: str = ""  # "": TLS 1.2, ccm's floor
+    #: Paths served without authorization; ccm's default adds the per-check sub-paths.
+    authorization_always_allow_paths: list[str] = field(
+        default_factory=lambda: list(serving.DEFAULT_ALWAYS_ALLOW_PATHS)
+    )
     profiling: bool = True
     authentication_kubeconfig: str = ""
     authorization_kubeconfig: str = ""
@@ -364,6 +372,19 @@ def build_parser(
     )
     flag(
         "--tls-private-key-file", metavar="PATH", help="x509 private key matching --tls-cert-file."
+    )
+    flag(
+        "--tls-min-version",
+        choices=TLS_VERSIONS,
+        metavar="VERSION",
+        help="Minimum TLS version served: VersionTLS12 or VersionTLS13 (empty: VersionTLS12).",
+    )
+    flag(
+        "--authorization-always-allow-paths",
+        type=_csv,
+        metavar="PATHS",
+        help="HTTP paths served without authorization; a trailing '*' matches any suffix "
+        "(upstream default: /healthz,/readyz,/livez).",
     )
     bool_flag("--profiling", "Accepted for compatibility; no profiling endpoints are served.")
     flag(

@@ -60,6 +60,12 @@ HealthCheck = Callable[[], str | Awaitable[str | None] | None]
 Authorizer = Callable[[web.Request], Awaitable[int | None]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: ``--tls-min-version`` (Go's names) → the ssl module's; TLS 1.0 and 1.1 are never served.
+_TLS_VERSIONS: Final = {
+    "VersionTLS12": ssl.TLSVersion.TLSv1_2,
+    "VersionTLS13": ssl.TLSVersion.TLSv1_3,
+}
+
 #: Paths no authorizer is asked about (upstream ``AlwaysAllowPaths`` plus the per-check
 #: sub-paths). A trailing ``*`` matches any suffix.
 DEFAULT_ALWAYS_ALLOW_PATHS: Final = (
@@ -113,6 +119,7 @@ class SecureServer:
         always_allow_paths: Iterable[str] = DEFAULT_ALWAYS_ALLOW_PATHS,
         shutdown_timeout: float = 5.0,
         cert_reload_interval: float = 60.0,
+        tls_min_version: str | None = None,
     ) -> None:
         if bool(cert_file) != bool(key_file):
             raise ConfigError("--tls-cert-file and --tls-private-key-file must be given together")
@@ -128,6 +135,12 @@ class SecureServer:
         self._checks: dict[str, dict[str, HealthCheck]] = {_HEALTHZ: {}, _LIVEZ: {}, _READYZ: {}}
         self._extra_routes: list[tuple[str, str, Handler]] = []
         self._cert_reload_interval = cert_reload_interval
+        try:
+            self._tls_min_version = _TLS_VERSIONS[tls_min_version or "VersionTLS12"]
+        except KeyError:
+            raise ConfigError(
+                f'--tls-min-version "{tls_min_version}": one of {", ".join(_TLS_VERSIONS)}'
+            ) from None
         self._runner: web.AppRunner | None = None
         self._ssl: ssl.SSLContext | None = None
         self._cert_stamp: tuple[tuple[int, int], ...] | None = None
@@ -244,7 +257,7 @@ class SecureServer:
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.minimum_version = self._tls_min_version
         try:
             if self._cert_file and self._key_file:
                 ctx.load_cert_chain(self._cert_file, self._key_file)
