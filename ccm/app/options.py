@@ -113,6 +113,7 @@ class Options:
     tls_cert_file: str = ""
     tls_private_key_file: str = ""
     tls_min_version: str = ""  # "": TLS 1.2, ccm's floor
+    cert_dir: str = ""
     #: Paths served without authorization; ccm's default adds the per-check sub-paths.
     authorization_always_allow_paths: list[str] = field(
         default_factory=lambda: list(serving.DEFAULT_ALWAYS_ALLOW_PATHS)
@@ -372,6 +373,12 @@ def build_parser(
     )
     flag(
         "--tls-private-key-file", metavar="PATH", help="x509 private key matching --tls-cert-file."
+    )
+    flag(
+        "--cert-dir",
+        metavar="PATH",
+        help="Folder of the serving pair cloud-controller-manager.crt/.key, generated there "
+        "(self-signed) when missing; ignored with --tls-cert-file (default: in memory).",
     )
     flag(
         "--tls-min-version",

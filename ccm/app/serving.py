@@ -49,6 +49,7 @@ __all__ = [
     "Authorizer",
     "HealthCheck",
     "SecureServer",
+    "cert_dir_pair",
     "generate_self_signed_cert",
 ]
 
@@ -377,6 +378,33 @@ async def _run_check(name: str, check: HealthCheck) -> str | None:
         _log.log(v(2), "health check %s raised", name, exc_info=True)
         return f"{type(exc).__name__}: {exc}"
     return None if result is None else str(result)
+
+
+#: The base name of the pair in ``--cert-dir`` (upstream's pair name for this component).
+CERT_DIR_PAIR_NAME: Final = "cloud-controller-manager"
+
+
+def cert_dir_pair(cert_dir: str) -> tuple[str, str]:
+    """``--cert-dir``: the paths of ``cloud-controller-manager.crt`` and ``.key`` there; when
+    either is missing a self-signed pair is generated and written (the key mode 0600), as upstream
+    does, so that every restart serves the same certificate. Blocking: call it in a thread.
+    Raises ConfigError when the folder cannot be written."""
+    cert_path = os.path.join(cert_dir, f"{CERT_DIR_PAIR_NAME}.crt")
+    key_path = os.path.join(cert_dir, f"{CERT_DIR_PAIR_NAME}.key")
+    if os.path.isfile(cert_path) and os.path.isfile(key_path):
+        return cert_path, key_path
+    cert_pem, key_pem = generate_self_signed_cert()
+    try:
+        os.makedirs(cert_dir, mode=0o755, exist_ok=True)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_pem)
+        with open(cert_path, "wb") as f:
+            f.write(cert_pem)
+    except OSError as exc:
+        raise ConfigError(f"--cert-dir {cert_dir}: {exc.strerror or exc}") from exc
+    _log.info("Generated self-signed cert (%s, %s)", cert_path, key_path)
+    return cert_path, key_path
 
 
 def _load_generated_cert(ctx: ssl.SSLContext) -> None:

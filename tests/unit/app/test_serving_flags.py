@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import ssl
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -93,3 +94,25 @@ async def test_always_allow_paths_come_from_the_flag(servers: list[serving.Secur
     assert await _status(server.port, "/metrics", _client()) == 200
     assert await _status(server.port, "/healthz", _client()) == 200
     assert await _status(server.port, "/readyz", _client()) == 403
+
+
+def test_cert_dir_generates_the_pair_once_and_reuses_it(tmp_path: pathlib.Path) -> None:
+    opts = options.parse_args(["--cloud-provider=fake", f"--cert-dir={tmp_path}/certs"])
+    assert opts.ignored_upstream_flags == []
+    cert, key = serving.cert_dir_pair(opts.cert_dir)
+    assert (cert, key) == (
+        f"{tmp_path}/certs/cloud-controller-manager.crt",
+        f"{tmp_path}/certs/cloud-controller-manager.key",
+    )
+    assert pathlib.Path(key).stat().st_mode & 0o777 == 0o600
+    first = pathlib.Path(cert).read_bytes()
+    assert serving.cert_dir_pair(opts.cert_dir) == (cert, key)
+    assert pathlib.Path(cert).read_bytes() == first  # kept across restarts
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+
+
+def test_an_unwritable_cert_dir_is_a_config_error(tmp_path: pathlib.Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="--cert-dir"):
+        serving.cert_dir_pair(str(blocker / "certs"))
