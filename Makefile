@@ -9,10 +9,14 @@ ARGS ?=
 
 venv: $(VENV)/.installed
 
+# setuptools prints an "Editable installation" banner for a flat layout at every editable install;
+# set-up output stays quiet (errors still show).
+QUIET_EDITABLE := PYTHONWARNINGS=ignore:::setuptools.command.editable_wheel
+
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
 # Build (or reuse from the cache) kube-apiserver and etcd; honours KUBEBUILDER_ASSETS.
