@@ -472,6 +472,7 @@ def build_parser(
         upstream_defaults=UPSTREAM_THROUGHPUT_DEFAULTS,
         duration_type=_duration,
         subcommands=SUBCOMMANDS,
+        reserved=[f.name for fs in flag_sets for f in fs.flags],
     )
     own = {a for action in p._actions for a in action.option_strings}
     for fs in flag_sets:

@@ -121,13 +121,15 @@ def organize(
     upstream_defaults: Mapping[str, Any],
     duration_type: Callable[[str], float],
     subcommands: Mapping[str, str],
+    reserved: Iterable[str] = (),
 ) -> None:
     """Add the upstream flags ``parser`` lacks (accepted, ignored), regroup ``--help`` as upstream
     does with ccm's own flags in :data:`CCM_GROUP`, show every default (and upstream's where
     ``upstream_defaults`` has the flag: ``{"--kube-api-qps": 20.0}``) and list ``subcommands``
     (name → one line) after the flags. ``duration_type`` is the parser's duration converter: its
-    defaults print as Go durations."""
-    own = {s for action in parser._actions for s in action.option_strings}
+    defaults print as Go durations. Flags in ``reserved`` (a provider's or embedding program's,
+    added later) are left to their owner, never added as ignored."""
+    own = {s for action in parser._actions for s in action.option_strings} | set(reserved)
     for flag in upstream_flags():
         if flag.name in own:
             continue

@@ -10,6 +10,7 @@ import pytest
 
 from ccm.app import options, upstreamflags
 from ccm.app.main import run
+from ccm.cloudprovider import Flag, FlagSet
 from ccm.controllers.route import WATCH_BASED_FEATURE_GATE
 
 
@@ -106,3 +107,13 @@ def test_version_accepts_upstreams_raw_form(capsys: pytest.CaptureFixture[str]) 
 )
 def test_go_duration_format(seconds: float, text: str) -> None:
     assert upstreamflags.format_duration(seconds) == text
+
+
+def test_a_provider_flag_named_like_an_ignored_upstream_flag_is_the_providers() -> None:
+    # Provider flags carry the provider's name: one named "webhook" may own --webhook-cert-dir.
+    flags = FlagSet(name="webhook", flags=(Flag(name="--webhook-cert-dir", help="my certs"),))
+    opts = options.parse_args(
+        ["--cloud-provider=fake", "--webhook-cert-dir=/certs"], flag_sets=[flags]
+    )
+    assert opts.extension_flags["webhook-cert-dir"] == "/certs"
+    assert opts.ignored_upstream_flags == []
