@@ -9,10 +9,14 @@ ARGS ?=
 
 venv: $(VENV)/.installed
 
+# setuptools prints an "Editable installation" banner for a flat layout at every editable install;
+# set-up output stays quiet (errors still show).
+QUIET_EDITABLE := PYTHONWARNINGS=ignore:::setuptools.command.editable_wheel
+
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
 # Build (or reuse from the cache) kube-apiserver and etcd; honours KUBEBUILDER_ASSETS.
@@ -56,7 +60,7 @@ manifests: venv
 BENCH_ARGS ?= --nodes 1000
 .PHONY: bench
 bench: assets
-	$(BIN)/pip install --quiet -e '.[bench]'
+	$(QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Chaos run (chaos/, issue 13): the real control plane, three ccm replicas, a churning workload and
@@ -74,7 +78,7 @@ SAMPLES := samples/private-cloud samples/minimal-provider
 samples: $(VENV)/.samples-installed
 
 $(VENV)/.samples-installed: $(VENV)/.installed samples/private-cloud/pyproject.toml samples/minimal-provider/pyproject.toml
-	$(BIN)/pip install --quiet --no-deps $(foreach s,$(SAMPLES),-e $(s))
+	$(QUIET_EDITABLE) $(BIN)/pip install --quiet --no-deps $(foreach s,$(SAMPLES),-e $(s))
 	touch $@
 
 lint-samples: venv
@@ -102,7 +106,7 @@ PROVIDERS := providers/aws
 providers: $(VENV)/.providers-installed
 
 $(VENV)/.providers-installed: $(VENV)/.installed providers/aws/pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev]' $(foreach p,$(PROVIDERS),-e '$(p)[test]')
+	$(QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[dev]' $(foreach p,$(PROVIDERS),-e '$(p)[test]')
 	touch $@
 
 lint-providers: providers
@@ -119,3 +123,10 @@ format: format-providers
 test: providers
 test-unit: providers
 test-e2e: providers
+
+# Render (helm template, helm v4 built with Go on first use; CCM_HELM=/path/to/helm uses another)
+# and validate the chart charts/ccm: `make chart VALUES=my-values.yaml | kubectl apply -f -`.
+VALUES ?=
+.PHONY: chart
+chart: venv
+	@$(BIN)/python -m ccm.testing.helm $(foreach v,$(VALUES),-f $(v))

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import platform
 import sys
-from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+
+import ccm
 
 __all__ = [
     "BUILD_INFO",
@@ -52,10 +53,7 @@ GCCollector(registry=REGISTRY)
 
 
 def _version() -> str:
-    try:
-        return metadata.version("ccm")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "0.0.0+unknown"
+    return ccm.version()
 
 
 # component-base metrics/prometheus/version: upstream's name and labels. ``git_version`` is ccm's

@@ -20,12 +20,13 @@ import logging
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from typing import NoReturn
 
+import ccm
 from ccm import logs
 from ccm.app import manager as managermod
 from ccm.app import options as optionsmod
+from ccm.app import upstreamflags
 from ccm.cloudprovider import BlockingPool, FlagSet, init_cloud_provider, load_factory, use_pool
 from ccm.errors import CCMError, ConfigError
 from ccm.leaderelection import LeadershipLostError
@@ -36,10 +37,8 @@ _log = logging.getLogger("ccm.app")
 
 
 def version() -> str:
-    try:
-        return metadata.version("ccm")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
-        return "0.0.0+unknown"
+    """The installed version of the ``kube-ccm`` distribution."""
+    return ccm.version()
 
 
 async def _serve(
@@ -180,7 +179,7 @@ def run(
         cli = importlib.import_module("ccm.testing.conformance.cli")
         code: int = cli.main(args[1:])
         return code
-    if "--version" in args:
+    if any(a == "--version" or a.startswith("--version=") for a in args):
         print(f"{prog} {version()}")
         return 0
     try:
@@ -197,6 +196,7 @@ def run(
             flag_sets=[*flag_sets, *provider_flags],
         )
         logs.configure(opts.logging_format, opts.verbosity)
+        upstreamflags.log_ignored(opts.ignored_upstream_flags)
         return asyncio.run(_serve(opts, controllers=specs, client_names=client_names))
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -354,12 +354,20 @@ class ControllerManager:
         self._elector = elector
         try:
             if self.opts.secure_port:
+                cert_file = self.opts.tls_cert_file or None
+                key_file = self.opts.tls_private_key_file or None
+                if cert_file is None and self.opts.cert_dir:
+                    cert_file, key_file = await asyncio.to_thread(
+                        serving.cert_dir_pair, self.opts.cert_dir
+                    )
                 self.server = serving.SecureServer(
                     bind_address=self.opts.bind_address,
                     port=self.opts.secure_port,
-                    cert_file=self.opts.tls_cert_file or None,
-                    key_file=self.opts.tls_private_key_file or None,
+                    cert_file=cert_file,
+                    key_file=key_file,
                     authorizer=await self._delegated_auth(client, extra_clients),
+                    always_allow_paths=self.opts.authorization_always_allow_paths,
+                    tls_min_version=self.opts.tls_min_version or None,
                 )
                 if elector is not None:
                     self.server.add_healthz_check("leaderElection", elector.healthz_check)

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from ccm import wellknown
+from ccm.app import serving, upstreamflags
 from ccm.app.catalog import ControllerCatalog, NamedController, enabled_controllers
 from ccm.cloudprovider.durations import parse_duration
 from ccm.cloudprovider.flags import FlagSet
+from ccm.controllers.route import WATCH_BASED_FEATURE_GATE
 from ccm.errors import ConfigError
 
 __all__ = [
+    "SUBCOMMANDS",
     "UPSTREAM_THROUGHPUT_DEFAULTS",
     "ControllerCatalog",
     "NamedController",
@@ -44,6 +47,14 @@ UPSTREAM_THROUGHPUT_DEFAULTS: dict[str, int | float] = {
     "--concurrent-service-syncs": 1,
     "--kube-api-qps": 20.0,
     "--kube-api-burst": 30,
+}
+
+#: The values of ``--tls-min-version`` (Go's names; older versions are not served).
+TLS_VERSIONS = ("VersionTLS12", "VersionTLS13")
+
+#: The subcommands of ``ccm`` (name → one line), listed at the end of ``--help``.
+SUBCOMMANDS: dict[str, str] = {
+    "conformance": "run the provider conformance suite against a cloud (ccm conformance --help)",
 }
 
 
@@ -101,6 +112,12 @@ class Options:
     bind_address: str = "0.0.0.0"
     tls_cert_file: str = ""
     tls_private_key_file: str = ""
+    tls_min_version: str = ""  # "": TLS 1.2, ccm's floor
+    cert_dir: str = ""
+    #: Paths served without authorization; ccm's default adds the per-check sub-paths.
+    authorization_always_allow_paths: list[str] = field(
+        default_factory=lambda: list(serving.DEFAULT_ALWAYS_ALLOW_PATHS)
+    )
     profiling: bool = True
     authentication_kubeconfig: str = ""
     authorization_kubeconfig: str = ""
@@ -116,6 +133,8 @@ class Options:
     #: Values of the flags added by the provider or the embedding program (``FlagSet``), keyed by
     #: flag name without the leading dashes.
     extension_flags: dict[str, Any] = field(default_factory=dict)
+    #: Upstream flags that were set but ccm does not implement (``ccm.app.upstreamflags``).
+    ignored_upstream_flags: list[str] = field(default_factory=list)
 
     def cloud_thread_count(self) -> int:
         """``--cloud-threads``, or when 0 the node and service workers plus 4 (the route and
@@ -243,13 +262,13 @@ def build_parser(
         "--concurrent-service-syncs",
         type=int,
         metavar="N",
-        help="Number of services allowed to sync concurrently (upstream default: 1).",
+        help="Number of services allowed to sync concurrently.",
     )
     flag(
         "--concurrent-node-syncs",
         type=int,
         metavar="N",
-        help="Number of workers concurrently synchronizing nodes (upstream default: 1).",
+        help="Number of workers concurrently synchronizing nodes.",
     )
     flag(
         "--concurrent-node-status-updates",
@@ -289,13 +308,13 @@ def build_parser(
         "--kube-api-qps",
         type=float,
         metavar="QPS",
-        help="QPS to use while talking with kubernetes apiserver (upstream default: 20).",
+        help="QPS to use while talking with kubernetes apiserver.",
     )
     flag(
         "--kube-api-burst",
         type=int,
         metavar="N",
-        help="Burst to use while talking with kubernetes apiserver (upstream default: 30).",
+        help="Burst to use while talking with kubernetes apiserver.",
     )
     flag("--kube-api-content-type", help="Accepted for compatibility; ccm always speaks JSON.")
     flag(
@@ -355,6 +374,25 @@ def build_parser(
     flag(
         "--tls-private-key-file", metavar="PATH", help="x509 private key matching --tls-cert-file."
     )
+    flag(
+        "--cert-dir",
+        metavar="PATH",
+        help="Folder of the serving pair cloud-controller-manager.crt/.key, generated there "
+        "(self-signed) when missing; ignored with --tls-cert-file (default: in memory).",
+    )
+    flag(
+        "--tls-min-version",
+        choices=TLS_VERSIONS,
+        metavar="VERSION",
+        help="Minimum TLS version served: VersionTLS12 or VersionTLS13 (empty: VersionTLS12).",
+    )
+    flag(
+        "--authorization-always-allow-paths",
+        type=_csv,
+        metavar="PATHS",
+        help="HTTP paths served without authorization; a trailing '*' matches any suffix "
+        "(upstream default: /healthz,/readyz,/livez).",
+    )
     bool_flag("--profiling", "Accepted for compatibility; no profiling endpoints are served.")
     flag(
         "--authentication-kubeconfig",
@@ -366,7 +404,13 @@ def build_parser(
         metavar="PATH",
         help="kubeconfig for SubjectAccessReview (default: the main client).",
     )
-    flag("--feature-gates", help="Accepted for compatibility; ccm has no feature gates yet.")
+    flag(
+        "--feature-gates",
+        metavar="KEY=BOOL,...",
+        help="Feature gates. ccm implements "
+        f"{WATCH_BASED_FEATURE_GATE}=true|false (ALPHA - default=false): route reconciliation "
+        "driven by Node events; other upstream gates are accepted and ignored.",
+    )
     flag("--logging-format", choices=("text", "json"), help="Log format: text or json.")
     g.add_argument(
         "-v",
@@ -416,7 +460,19 @@ def build_parser(
         help="ccm: how long SIGTERM waits for the controllers to stop.",
     )
     p.add_argument(
-        "--version", action="store_true", default=False, help="Print version information and quit."
+        "--version",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="raw",
+        help="Print version information and quit.",
+    )
+    upstreamflags.organize(
+        p,
+        upstream_defaults=UPSTREAM_THROUGHPUT_DEFAULTS,
+        duration_type=_duration,
+        subcommands=SUBCOMMANDS,
+        reserved=[f.name for fs in flag_sets for f in fs.flags],
     )
     own = {a for action in p._actions for a in action.option_strings}
     for fs in flag_sets:
@@ -451,11 +507,17 @@ def parse_args(
     values: dict[str, Any] = {}
     extension: dict[str, Any] = {}
     for k, v in vars(ns).items():
+        if k.startswith(upstreamflags.DEST_PREFIX):
+            continue
         if k.startswith("extension:"):
             extension[k.removeprefix("extension:")] = v
         elif k != "version":
             values[k] = v
-    opts = Options(**values, extension_flags=extension)
+    opts = Options(
+        **values,
+        extension_flags=extension,
+        ignored_upstream_flags=upstreamflags.given(vars(ns)),
+    )
     validate(opts, controllers=controllers)
     return opts
 

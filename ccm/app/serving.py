@@ -49,6 +49,7 @@ __all__ = [
     "Authorizer",
     "HealthCheck",
     "SecureServer",
+    "cert_dir_pair",
     "generate_self_signed_cert",
 ]
 
@@ -59,6 +60,12 @@ HealthCheck = Callable[[], str | Awaitable[str | None] | None]
 #: Sees a request; returns ``None`` to let it through or the HTTP status to reject it with.
 Authorizer = Callable[[web.Request], Awaitable[int | None]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: ``--tls-min-version`` (Go's names) → the ssl module's; TLS 1.0 and 1.1 are never served.
+_TLS_VERSIONS: Final = {
+    "VersionTLS12": ssl.TLSVersion.TLSv1_2,
+    "VersionTLS13": ssl.TLSVersion.TLSv1_3,
+}
 
 #: Paths no authorizer is asked about (upstream ``AlwaysAllowPaths`` plus the per-check
 #: sub-paths). A trailing ``*`` matches any suffix.
@@ -113,6 +120,7 @@ class SecureServer:
         always_allow_paths: Iterable[str] = DEFAULT_ALWAYS_ALLOW_PATHS,
         shutdown_timeout: float = 5.0,
         cert_reload_interval: float = 60.0,
+        tls_min_version: str | None = None,
     ) -> None:
         if bool(cert_file) != bool(key_file):
             raise ConfigError("--tls-cert-file and --tls-private-key-file must be given together")
@@ -128,6 +136,12 @@ class SecureServer:
         self._checks: dict[str, dict[str, HealthCheck]] = {_HEALTHZ: {}, _LIVEZ: {}, _READYZ: {}}
         self._extra_routes: list[tuple[str, str, Handler]] = []
         self._cert_reload_interval = cert_reload_interval
+        try:
+            self._tls_min_version = _TLS_VERSIONS[tls_min_version or "VersionTLS12"]
+        except KeyError:
+            raise ConfigError(
+                f'--tls-min-version "{tls_min_version}": one of {", ".join(_TLS_VERSIONS)}'
+            ) from None
         self._runner: web.AppRunner | None = None
         self._ssl: ssl.SSLContext | None = None
         self._cert_stamp: tuple[tuple[int, int], ...] | None = None
@@ -244,7 +258,7 @@ class SecureServer:
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.minimum_version = self._tls_min_version
         try:
             if self._cert_file and self._key_file:
                 ctx.load_cert_chain(self._cert_file, self._key_file)
@@ -364,6 +378,33 @@ async def _run_check(name: str, check: HealthCheck) -> str | None:
         _log.log(v(2), "health check %s raised", name, exc_info=True)
         return f"{type(exc).__name__}: {exc}"
     return None if result is None else str(result)
+
+
+#: The base name of the pair in ``--cert-dir`` (upstream's pair name for this component).
+CERT_DIR_PAIR_NAME: Final = "cloud-controller-manager"
+
+
+def cert_dir_pair(cert_dir: str) -> tuple[str, str]:
+    """``--cert-dir``: the paths of ``cloud-controller-manager.crt`` and ``.key`` there; when
+    either is missing a self-signed pair is generated and written (the key mode 0600), as upstream
+    does, so that every restart serves the same certificate. Blocking: call it in a thread.
+    Raises ConfigError when the folder cannot be written."""
+    cert_path = os.path.join(cert_dir, f"{CERT_DIR_PAIR_NAME}.crt")
+    key_path = os.path.join(cert_dir, f"{CERT_DIR_PAIR_NAME}.key")
+    if os.path.isfile(cert_path) and os.path.isfile(key_path):
+        return cert_path, key_path
+    cert_pem, key_pem = generate_self_signed_cert()
+    try:
+        os.makedirs(cert_dir, mode=0o755, exist_ok=True)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_pem)
+        with open(cert_path, "wb") as f:
+            f.write(cert_pem)
+    except OSError as exc:
+        raise ConfigError(f"--cert-dir {cert_dir}: {exc.strerror or exc}") from exc
+    _log.info("Generated self-signed cert (%s, %s)", cert_path, key_path)
+    return cert_path, key_path
 
 
 def _load_generated_cert(ctx: ssl.SSLContext) -> None:

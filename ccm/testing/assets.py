@@ -330,13 +330,20 @@ KUSTOMIZE_BINARY = "kustomize"
 _KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
 
 
-def kustomize_version() -> str:
-    """The pinned ``KUSTOMIZE_VERSION`` of ``versions.env`` (``v5.8.2``)."""
+def _pinned_value(name: str) -> str:
+    """The value of ``name`` in ``versions.env`` (``""`` when absent)."""
     text = importlib.resources.files("ccm.testing").joinpath("versions.env").read_text("utf-8")
     for raw in text.splitlines():
         key, sep, value = raw.strip().partition("=")
-        if sep and key.strip() == "KUSTOMIZE_VERSION":
+        if sep and key.strip() == name:
             return value.strip().strip("\"'")
+    return ""
+
+
+def kustomize_version() -> str:
+    """The pinned ``KUSTOMIZE_VERSION`` of ``versions.env`` (``v5.8.2``)."""
+    if value := _pinned_value("KUSTOMIZE_VERSION"):
+        return value
     raise AssetsError("ccm/testing/versions.env does not define KUSTOMIZE_VERSION")
 
 

@@ -14,6 +14,8 @@ Command line (``make manifests OVERLAY=fake``)::
 from __future__ import annotations
 
 import argparse
+import base64
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -29,6 +31,7 @@ __all__ = [
     "MANIFESTS_DIR",
     "ManifestsError",
     "container_args",
+    "container_view",
     "daemonset",
     "find",
     "main",
@@ -152,6 +155,68 @@ def container_args(objects: Iterable[dict[str, Any]]) -> list[str]:
     spec = daemonset(objects)["spec"]["template"]["spec"]
     (container,) = [c for c in spec["containers"] if c["name"] == "cloud-controller-manager"]
     return [str(a) for a in container.get("args") or ()]
+
+
+def _volume_files(objects: Sequence[dict[str, Any]], volume: dict[str, Any]) -> dict[str, bytes]:
+    """The files a Secret or ConfigMap volume shows (every key, or the ``items`` it lists)."""
+    kind = "Secret" if "secret" in volume else "ConfigMap" if "configMap" in volume else ""
+    source = volume.get("secret") or volume.get("configMap") or {}
+    name = str(source.get("secretName") or source.get("name"))
+    if not [o for o in objects if o.get("kind") == kind]:
+        return {}  # none rendered: the cluster provides it
+    if kind == "Secret":
+        obj = find(objects, "Secret", name)
+        files = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+        files |= {k: str(v).encode() for k, v in (obj.get("stringData") or {}).items()}
+    else:
+        obj = find(objects, "ConfigMap", name)
+        files = {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
+        files |= {k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()}
+    if items := source.get("items"):
+        return {str(i["path"]): files[i["key"]] for i in items if i["key"] in files}
+    return files
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def container_view(objects: Sequence[dict[str, Any]], root: Path) -> list[str]:
+    """What the ``cloud-controller-manager`` container would see, laid out under ``root``: every
+    Secret/ConfigMap volume it mounts is written to ``root`` + its mount path, and the container's
+    args are returned with each mount path prefixed by ``root``. Mount paths inside the mounted
+    files (a cloud config's ``tokenFile: /etc/ccm/token``) are rewritten the same way, so a
+    provider's config parser reads the files the Pod would. A volume whose kind (Secret,
+    ConfigMap) ``objects`` has none of is left empty (the cluster provides it); one whose object is
+    missing among rendered ones raises :class:`ManifestsError`."""
+    spec = daemonset(objects)["spec"]["template"]["spec"]
+    (container,) = [c for c in spec["containers"] if c["name"] == "cloud-controller-manager"]
+    volumes = {v["name"]: v for v in spec.get("volumes") or ()}
+    mounts = [m for m in container.get("volumeMounts") or () if m["name"] in volumes]
+    paths = sorted((str(m["mountPath"]) for m in mounts), key=len, reverse=True)
+
+    # One pass over every mount path (longest first), each only as a whole path segment.
+    pattern = re.compile(
+        r"(?<![\w./-])(" + "|".join(re.escape(p.rstrip("/")) for p in paths) + r")(?![\w.-])"
+    )
+
+    def rebase(text: str) -> str:
+        return pattern.sub(lambda m: f"{root}{m.group(1)}", text) if paths else text
+
+    for mount in mounts:
+        folder = root / str(mount["mountPath"]).lstrip("/")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in _volume_files(objects, volumes[mount["name"]]).items():
+            data = content
+            if content.isascii() or _is_utf8(content):
+                data = rebase(content.decode("utf-8")).encode("utf-8")
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+    return [rebase(str(a)) for a in container.get("args") or ()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

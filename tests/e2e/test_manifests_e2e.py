@@ -12,16 +12,21 @@ from typing import Any
 import pytest
 
 from ccm import names
-from ccm.testing import assets, manifests
+from ccm.testing import assets, helm, manifests
 
 OVERLAYS = ["fake", "private-cloud"]
+#: The kustomize overlays and the Helm chart's example value sets ("helm:<name>").
+RENDERINGS = [*OVERLAYS, *(f"helm:{name}" for name in helm.EXAMPLE_VALUES)]
 FIELD_MANAGER = "ccm-manifests-e2e"
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict[str, Any]]]:
     assets.find_kustomize()
-    return {overlay: manifests.render(overlay) for overlay in OVERLAYS}
+    out = {overlay: manifests.render(overlay) for overlay in OVERLAYS}
+    for name, values in helm.EXAMPLE_VALUES.items():
+        out[f"helm:{name}"] = helm.render(values)
+    return out
 
 
 @pytest.fixture
@@ -43,7 +48,7 @@ def _dry_run_apply(dynamic: Any, obj: dict[str, Any]) -> Any:
     )
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", RENDERINGS)
 def test_every_rendered_object_is_accepted_by_the_apiserver(
     overlay: str, rendered: dict[str, list[dict[str, Any]]], dynamic: Any
 ) -> None:

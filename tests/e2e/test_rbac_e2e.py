@@ -9,6 +9,7 @@ the bootstrapped ``system:controller:*`` roles) and uses the Role's ServiceAccou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from ccm import wellknown
-from ccm.testing import assets, manifests
+from ccm.testing import assets, helm, manifests
 from ccm.testing.controlplane import ControlPlane
 from ccm.testing.daemon import Daemon
 
@@ -41,8 +42,11 @@ REPLACED = (
 )
 
 
-@pytest.fixture(scope="module")
-def shipped() -> list[dict[str, Any]]:
+@pytest.fixture(scope="module", params=["kustomize", "helm"])
+def shipped(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """The fake overlay of the kustomize base, or the Helm chart's default rendering."""
+    if request.param == "helm":
+        return helm.render()
     assets.find_kustomize()
     return manifests.render("fake")
 
@@ -51,8 +55,16 @@ def shipped() -> list[dict[str, Any]]:
 def applied_rbac(k8s_admin: Any, shipped: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """Apply (for real) the shipped ServiceAccount, roles and bindings; remove them afterwards."""
     from kubernetes.dynamic import DynamicClient
+    from kubernetes.dynamic.exceptions import NotFoundError
 
     dynamic = DynamicClient(k8s_admin)
+    # A Lease left by an earlier run (the other rendering) would spare the daemon its `create`.
+    leases = dynamic.resources.get(api_version="coordination.k8s.io/v1", kind="Lease")
+    with contextlib.suppress(NotFoundError):
+        leases.delete(
+            name=wellknown.DEFAULT_LEADER_ELECTION_NAME,
+            namespace=wellknown.DEFAULT_LEADER_ELECTION_NAMESPACE,
+        )
     objects = [o for o in shipped if o["kind"] in RBAC_KINDS]
     for obj in objects:
         resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,16 @@ import yaml
 
 from ccm import names, wellknown
 from ccm.app import options
+from ccm.app.main import provider_extensions
+from ccm.cloudprovider import init_cloud_provider
+from ccm.errors import ConfigError
 from ccm.testing import assets, manifests
 from ccm.testing.fake_cloud import FakeCloud
 
 OVERLAYS = ["fake", "private-cloud"]
 PROVIDERS = {"fake": "fake", "private-cloud": "private-cloud"}
+#: One image per provider (the Dockerfile's PROVIDER build argument).
+IMAGES = {"fake": "ccm:latest", "private-cloud": "ccm-private-cloud:latest"}
 REPO = manifests.MANIFESTS_DIR.parent
 DS_NAME = "cloud-controller-manager"
 SA = {"kind": "ServiceAccount", "name": "cloud-controller-manager", "namespace": "kube-system"}
@@ -146,6 +152,8 @@ def test_daemonset_shape(overlay: str, rendered: dict[str, list[dict[str, Any]]]
     assert spec["serviceAccountName"] == SA["name"]
     assert spec["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
     assert spec["hostNetwork"] is True
+    # The cluster DNS cannot run before ccm initialises a Node: no ClusterFirst* (bootstrap).
+    assert spec["dnsPolicy"] == "Default"
     assert spec["priorityClassName"] == "system-cluster-critical"
     tolerations = {
         (t["key"], t.get("operator", "Equal"), t.get("value"), t["effect"])
@@ -163,7 +171,7 @@ def test_daemonset_shape(overlay: str, rendered: dict[str, list[dict[str, Any]]]
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
 
     container = _container(objects)
-    assert container["image"] == "ccm:latest"
+    assert container["image"] == IMAGES[overlay]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         assert container[probe]["httpGet"] == {"scheme": "HTTPS", "port": 10258, "path": path}
     security = container["securityContext"]
@@ -280,15 +288,23 @@ def test_custom_overlay_of_docs_deploy_md(tmp_path: Path, kustomize: Path) -> No
     """The "make an overlay of your own" example of docs/deploy.md: own image, own cloud config
     Secret, routes on with --cluster-cidr; it validates and its args parse."""
     overlay = manifests.MANIFESTS_DIR / "overlays" / "private-cloud"
-    args = "/spec/template/spec/containers/0/args"
     (tmp_path / "my-cloud-config.yaml").write_text("region: mine\n")
+    # The docs' patch, a strategic merge on the container by name (never an args index).
+    docs = (REPO / "docs/deploy.md").read_text("utf-8")
+    patch = docs.split("<!-- custom-overlay-patch -->")[1].split("```yaml\n")[1].split("```")[0]
     (tmp_path / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
                 "resources": [os.path.relpath(overlay, tmp_path)],  # must be relative
-                "images": [{"name": "ccm", "newName": "registry.example/ccm", "newTag": "v0.1.0"}],
+                "images": [
+                    {
+                        "name": "ccm-private-cloud",
+                        "newName": "registry.example/ccm",
+                        "newTag": "v0.1.0",
+                    }
+                ],
                 "secretGenerator": [
                     {
                         "name": "cloud-controller-manager-config",
@@ -297,25 +313,7 @@ def test_custom_overlay_of_docs_deploy_md(tmp_path: Path, kustomize: Path) -> No
                         "files": ["cloud-config=my-cloud-config.yaml"],
                     }
                 ],
-                "patches": [
-                    {
-                        "target": {"group": "apps", "version": "v1", "kind": "DaemonSet"},
-                        "patch": yaml.safe_dump(
-                            [
-                                {
-                                    "op": "replace",
-                                    "path": f"{args}/4",
-                                    "value": "--configure-cloud-routes=true",
-                                },
-                                {
-                                    "op": "add",
-                                    "path": f"{args}/-",
-                                    "value": "--cluster-cidr=10.244.0.0/16",
-                                },
-                            ]
-                        ),
-                    }
-                ],
+                "patches": [{"patch": patch}],
             }
         )
     )
@@ -329,6 +327,40 @@ def test_custom_overlay_of_docs_deploy_md(tmp_path: Path, kustomize: Path) -> No
     opts = options.parse_args(manifests.container_args(objects))
     assert opts.configure_cloud_routes is True
     assert [str(net) for net in opts.cluster_cidrs()] == ["10.244.0.0/16"]
+
+
+async def _start_like_the_pod(objects: list[dict[str, Any]], root: Path) -> options.Options:
+    """Parse the container's args with the daemon's parser (provider flags included, as ``ccm``
+    does) and build the provider from the mounted cloud config, as the Pod's start-up would."""
+    args = manifests.container_view(objects, root)
+    flag_sets, _ = provider_extensions(args)
+    opts = options.parse_args(args, flag_sets=flag_sets)
+    cloud = await init_cloud_provider(
+        opts.cloud_provider, opts.cloud_config or None, flags=opts.extension_flags
+    )
+    await cloud.aclose()
+    return opts
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+async def test_overlay_container_starts_its_provider(
+    overlay: str, rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """A crash-looping overlay fails here: the args parse and the provider's config parser accepts
+    the mounted files (the private-cloud config's tokenFile is in the Secret)."""
+    opts = await _start_like_the_pod(rendered[overlay], tmp_path)
+    assert opts.cloud_provider == PROVIDERS[overlay]
+    assert opts.cloud_config == f"{tmp_path}/etc/ccm/cloud-config"
+
+
+async def test_a_missing_mounted_file_fails_the_start_up_check(
+    rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    objects = yaml.safe_load(yaml.safe_dump(rendered["private-cloud"]))  # deep copy
+    secret = manifests.find(objects, "Secret", "cloud-controller-manager-config")
+    del secret["data"]["token"]
+    with pytest.raises(ConfigError, match="token"):
+        await _start_like_the_pod(objects, tmp_path)
 
 
 def test_cli_prints_the_rendered_yaml(capsys: pytest.CaptureFixture[str], kustomize: Path) -> None:
@@ -347,6 +379,23 @@ def test_dockerfile_runs_ccm_as_non_root() -> None:
     assert '\nENTRYPOINT ["python", "-m", "ccm"]\n' in text
     ignored = (REPO / ".dockerignore").read_text("utf-8").split()
     assert {".git", ".venv", "tests"} <= set(ignored)
+
+
+def test_one_image_recipe_per_provider() -> None:
+    """The Dockerfile's PROVIDER build argument builds the provider folder into the image; the
+    private-cloud overlay's image is the one its documented command builds, and the provider
+    depends on the kube-ccm distribution (never the unrelated `ccm` of the package index)."""
+    text = (REPO / "Dockerfile").read_text("utf-8")
+    assert '\nARG PROVIDER=""\n' in text
+    assert '${PROVIDER:+"./${PROVIDER}"}' in text
+    assert "--platform linux/amd64,linux/arm64" in text
+    image = IMAGES["private-cloud"].split(":")[0]
+    assert f"--build-arg PROVIDER=samples/private-cloud -t {image}:latest ." in text
+    for folder in ("samples/private-cloud", "samples/minimal-provider"):
+        project = tomllib.loads((REPO / folder / "pyproject.toml").read_text("utf-8"))["project"]
+        assert "ccm.cloud_providers" in project["entry-points"]
+        assert "kube-ccm" in project["dependencies"]
+        assert "ccm" not in project["dependencies"]
 
 
 def test_ccm_kustomize_overrides_the_cached_binary(

@@ -222,7 +222,7 @@ async def test_metrics_has_the_standard_collectors_build_info_and_provider_metri
         assert name in samples, name
     build = samples["kubernetes_build_info"]
     assert build.value == 1
-    version = metadata.version("ccm")
+    version = metadata.version("kube-ccm")
     assert build.labels["git_version"] == f"v{version}"
     assert (build.labels["major"], build.labels["minor"]) == tuple(version.split(".")[:2])
     assert build.labels["go_version"] == f"python{platform.python_version()}"
