@@ -1,0 +1,229 @@
+"""End to end: the ``ccm`` daemon with ``--cloud-provider aws`` (found by its entry point), moto's
+EC2 over HTTP and the real kube-apiserver. Nodes named like EC2 private DNS names in two zones are
+initialized from their instances and get a route per pod CIDR; a LoadBalancer Service gets a
+classic ELB with the Nodes' instances behind it; a terminated instance's Node is deleted, and its
+route with it; a stopped one's Node is kept with the shutdown taint; the deleted Service's ELB
+goes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ccm_aws.instances import LABEL_ZONE_ID
+from ccm_aws.testing import Ec2Console
+
+from ccm import wellknown
+from ccm.testing.controlplane import ControlPlane
+from ccm.testing.daemon import Daemon
+
+pytestmark = pytest.mark.e2e
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _ready(ready: bool) -> dict[str, Any]:
+    return {
+        "type": "Ready",
+        "status": "True" if ready else "False",
+        "reason": "KubeletReady" if ready else "KubeletNotReady",
+        "message": "test",
+        "lastHeartbeatTime": _now(),
+        "lastTransitionTime": _now(),
+    }
+
+
+def wait(predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+@pytest.fixture
+def core(k8s_admin: Any) -> Iterator[Any]:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    api = client.CoreV1Api(k8s_admin)
+    created: list[str] = []
+    api.created = created
+    yield api
+    for name in created:
+        try:
+            api.delete_node(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def register_node(core: Any, name: str) -> None:
+    """As a kubelet with --cloud-provider=external registers itself."""
+    core.create_node(
+        {
+            "metadata": {"name": name, "labels": {wellknown.LABEL_HOSTNAME: name}},
+            "spec": {
+                "taints": [
+                    {"key": wellknown.TAINT_UNINITIALIZED, "value": "true", "effect": "NoSchedule"}
+                ]
+            },
+            "status": {"conditions": [_ready(True)]},
+        }
+    )
+    core.created.append(name)
+
+
+def test_aws_provider_initializes_deletes_and_taints_nodes(
+    control_plane: ControlPlane,
+    core: Any,
+    console: Ec2Console,
+    network: dict[str, Any],
+    cluster_id: str,
+    config_text: str,
+    tmp_path: Path,
+    unique_name: Callable[..., str],
+    kube_namespace: str,
+) -> None:
+    table = console.create_route_table(network["vpc"], cluster_id)
+    console.make_public(network["vpc"])
+    zones = sorted(network["subnets"])
+    instances = [
+        console.run_instance(network["subnets"][zones[i % 2]], cluster_id=cluster_id)
+        for i in range(4)
+    ]
+    names = [str(i["PrivateDnsName"]) for i in instances]
+    for name in names:
+        register_node(core, name)
+    config = tmp_path / "cloud.conf"
+    config.write_text(config_text)
+    daemon = Daemon(
+        [
+            "--cloud-provider=aws",
+            f"--cloud-config={config}",
+            f"--kubeconfig={control_plane.kubeconfig_path}",
+            f"--leader-elect-resource-name={unique_name('lease')}",
+            "--node-monitor-period=1s",
+            "--cluster-cidr=10.250.0.0/16",
+            "--route-reconciliation-period=1s",
+            "-v",
+            "2",
+        ],
+        log_dir=tmp_path,
+    )
+    with daemon.start():
+        # 1. Initialization from EC2.
+        for instance, name in zip(instances, names, strict=True):
+            node = wait(
+                lambda n=name: (
+                    (
+                        (node := core.read_node(n)).spec.taints is None
+                        or all(t.key != wellknown.TAINT_UNINITIALIZED for t in node.spec.taints)
+                    )
+                    and core.read_node(n)
+                ),
+                f"{name} initialized",
+            )
+            zone = instance["Placement"]["AvailabilityZone"]
+            assert node.spec.provider_id == f"aws:///{zone}/{instance['InstanceId']}"
+            labels = node.metadata.labels
+            assert labels[wellknown.LABEL_INSTANCE_TYPE] == "t3.medium"
+            assert labels[wellknown.LABEL_ZONE] == zone
+            assert labels[wellknown.LABEL_REGION] == "us-east-1"
+            assert labels[LABEL_ZONE_ID] == console.zone_id(zone)
+            node = wait(lambda n=name: (x := core.read_node(n)).status.addresses and x, "addresses")
+            assert [(a.type, a.address) for a in node.status.addresses] == [
+                ("InternalIP", instance["PrivateIpAddress"]),
+                ("InternalDNS", name),
+                ("Hostname", name),
+            ]
+        assert {core.read_node(n).metadata.labels[wellknown.LABEL_ZONE] for n in names} == set(
+            zones
+        )
+
+        # 2. A route per pod CIDR, to the Node's instance.
+        for i, name in enumerate(names):
+            cidr = f"10.250.{i + 1}.0/24"
+            core.patch_node(name, {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+
+        def routes() -> set[tuple[str, str]]:
+            return {(r["InstanceId"], r["DestinationCidrBlock"]) for r in console.routes(table)}
+
+        want = {(i["InstanceId"], f"10.250.{n + 1}.0/24") for n, i in enumerate(instances)}
+        wait(lambda: routes() == want, "one route per pod CIDR")
+
+        # 3. A LoadBalancer Service: a classic ELB with every Node's instance behind it.
+        svc_name = unique_name("web")
+        core.create_namespaced_service(
+            kube_namespace,
+            {
+                "metadata": {"name": svc_name},
+                "spec": {
+                    "type": "LoadBalancer",
+                    "selector": {"app": "web"},
+                    "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}],
+                },
+            },
+        )
+
+        def ingress() -> list[Any]:
+            svc = core.read_namespaced_service(svc_name, kube_namespace)
+            return (svc.status.load_balancer and svc.status.load_balancer.ingress) or []
+
+        hostname = wait(ingress, "the Service's ingress")[0].hostname
+        (elb,) = [
+            d
+            for d in console.elb.describe_load_balancers()["LoadBalancerDescriptions"]
+            if d["DNSName"] == hostname
+        ]
+        assert sorted(i["InstanceId"] for i in elb["Instances"]) == sorted(
+            i["InstanceId"] for i in instances
+        )
+
+        # 4. Terminated → Node and route deleted; stopped → Node kept, tainted shutdown.
+        _, _, doomed, stopped = names
+        console.terminate(instances[2]["InstanceId"])
+        console.stop(instances[3]["InstanceId"])
+        for name in (doomed, stopped):
+            core.patch_node_status(name, {"status": {"conditions": [_ready(False)]}})
+        wait(
+            lambda: doomed not in {n.metadata.name for n in core.list_node().items},
+            "the terminated instance's Node deleted",
+        )
+        wait(
+            lambda: any(
+                t.key == wellknown.TAINT_SHUTDOWN for t in core.read_node(stopped).spec.taints or []
+            ),
+            "the stopped instance's Node tainted",
+        )
+        assert core.read_node(stopped).spec.provider_id
+        wait(
+            lambda: routes() == want - {(instances[2]["InstanceId"], "10.250.3.0/24")},
+            "the deleted Node's route deleted",
+        )
+        assert {n.metadata.name for n in core.list_node().items} >= set(names) - {doomed}
+
+        # 5. The Service deleted: its ELB goes.
+        core.delete_namespaced_service(svc_name, kube_namespace)
+        wait(
+            lambda: (
+                elb["LoadBalancerName"]
+                not in {
+                    d["LoadBalancerName"]
+                    for d in console.elb.describe_load_balancers()["LoadBalancerDescriptions"]
+                }
+            ),
+            "the ELB deleted",
+        )
+    log = daemon.log()
+    assert f"AWS cloud filtering on ClusterID: {cluster_id}" in log
+    assert "does not implement the optional interface Instances" in log
+    assert "optional interface LoadBalancer" not in log
+    assert "optional interface Routes" not in log
