@@ -154,8 +154,9 @@ def make_credential(config: AzureConfig, endpoints: CloudEndpoints) -> AsyncToke
 class AzureApi:
     """The compute and network clients of one subscription, opened on the event loop."""
 
-    def __init__(self, config: AzureConfig) -> None:
+    def __init__(self, config: AzureConfig, *, poll_interval: float = POLL_INTERVAL) -> None:
         self.config = config
+        self.poll_interval = poll_interval
         self.subscription_id = config.subscription_id
         self._stack = contextlib.AsyncExitStack()
         self._compute: ComputeManagementClient | None = None
@@ -173,7 +174,7 @@ class AzureApi:
             "base_url": endpoints.resource_manager,
             "credential_scopes": [endpoints.scope],
             "retry_total": 0,
-            "polling_interval": POLL_INTERVAL,
+            "polling_interval": self.poll_interval,
             "connection_timeout": CONNECT_TIMEOUT,
             "read_timeout": READ_TIMEOUT,
             **transport_options(),

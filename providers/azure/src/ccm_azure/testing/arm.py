@@ -21,14 +21,17 @@ bearer-token policy of the SDK stays in the loop: ARM paths refuse a request wit
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import json
 import re
 import secrets
 import ssl
 import tempfile
+import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ from aiohttp import web
 
 from ccm import certs
 
-__all__ = ["FakeArm", "Fault"]
+__all__ = ["FakeArm", "Fault", "serve_in_thread"]
 
 _ACTION = re.compile(
     r"^(?P<id>/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
@@ -253,6 +256,8 @@ class FakeArm:
             return _error(412, "PreconditionFailed", "the resource exists")
         body = await request.json()
         stored = self.put_resource(path, body)
+        if "/virtualmachines/" in path.lower():
+            self.power.setdefault(path.lower(), "running")
         return web.json_response(stored, status=200 if current else 201)
 
     def _action(self, vm_id: str, action: str) -> web.Response:
@@ -299,3 +304,23 @@ def _error(
         content_type="application/json",
         headers=headers,
     )
+
+
+@contextlib.contextmanager
+def serve_in_thread(**kwargs: Any) -> Iterator[FakeArm]:
+    """A :class:`FakeArm` serving from an event loop of its own thread, for tests whose own
+    loop blocks (a subprocess they wait for) or that have none."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-arm", daemon=True)
+    thread.start()
+    arm = FakeArm(**kwargs)
+    try:
+        asyncio.run_coroutine_threadsafe(arm.__aenter__(), loop).result(30)
+        try:
+            yield arm
+        finally:
+            asyncio.run_coroutine_threadsafe(arm.__aexit__(None, None, None), loop).result(30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
