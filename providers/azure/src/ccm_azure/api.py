@@ -46,7 +46,7 @@ _log = logging.getLogger("ccm_azure")
 T = TypeVar("T")
 
 #: Seconds between two polls of a long-running operation.
-POLL_INTERVAL = 1.0
+POLL_INTERVAL = 0.5
 #: Connect and read timeouts of each request (shorter than ``--cloud-call-timeout``).
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 20
@@ -210,6 +210,19 @@ class AzureApi:
         await self.open()
         try:
             return await RETRY.call(what, fn)
+        except errors.CCMError:
+            raise
+        except Exception as exc:
+            if is_not_found(exc):
+                raise
+            raise cloud_error(what, exc) from exc
+
+    async def wait(self, what: str, begin: Callable[[], Awaitable[Any]]) -> Any:
+        """Start a long-running operation (``begin`` under :data:`RETRY`) and poll it to its end
+        every ``poll_interval`` seconds; the caller's timeout bounds the whole."""
+        poller = await self.call(what, begin)
+        try:
+            return await poller.result()
         except errors.CCMError:
             raise
         except Exception as exc:

@@ -20,10 +20,16 @@ from azure.mgmt.compute import models as compute
 from azure.mgmt.network import models as network
 
 from ccm.cloudprovider import CloudProvider, NodeAddress
-from ccm.testing.conformance.driver import CloudLoadBalancer, ConformanceDriverBase, Machine
+from ccm.testing.conformance.driver import (
+    CloudLoadBalancer,
+    CloudRoute,
+    ConformanceDriverBase,
+    Machine,
+)
 from ccm_azure.api import POLL_INTERVAL, AzureApi, is_not_found
 from ccm_azure.instances import node_addresses, provider_id
 from ccm_azure.provider import AzureProvider
+from ccm_azure.routes import node_of_route
 
 __all__ = ["AzureDriver", "driver_factory"]
 
@@ -32,6 +38,9 @@ class AzureDriver(ConformanceDriverBase):
     """Creates the suite's machines as VMs in the provider's resource group."""
 
     vm_size = "Standard_D2s_v3"
+    #: Give each NIC an IPv6 configuration too (a dual-stack subnet), for the routes' dual-stack
+    #: scenario.
+    dual_stack = True
 
     def __init__(self, provider: AzureProvider) -> None:
         super().__init__()
@@ -52,10 +61,6 @@ class AzureDriver(ConformanceDriverBase):
     def _next_ip(self, prefix: str) -> str:
         n = next(self._serial)
         return f"{prefix}.{n // 250}.{n % 250 + 2}"
-
-    async def _wait(self, what: str, begin: Any) -> Any:
-        poller = await self.api.call(what, begin)
-        return await poller.result()
 
     def _vm_body(self, nic_id: str, zone: str) -> compute.VirtualMachine:
         return compute.VirtualMachine(
@@ -84,6 +89,21 @@ class AzureDriver(ConformanceDriverBase):
         )
         return node_addresses(name, nic, {str(pip.id).lower(): str(pip.ip_address)})
 
+    def _ipv6_configs(self, subnet: str) -> list[network.NetworkInterfaceIPConfiguration]:
+        if not self.dual_stack:
+            return []
+        n = next(self._serial)
+        return [
+            network.NetworkInterfaceIPConfiguration(
+                name="ipconfig-v6",
+                primary=False,
+                private_ip_address=f"fd00:240::{n:x}",
+                private_ip_address_version="IPv6",
+                private_ip_allocation_method="Static",
+                subnet=network.Subnet(id=subnet),
+            )
+        ]
+
     async def create_machine(self, name: str) -> Machine:
         await self.api.open()
         net = self.api.network
@@ -94,7 +114,7 @@ class AzureDriver(ConformanceDriverBase):
             ip_address=self._next_ip("20.30"),
             sku=network.PublicIPAddressSku(name="Standard"),
         )
-        pip = await self._wait(
+        pip = await self.api.wait(
             "PublicIPAddresses.CreateOrUpdate",
             lambda: net.public_ip_addresses.begin_create_or_update(self.group, f"{name}-pip", pip),
         )
@@ -117,15 +137,16 @@ class AzureDriver(ConformanceDriverBase):
                     private_ip_allocation_method="Static",
                     subnet=network.Subnet(id=subnet),
                     public_ip_address=network.PublicIPAddress(id=pip.id),
-                )
+                ),
+                *self._ipv6_configs(subnet),
             ],
         )
-        nic = await self._wait(
+        nic = await self.api.wait(
             "NetworkInterfaces.CreateOrUpdate",
             lambda: net.network_interfaces.begin_create_or_update(self.group, f"{name}-nic", nic),
         )
         zone = next(self._zones)
-        vm = await self._wait(
+        vm = await self.api.wait(
             "VirtualMachines.CreateOrUpdate",
             lambda: self.api.compute.virtual_machines.begin_create_or_update(
                 self.group, name, self._vm_body(str(nic.id), zone)
@@ -143,13 +164,13 @@ class AzureDriver(ConformanceDriverBase):
         return machine
 
     async def stop_machine(self, name: str) -> None:
-        await self._wait(
+        await self.api.wait(
             "VirtualMachines.Deallocate",
             lambda: self.api.compute.virtual_machines.begin_deallocate(self.group, name),
         )
 
     async def start_machine(self, name: str) -> None:
-        await self._wait(
+        await self.api.wait(
             "VirtualMachines.Start",
             lambda: self.api.compute.virtual_machines.begin_start(self.group, name),
         )
@@ -173,7 +194,7 @@ class AzureDriver(ConformanceDriverBase):
         ]
         for what, begin in steps:
             try:
-                await self._wait(what, begin)
+                await self.api.wait(what, begin)
             except Exception as exc:
                 if not is_not_found(exc):
                     raise
@@ -194,7 +215,7 @@ class AzureDriver(ConformanceDriverBase):
                 subnet=configs[0].subnet,
             )
         )
-        await self._wait(
+        await self.api.wait(
             "NetworkInterfaces.CreateOrUpdate",
             lambda: net.network_interfaces.begin_create_or_update(self.group, f"{name}-nic", nic),
         )
@@ -202,6 +223,32 @@ class AzureDriver(ConformanceDriverBase):
 
     async def load_balancers(self) -> Sequence[CloudLoadBalancer] | None:
         return None
+
+    async def routes(self, cluster_name: str) -> Sequence[CloudRoute] | None:
+        """Every route of the configured route table, read directly from ARM (the table is the
+        cluster's: its routes carry no cluster of their own)."""
+        table = self.config.route_table_name
+        if not table:
+            return None
+        await self.api.open()
+        group = self.config.route_table_group
+        try:
+            found = await self.api.collect(
+                "Routes.List", lambda: self.api.network.routes.list(group, table)
+            )
+        except Exception as exc:
+            if is_not_found(exc):
+                return []
+            raise
+        return [
+            CloudRoute(
+                cluster_name=cluster_name,
+                target_node=node_of_route(str(r.name)),
+                destination_cidr=str(r.address_prefix),
+                name=str(r.name),
+            )
+            for r in found
+        ]
 
     async def cleanup(self) -> None:
         for name in list(self.machines):

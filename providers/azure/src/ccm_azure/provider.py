@@ -3,17 +3,19 @@
 ``--cloud-provider azure --cloud-config /etc/kubernetes/azure.json`` (upstream's file,
 :mod:`ccm_azure.config`). The factory parses the file and makes no call; the SDK clients are
 created on the event loop at the first call (:class:`ccm_azure.api.AzureApi`). Capabilities:
-InstancesV2 and InstancesBatch (:mod:`ccm_azure.instances`).
+InstancesV2 and InstancesBatch (:mod:`ccm_azure.instances`), Routes when ``routeTableName`` is set
+(:mod:`ccm_azure.routes`).
 """
 
 from __future__ import annotations
 
 import logging
 
-from ccm.cloudprovider import CloudProvider, InitContext, InstancesBatch, InstancesV2
+from ccm.cloudprovider import CloudProvider, InitContext, InstancesBatch, InstancesV2, Routes
 from ccm_azure.api import AzureApi
 from ccm_azure.config import AzureConfig
 from ccm_azure.instances import PROVIDER_NAME, AzureInstances
+from ccm_azure.routes import AzureRoutes
 
 __all__ = ["AzureProvider", "factory"]
 
@@ -29,6 +31,17 @@ class AzureProvider(CloudProvider):
         self.config = config
         self.api = AzureApi(config)
         self._instances = AzureInstances(self.api, config.resource_group)
+        self._routes = (
+            AzureRoutes(
+                self.api,
+                self._instances,
+                table=config.route_table_name,
+                group=config.route_table_group,
+                location=config.location,
+            )
+            if config.route_table_name
+            else None
+        )
         _log.info(
             "Azure provider: subscription %s, resource group %s, location %s, vmType %s",
             config.subscription_id,
@@ -45,6 +58,9 @@ class AzureProvider(CloudProvider):
 
     def instances_batch(self) -> InstancesBatch | None:
         return self._instances
+
+    def routes(self) -> Routes | None:
+        return self._routes
 
     async def aclose(self) -> None:
         await self.api.close()

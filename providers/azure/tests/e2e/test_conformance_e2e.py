@@ -1,6 +1,10 @@
 """The Azure provider against ccm's conformance suite on the fake ARM server: ``ccm
 conformance`` with the provider's driver, in a subprocess reaching the fake over HTTPS like the
-daemon would reach Azure."""
+daemon would reach Azure.
+
+Every instance, route and hygiene scenario passes but routes' cluster-name-scoping, by design (as
+upstream): Azure routes carry no tags, the route table is the cluster's, and ``cluster_name`` does
+not scope its routes. The load balancer is not implemented yet (not run)."""
 
 from __future__ import annotations
 
@@ -29,9 +33,16 @@ INSTANCE_SCENARIOS = {
     "lifecycle-deletion",
     "batch-agrees-with-single-calls",
 }
+ROUTE_SCENARIOS = {"round-trip", "idempotent-create-delete", "dual-stack"}
+HYGIENE_SCENARIOS = {
+    "no-mutation-of-inputs",
+    "cancellation-and-timeouts",
+    "errors-are-ccm-errors",
+    "does-not-block-the-event-loop",
+}
 
 
-def test_ccm_conformance_passes_the_azure_instance_scenarios(
+def test_ccm_conformance_passes_the_azure_provider_but_route_cluster_scoping(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     with serve_in_thread() as arm:
@@ -55,6 +66,8 @@ def test_ccm_conformance_passes_the_azure_instance_scenarios(
                 "--only",
                 "instances-v2",
                 "--only",
+                "routes",
+                "--only",
                 "hygiene",
                 "--junit-xml",
                 str(junit),
@@ -65,11 +78,15 @@ def test_ccm_conformance_passes_the_azure_instance_scenarios(
             env={**os.environ, "SSL_CERT_FILE": str(arm.ca_path)},
         )
         out = result.stdout
-        assert result.returncode == 0, out[-4000:] + result.stderr[-4000:]
+        assert result.returncode == 1, out[-4000:] + result.stderr[-4000:]
+        assert ", 1 failed, " in out, out[-4000:]
+        assert "[route-cluster-scoping]" in out
         cases = {
             str(c.get("name")).rsplit("/", 1)[-1].rsplit(".", 1)[-1]: [x.tag for x in c]
             for c in ET.parse(junit).iter("testcase")
         }
         passed = {n for n, tags in cases.items() if not tags or set(tags) <= {"system-out"}}
-        assert passed >= INSTANCE_SCENARIOS, cases
+        failed = {n for n, tags in cases.items() if "failure" in tags}
+        assert passed >= INSTANCE_SCENARIOS | ROUTE_SCENARIOS | HYGIENE_SCENARIOS, cases
+        assert failed == {"cluster-name-scoping"}, cases
         assert arm.tokens_issued >= 1

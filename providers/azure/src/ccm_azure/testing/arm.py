@@ -211,6 +211,8 @@ class FakeArm:
     def _get(self, path: str, expand: str) -> web.Response:
         key = path.lower()
         if _COLLECTION.match(path) and key not in self.resources:
+            if (missing := self._parent_missing(path)) is not None:
+                return missing
             prefix = key + "/"
             items = [
                 self._view(r, expand)
@@ -247,7 +249,17 @@ class FakeArm:
             out.get("properties", {}).pop("instanceView", None)
         return out
 
+    def _parent_missing(self, path: str) -> web.Response | None:
+        """A child resource (``routeTables/<t>/routes/<r>``) of a parent ARM does not have."""
+        parts = path.strip("/").split("/")
+        parent = "/" + "/".join(parts[:8])
+        if len(parts) >= 9 and parent.lower() not in self.resources:
+            return _error(404, "ResourceNotFound", f"The Resource '{parent}' was not found.")
+        return None
+
     async def _put(self, request: web.Request, path: str) -> web.Response:
+        if (missing := self._parent_missing(path)) is not None:
+            return missing
         current = self.resources.get(path.lower())
         match = request.headers.get("If-Match")
         if match and match != "*" and (current is None or current.get("etag") != match):

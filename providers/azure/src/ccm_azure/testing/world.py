@@ -70,6 +70,7 @@ class AzureWorld:
         public_ip: str | None = "",
         group: str | None = None,
         extra_nics: int = 0,
+        private_ipv6: str | None = None,
     ) -> dict[str, Any]:
         """A running VM with a primary NIC (``private_ip``, random by default) and a public IP
         (``public_ip``: random when empty, none when None)."""
@@ -93,6 +94,17 @@ class AzureWorld:
             + "/subnets/subnet-1"
         )
         nic_refs = []
+        v6 = []
+        if private_ipv6:
+            v6 = [
+                network.NetworkInterfaceIPConfiguration(
+                    name="ipconfig-v6",
+                    primary=False,
+                    private_ip_address=private_ipv6,
+                    private_ip_address_version="IPv6",
+                    subnet=network.Subnet(id=subnet_id),
+                )
+            ]
         for i in range(1 + extra_nics):
             nic_id = self.resource_id(
                 "Microsoft.Network", "networkInterfaces", f"{name}-nic{i}", group
@@ -107,7 +119,8 @@ class AzureWorld:
                         private_ip_allocation_method="Dynamic",
                         subnet=network.Subnet(id=subnet_id),
                         public_ip_address=pip_ref if i == 0 else None,
-                    )
+                    ),
+                    *(v6 if i == 0 else []),
                 ],
             )
             self.arm.put_resource(nic_id, nic.serialize(keep_readonly=True))
@@ -133,6 +146,22 @@ class AzureWorld:
         stored = self.arm.put_resource(vm_id, body)
         self.arm.set_power(vm_id, "running")
         return stored
+
+    def create_route_table(self, name: str = "rt-1", group: str | None = None) -> str:
+        table_id = self.resource_id("Microsoft.Network", "routeTables", name, group)
+        self.arm.put_resource(
+            table_id, network.RouteTable(location=self.location).serialize(keep_readonly=True)
+        )
+        return table_id
+
+    def routes(self, table: str = "rt-1", group: str | None = None) -> dict[str, dict[str, Any]]:
+        """The table's routes by name, as ARM holds them."""
+        prefix = self.resource_id("Microsoft.Network", "routeTables", table, group).lower()
+        return {
+            str(r["name"]): r
+            for k, r in self.arm.resources.items()
+            if k.startswith(prefix + "/routes/")
+        }
 
     def set_power(self, name: str, state: str, group: str | None = None) -> None:
         self.arm.set_power(self.vm_id(name, group), state)
