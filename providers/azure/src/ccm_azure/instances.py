@@ -193,7 +193,7 @@ class AzureInstances(InstancesV2, InstancesBatch):
         return await self._vm(ref) is not None
 
     async def instance_shutdown(self, node: Node) -> bool:
-        if not node.provider_id:
+        if not node.provider_id or is_unmanaged(node.provider_id):
             return False
         ref = parse_provider_id(node.provider_id)
         vm = await self._vm(ref)
@@ -256,7 +256,7 @@ class AzureInstances(InstancesV2, InstancesBatch):
     async def instance_shutdown_batch(self, nodes: Sequence[Node]) -> Sequence[bool | Exception]:
         refs: list[VmRef | Exception | None] = []
         for node in nodes:
-            if not node.provider_id:
+            if not node.provider_id or is_unmanaged(node.provider_id):
                 refs.append(None)
                 continue
             try:

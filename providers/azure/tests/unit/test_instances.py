@@ -124,7 +124,15 @@ async def test_provider_ids_malformed_and_unmanaged(make_provider: Any) -> None:
     assert await instances.instance_metadata(node("n", other)) == InstanceMetadata(
         provider_id=other
     )
+    assert await instances.instance_shutdown(node("n", other)) is False
     assert await instances.instance_shutdown(node("n")) is False
+    batch = provider.instances_batch()
+    answers = await batch.instance_shutdown_batch([node("n", other), node("n", bad)])
+    assert answers[0] is False
+    assert isinstance(answers[1], errors.CloudProviderError)
+    answers = await batch.instance_exists_batch([node("n", other), node("n", bad)])
+    assert answers[0] is True
+    assert isinstance(answers[1], errors.CloudProviderError)
 
 
 async def test_batch_agrees_with_single_calls_in_one_list_call_per_kind(
