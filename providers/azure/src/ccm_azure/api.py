@@ -39,7 +39,14 @@ from ccm import errors
 from ccm.cloudprovider import retry
 from ccm_azure.config import AzureConfig, CloudEndpoints
 
-__all__ = ["POLL_INTERVAL", "RETRY", "AzureApi", "classify", "is_not_found"]
+__all__ = [
+    "POLL_INTERVAL",
+    "RETRY",
+    "AzureApi",
+    "PreconditionFailedError",
+    "classify",
+    "is_not_found",
+]
 
 _log = logging.getLogger("ccm_azure")
 
@@ -74,6 +81,10 @@ def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, HttpResponseError) and exc.status_code == 404
 
 
+class PreconditionFailedError(errors.CloudProviderError):
+    """ARM refused a write whose ``If-Match`` etag is stale (HTTP 412): read again and retry."""
+
+
 def cloud_error(what: str, exc: Exception) -> errors.CloudProviderError:
     """``exc`` as a ccm error naming the call (the ARM error code and message kept)."""
     if isinstance(exc, errors.CloudProviderError):
@@ -81,7 +92,8 @@ def cloud_error(what: str, exc: Exception) -> errors.CloudProviderError:
     if isinstance(exc, HttpResponseError):
         code = exc.error.code if exc.error is not None else ""
         message = exc.error.message if exc.error is not None else exc.message
-        return errors.CloudProviderError(f"{what}: HTTP {exc.status_code} {code}: {message}")
+        kind = PreconditionFailedError if exc.status_code == 412 else errors.CloudProviderError
+        return kind(f"{what}: HTTP {exc.status_code} {code}: {message}")
     return errors.CloudProviderError(f"{what}: {type(exc).__name__}: {exc}")
 
 

@@ -222,7 +222,43 @@ class AzureDriver(ConformanceDriverBase):
         return await self._nic_addresses(name)
 
     async def load_balancers(self) -> Sequence[CloudLoadBalancer] | None:
-        return None
+        """One entry per frontend of the resource group's load balancers (a Service's share of
+        the shared load balancer), read directly from ARM: its public IP's address and service
+        tag, or its private address; the backend pool's Node names."""
+        await self.api.open()
+        net = self.api.network
+        lbs = await self.api.collect(
+            "LoadBalancers.List", lambda: net.load_balancers.list(self.group)
+        )
+        pips = {
+            str(p.id).lower(): p
+            for p in await self.api.collect(
+                "PublicIPAddresses.List", lambda: net.public_ip_addresses.list(self.group)
+            )
+        }
+        out = []
+        for lb in lbs:
+            nodes = tuple(
+                sorted(
+                    str(a.name)
+                    for pool in lb.backend_address_pools or ()
+                    for a in pool.load_balancer_backend_addresses or ()
+                )
+            )
+            for frontend in lb.frontend_ip_configurations or ():
+                pip_ref = frontend.public_ip_address
+                pip = pips.get(str(pip_ref.id).lower()) if pip_ref is not None else None
+                ip = pip.ip_address if pip is not None else frontend.private_ip_address
+                service = (pip.tags or {}).get("k8s-azure-service", "") if pip is not None else ""
+                out.append(
+                    CloudLoadBalancer(
+                        name=str(frontend.name),
+                        service=service,
+                        ips=(str(ip),) if ip else (),
+                        nodes=nodes,
+                    )
+                )
+        return out
 
     async def routes(self, cluster_name: str) -> Sequence[CloudRoute] | None:
         """Every route of the configured route table, read directly from ARM (the table is the

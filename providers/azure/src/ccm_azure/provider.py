@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import logging
 
-from ccm.cloudprovider import CloudProvider, InitContext, InstancesBatch, InstancesV2, Routes
+from ccm.cloudprovider import (
+    CloudProvider,
+    InitContext,
+    InstancesBatch,
+    InstancesV2,
+    LoadBalancer,
+    Routes,
+)
 from ccm_azure.api import AzureApi
 from ccm_azure.config import AzureConfig
 from ccm_azure.instances import PROVIDER_NAME, AzureInstances
+from ccm_azure.lb import AzureLoadBalancers
 from ccm_azure.routes import AzureRoutes
 
 __all__ = ["AzureProvider", "factory"]
@@ -31,6 +39,7 @@ class AzureProvider(CloudProvider):
         self.config = config
         self.api = AzureApi(config)
         self._instances = AzureInstances(self.api, config.resource_group)
+        self._load_balancers = AzureLoadBalancers(self.api, config)
         self._routes = (
             AzureRoutes(
                 self.api,
@@ -58,6 +67,9 @@ class AzureProvider(CloudProvider):
 
     def instances_batch(self) -> InstancesBatch | None:
         return self._instances
+
+    def load_balancer(self) -> LoadBalancer | None:
+        return self._load_balancers
 
     def routes(self) -> Routes | None:
         return self._routes

@@ -267,6 +267,7 @@ class FakeArm:
         if request.headers.get("If-None-Match") == "*" and current is not None:
             return _error(412, "PreconditionFailed", "the resource exists")
         body = await request.json()
+        _allocate(path, body)
         stored = self.put_resource(path, body)
         if "/virtualmachines/" in path.lower():
             self.power.setdefault(path.lower(), "running")
@@ -296,6 +297,24 @@ class FakeArm:
             self._operations[op] = remaining - 1
             return web.json_response({"status": "InProgress"}, headers={"Retry-After": "0"})
         return web.json_response({"status": "Succeeded"})
+
+
+def _allocate(path: str, body: dict[str, Any]) -> None:
+    """What ARM allocates on a write: a public IP's address, a private frontend's address."""
+    props = body.setdefault("properties", {})
+    kind = path.lower()
+
+    def address(first: int) -> str:
+        a, b, c = (secrets.randbelow(250) for _ in range(3))
+        return f"{first}.{a}.{b}.{c + 2}"
+
+    if "/publicipaddresses/" in kind and not props.get("ipAddress"):
+        props["ipAddress"] = address(52)
+    if "/loadbalancers/" in kind:
+        for frontend in props.get("frontendIPConfigurations", []):
+            fprops = frontend.setdefault("properties", {})
+            if fprops.get("subnet") and not fprops.get("privateIPAddress"):
+                fprops["privateIPAddress"] = address(10)
 
 
 def _kind(path: str) -> str:
