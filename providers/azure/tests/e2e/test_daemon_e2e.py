@@ -1,8 +1,9 @@
 """End to end: the ``ccm`` daemon with ``--cloud-provider azure`` (found by its entry point), the
 fake ARM server over HTTPS (a service principal's token from its token endpoint) and the real
 kube-apiserver. Nodes for VMs in two zones are initialized with upstream's provider IDs, labels
-and addresses; a deleted VM's Node is deleted; a deallocated VM's Node is kept with the shutdown
-taint."""
+and addresses and get a route per pod CIDR; a LoadBalancer Service gets a frontend and public IP
+on the shared load balancer; a deleted VM's Node is deleted, and its route; a deallocated VM's
+Node is kept with the shutdown taint; the deleted Service's load balancer goes."""
 
 from __future__ import annotations
 
@@ -85,6 +86,7 @@ def test_azure_provider_initializes_deletes_and_taints_nodes(
     core: Any,
     tmp_path: Path,
     unique_name: Callable[..., str],
+    kube_namespace: str,
 ) -> None:
     with serve_in_thread() as arm:
         world = AzureWorld(arm, resource_group="RG-E2E", location="westeurope")
@@ -103,7 +105,9 @@ def test_azure_provider_initializes_deletes_and_taints_nodes(
                 f"--kubeconfig={control_plane.kubeconfig_path}",
                 f"--leader-elect-resource-name={unique_name('lease')}",
                 "--node-monitor-period=1s",
-                "--configure-cloud-routes=false",
+                "--cluster-cidr=10.250.0.0/16",
+                "--cluster-name=e2e",
+                "--route-reconciliation-period=1s",
                 "-v",
                 "2",
             ],
@@ -140,7 +144,53 @@ def test_azure_provider_initializes_deletes_and_taints_nodes(
                     ("ExternalIP", pips[i]),
                 ]
 
-            # 2. Deleted → Node deleted; deallocated → Node kept, tainted shutdown.
+            # 2. A route per pod CIDR, to the Node's internal IP; another cluster's kept.
+            table = world.create_route_table()
+            arm.put_resource(
+                table + "/routes/elsewhere",
+                {"properties": {"addressPrefix": "192.168.0.0/24",
+                                "nextHopType": "VirtualAppliance",
+                                "nextHopIpAddress": "192.168.0.1"}},
+            )  # fmt: skip
+            for i, name in enumerate(names):
+                cidr = f"10.250.{i + 1}.0/24"
+                core.patch_node(name, {"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})
+
+            def routes() -> dict[str, str]:
+                return {n: r["properties"]["nextHopIpAddress"] for n, r in world.routes().items()}
+
+            want = {f"{n}____10250{i + 1}024": ips[i] for i, n in enumerate(names)}
+            wait(lambda: routes() == {**want, "elsewhere": "192.168.0.1"}, "a route per Node")
+
+            # 3. A LoadBalancer Service: a frontend and public IP on the shared load balancer.
+            svc_name = unique_name("web")
+            core.create_namespaced_service(
+                kube_namespace,
+                {
+                    "metadata": {"name": svc_name},
+                    "spec": {
+                        "type": "LoadBalancer",
+                        "selector": {"app": "web"},
+                        "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}],
+                    },
+                },
+            )
+
+            def ingress() -> list[Any]:
+                svc = core.read_namespaced_service(svc_name, kube_namespace)
+                return (svc.status.load_balancer and svc.status.load_balancer.ingress) or []
+
+            ip = wait(ingress, "the Service's ingress")[0].ip
+            lb_id = world.resource_id("Microsoft.Network", "loadBalancers", "e2e")
+            body = arm.get_resource(lb_id)
+            assert body is not None
+            (frontend,) = body["properties"]["frontendIPConfigurations"]
+            pip = arm.get_resource(frontend["properties"]["publicIPAddress"]["id"])
+            assert pip is not None and pip["properties"]["ipAddress"] == ip
+            uid = core.read_namespaced_service(svc_name, kube_namespace).metadata.uid
+            assert pip["name"] == "e2e-a" + uid.replace("-", "")[:31]
+
+            # 4. Deleted → Node and route deleted; deallocated → Node kept, tainted shutdown.
             _, _, doomed, stopped = names
             world.delete_vm(doomed)
             world.set_power(stopped, "deallocated")
@@ -158,6 +208,13 @@ def test_azure_provider_initializes_deletes_and_taints_nodes(
                 "the deallocated VM's Node tainted",
             )
             assert {n.metadata.name for n in core.list_node().items} >= set(names) - {doomed}
+            del want[f"{doomed}____102503024"]
+            wait(lambda: routes() == {**want, "elsewhere": "192.168.0.1"}, "its route deleted")
+
+            # 5. The Service deleted: the load balancer (its last frontend) and public IP go.
+            core.delete_namespaced_service(svc_name, kube_namespace)
+            wait(lambda: arm.get_resource(lb_id) is None, "the load balancer deleted")
+            wait(lambda: arm.get_resource(pip["id"]) is None, "the Service's public IP deleted")
         log = daemon.log()
         assert arm.tokens_issued >= 1
     assert "subscription sub-1, resource group RG-E2E, location westeurope" in log
