@@ -101,11 +101,11 @@ test-e2e: samples
 # together (botocore and the kubernetes test client disagree on python-dateutil; the AWS
 # provider's test extra pins the client below the release that conflicts). Linted and tested by
 # `make lint` and `make test` (their tests are in pytest's testpaths).
-PROVIDERS := providers/aws
+PROVIDERS := providers/aws providers/azure
 .PHONY: providers lint-providers format-providers
 providers: $(VENV)/.providers-installed
 
-$(VENV)/.providers-installed: $(VENV)/.installed providers/aws/pyproject.toml
+$(VENV)/.providers-installed: $(VENV)/.installed $(PROVIDERS:%=%/pyproject.toml)
 	$(QUIET_EDITABLE) $(BIN)/pip install --quiet -e '.[dev]' $(foreach p,$(PROVIDERS),-e '$(p)[test]')
 	touch $@
 

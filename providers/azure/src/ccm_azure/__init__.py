@@ -1,0 +1,1 @@
+"""The Azure provider for ccm."""

@@ -1,0 +1,1 @@
+"""Test doubles of Azure for the provider's tests and its conformance driver."""
