@@ -54,31 +54,58 @@ def build_parser() -> argparse.ArgumentParser:
         "question, with the objects at fault and the fix.",
         epilog="Exit codes: 0 all ok, 1 warnings, 2 a check failed, 3 usage or connection error.",
     )
-    p.add_argument("--kubeconfig", default=None, help="kubeconfig (default: in-cluster)")
-    p.add_argument("--context", default=None, help="kubeconfig context")
-    p.add_argument("--master", default=None, help="apiserver URL (overrides the kubeconfig)")
-    p.add_argument("--output", "-o", choices=("table", "json"), default="table")
-    p.add_argument("--node-selector", default="", help="label selector of the Nodes to check")
-    p.add_argument("--namespace", default=None, help="Services of this namespace only")
-    p.add_argument("--leader-elect-resource-name", default=wellknown.DEFAULT_LEADER_ELECTION_NAME)
     p.add_argument(
-        "--leader-elect-resource-namespace", default=wellknown.DEFAULT_LEADER_ELECTION_NAMESPACE
+        "--kubeconfig", metavar="PATH", default=None, help="kubeconfig (default: in-cluster)"
+    )
+    p.add_argument("--context", metavar="NAME", default=None, help="kubeconfig context")
+    p.add_argument(
+        "--master", metavar="URL", default=None, help="apiserver URL (overrides the kubeconfig)"
+    )
+    p.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--node-selector",
+        metavar="SELECTOR",
+        default="",
+        help="label selector of the Nodes to check",
+    )
+    p.add_argument(
+        "--namespace", metavar="NS", default=None, help="Services of this namespace only"
+    )
+    p.add_argument(
+        "--leader-elect-resource-name",
+        metavar="NAME",
+        default=wellknown.DEFAULT_LEADER_ELECTION_NAME,
+        help="the ccm's leader-election Lease (as the daemon's flag)",
+    )
+    p.add_argument(
+        "--leader-elect-resource-namespace",
+        metavar="NS",
+        default=wellknown.DEFAULT_LEADER_ELECTION_NAMESPACE,
+        help="namespace of that Lease and of the ccm's Role",
     )
     p.add_argument(
         "--ccm-namespace",
+        metavar="NS",
         default=wellknown.DEFAULT_LEADER_ELECTION_NAMESPACE,
         help="namespace of the ccm Pods",
     )
-    p.add_argument("--ccm-pod-selector", default=model.DEFAULT_POD_SELECTOR)
+    p.add_argument(
+        "--ccm-pod-selector",
+        metavar="SELECTOR",
+        default=model.DEFAULT_POD_SELECTOR,
+        help="label selector of the ccm Pods",
+    )
     p.add_argument(
         "--as",
         dest="rbac_user",
+        metavar="USER",
         default=model.DEFAULT_SERVICE_ACCOUNT_USER,
         help="user the RBAC check asks about (default: the ccm's ServiceAccount)",
     )
     p.add_argument(
         "--grace",
         type=_duration,
+        metavar="DURATION",
         default=model.DEFAULT_GRACE,
         help="a Node tainted or a Service pending for less than this warns (default 2m)",
     )
@@ -86,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="append",
         choices=list(report.CHECKS),
+        metavar="NAME",
         default=[],
-        help="run only this check (repeatable)",
+        help=f"run only this check (repeatable): {', '.join(report.CHECKS)}",
     )
     return p
 

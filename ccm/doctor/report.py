@@ -88,7 +88,12 @@ def render_table(findings: Sequence[Finding], *, width: int = 100) -> str:
         for obj in f.objects[:SHOWN_OBJECTS]:
             lines.extend(
                 textwrap.wrap(
-                    obj, width, initial_indent=indent + "- ", subsequent_indent=indent + "  "
+                    obj,
+                    width,
+                    initial_indent=indent + "- ",
+                    subsequent_indent=indent + "  ",
+                    break_on_hyphens=False,
+                    break_long_words=False,
                 )
             )
         if len(f.objects) > SHOWN_OBJECTS:
@@ -100,6 +105,8 @@ def render_table(findings: Sequence[Finding], *, width: int = 100) -> str:
                     width,
                     initial_indent=indent,
                     subsequent_indent=indent + "     ",
+                    break_on_hyphens=False,
+                    break_long_words=False,
                 )
             )
     counts = {v: sum(1 for f in findings if f.verdict is v) for v in Verdict}
