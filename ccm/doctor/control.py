@@ -30,7 +30,7 @@ def _lease_state(ctx: model.Context, lease: dict[str, Any] | None) -> tuple[bool
 
 
 async def leader(ctx: model.Context) -> Finding:
-    question = "Is a ccm leading (Lease holder, renewed in time)?"
+    question = model.QUESTIONS["leader"]
     live, summary = _lease_state(ctx, await ctx.lease())
     if live:
         return Finding(check="leader", question=question, verdict=Verdict.OK, summary=summary)
@@ -41,8 +41,8 @@ async def leader(ctx: model.Context) -> Finding:
         summary=summary,
         objects=(f"lease/{ctx.scope.lease_name}",),
         fix=(
-            "start the ccm (kubectl -n kube-system get ds cloud-controller-manager) or look at why "
-            "the leader stopped renewing (its log); --leader-elect-resource-name must match"
+            f"start the ccm (kubectl -n {ctx.scope.ccm_namespace} get pods) or look at why the "
+            "leader stopped renewing (its log); --leader-elect-resource-name must match"
         ),
     )
 
@@ -69,7 +69,7 @@ def _pod_problems(pod: dict[str, Any]) -> tuple[Verdict, str]:
 
 
 async def ccm_pods(ctx: model.Context) -> Finding:
-    question = "Are the ccm Pods running, without restarts?"
+    question = model.QUESTIONS["ccm-pods"]
     pods = await ctx.pods()
     where = f"{ctx.scope.ccm_pod_selector or 'any label'} in {ctx.scope.ccm_namespace}"
     if not pods:
@@ -98,12 +98,15 @@ async def ccm_pods(ctx: model.Context) -> Finding:
         verdict=max(v for v, _ in bad),
         summary=f"{len(bad)} of {len(pods)} ccm Pod(s) unhealthy",
         objects=tuple(text for _, text in bad),
-        fix="kubectl -n kube-system logs --previous POD: a crash names its cause in the last lines",
+        fix=(
+            f"kubectl -n {ctx.scope.ccm_namespace} logs --previous POD: a crash names its cause "
+            "in the last lines"
+        ),
     )
 
 
 async def taint_without_ccm(ctx: model.Context) -> Finding:
-    question = "Are tainted Nodes waiting for a ccm that is not running?"
+    question = model.QUESTIONS["taint-without-ccm"]
     tainted = [n for n in await ctx.nodes() if nodes.is_tainted(n)]
     live, lease = _lease_state(ctx, await ctx.lease())
     if not tainted or live:

@@ -19,6 +19,7 @@ from ccm.kube import client as kclient
 
 __all__ = [
     "PODS",
+    "QUESTIONS",
     "Check",
     "Context",
     "Finding",
@@ -34,6 +35,20 @@ PODS = kclient.Resource("", "v1", "pods", "Pod", True)
 DEFAULT_SERVICE_ACCOUNT_USER = "system:serviceaccount:kube-system:cloud-controller-manager"
 DEFAULT_POD_SELECTOR = "k8s-app=cloud-controller-manager"
 DEFAULT_GRACE = 120.0
+
+# The question each check answers, by check name.
+QUESTIONS: dict[str, str] = {
+    "leader": "Is a ccm leading (Lease holder, renewed in time)?",
+    "ccm-pods": "Are the ccm Pods running, without restarts?",
+    "taint-without-ccm": "Are tainted Nodes waiting for a ccm that is not running?",
+    "uninitialized-taint": "Do Nodes still carry the uninitialized taint?",
+    "kubelet-external": "Did the kubelets start with --cloud-provider=external?",
+    "node-cloud-data": "Do initialized Nodes have zone and region labels?",
+    "routes": "Did the routes come up (NetworkUnavailable)?",
+    "lb-pending": "Which LoadBalancer Services have no ingress address?",
+    "lb-finalizer": "Which Services are stuck deleting on the load-balancer cleanup finalizer?",
+    "rbac": "May the ccm's user make every call the ccm makes?",
+}
 
 
 class Verdict(enum.IntEnum):

@@ -35,7 +35,7 @@ def _node_age(ctx: model.Context, node: dict[str, Any]) -> float | None:
 
 
 async def uninitialized_taint(ctx: model.Context) -> Finding:
-    question = "Do Nodes still carry the uninitialized taint?"
+    question = model.QUESTIONS["uninitialized-taint"]
     nodes = await ctx.nodes()
     tainted = [n for n in nodes if is_tainted(n)]
     if not tainted:
@@ -69,7 +69,7 @@ async def kubelet_external(ctx: model.Context) -> Finding:
     """A kubelet started with ``--cloud-provider=external`` registers its Node with the
     uninitialized taint; the ccm sets the providerID before it removes the taint. A Node with
     neither was registered by a kubelet without that flag (or had its taint removed by hand)."""
-    question = "Did the kubelets start with --cloud-provider=external?"
+    question = model.QUESTIONS["kubelet-external"]
     nodes = await ctx.nodes()
     suspects = [n for n in nodes if not is_tainted(n) and not n.get("spec", {}).get("providerID")]
     if not suspects:
@@ -103,7 +103,7 @@ async def kubelet_external(ctx: model.Context) -> Finding:
 
 
 async def cloud_data(ctx: model.Context) -> Finding:
-    question = "Do initialized Nodes have zone and region labels?"
+    question = model.QUESTIONS["node-cloud-data"]
     nodes = [n for n in await ctx.nodes() if n.get("spec", {}).get("providerID")]
     missing = []
     for n in nodes:
@@ -136,7 +136,7 @@ async def cloud_data(ctx: model.Context) -> Finding:
 
 
 async def routes(ctx: model.Context) -> Finding:
-    question = "Did the routes come up (NetworkUnavailable)?"
+    question = model.QUESTIONS["routes"]
     nodes = await ctx.nodes()
     down: list[tuple[float | None, dict[str, Any], dict[str, Any]]] = []
     managed = 0

@@ -54,7 +54,7 @@ async def run_checks(
             findings.append(
                 Finding(
                     check=name,
-                    question="",
+                    question=model.QUESTIONS[name],
                     verdict=Verdict.WARN,
                     summary=f"could not check: {exc}",
                     fix="run the doctor as a user who may read Nodes, Services, Pods, Leases, "

@@ -37,7 +37,7 @@ async def _describe(
 
 
 async def pending_load_balancers(ctx: model.Context) -> Finding:
-    question = "Which LoadBalancer Services have no ingress address?"
+    question = model.QUESTIONS["lb-pending"]
     services = [
         s
         for s in await ctx.services()
@@ -73,7 +73,7 @@ async def pending_load_balancers(ctx: model.Context) -> Finding:
 
 
 async def stuck_finalizers(ctx: model.Context) -> Finding:
-    question = "Which Services are stuck deleting on the load-balancer cleanup finalizer?"
+    question = model.QUESTIONS["lb-finalizer"]
     stuck = [
         (model.age(s["metadata"].get("deletionTimestamp"), ctx.now), s)
         for s in await ctx.services()

@@ -332,6 +332,7 @@ async def test_a_forbidden_read_is_a_warning_naming_the_refusal(client: FakeKube
     f = await run(client, "uninitialized-taint")
     assert f.verdict is Verdict.WARN
     assert "forbidden" in f.summary
+    assert f.question == model.QUESTIONS["uninitialized-taint"]
 
 
 async def test_exit_code_is_the_worst_verdict(client: FakeKubeClient) -> None:

@@ -156,3 +156,7 @@ def test_ccm_dispatches_the_doctor_subcommand(capsys: pytest.CaptureFixture[str]
 
     assert main.run(["doctor", "--check", "nope"]) == cli.EXIT_USAGE
     assert capsys.readouterr().err.startswith("ccm doctor: error:")
+
+
+def test_every_check_has_its_question() -> None:
+    assert list(model.QUESTIONS) == list(report.CHECKS)
