@@ -179,6 +179,10 @@ def run(
         cli = importlib.import_module("ccm.testing.conformance.cli")
         code: int = cli.main(args[1:])
         return code
+    if args and args[0] == "doctor":
+        from ccm.doctor import cli as doctor_cli  # imported only for the subcommand
+
+        return doctor_cli.main(args[1:])
     if any(a == "--version" or a.startswith("--version=") for a in args):
         print(f"{prog} {version()}")
         return 0

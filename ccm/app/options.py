@@ -55,6 +55,7 @@ TLS_VERSIONS = ("VersionTLS12", "VersionTLS13")
 #: The subcommands of ``ccm`` (name → one line), listed at the end of ``--help``.
 SUBCOMMANDS: dict[str, str] = {
     "conformance": "run the provider conformance suite against a cloud (ccm conformance --help)",
+    "doctor": "read-only checks of a cluster's cloud set-up, one verdict each (ccm doctor --help)",
 }
 
 
