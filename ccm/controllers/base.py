@@ -19,7 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 
-from ccm import clock, fencing, metrics
+from ccm import clock, fencing, logs, metrics
 from ccm.controllers import cloudapi
 from ccm.errors import CloudCallTimeoutError, find_retry_after
 from ccm.kube import client as kclient
@@ -220,9 +220,12 @@ class WorkQueueLoop(Generic[K]):
         reconcile: Callable[[K], Awaitable[None]],
         workers: int = 1,
         logger: logging.Logger | None = None,
+        key_field: str = "key",
     ) -> None:
         self.name = name
         self.queue = queue
+        #: The log field that carries the key of each reconcile (``node``, ``service``).
+        self.key_field = key_field
         self._reconcile = reconcile
         self._workers = max(1, workers)
         self._log = logger or logging.getLogger(f"ccm.controllers.{name}")
@@ -252,7 +255,12 @@ class WorkQueueLoop(Generic[K]):
             await asyncio.sleep(0)
 
     async def process(self, key: K) -> None:
-        """Reconcile one key and apply the retry switch (public so tests can drive it)."""
+        """Reconcile one key and apply the retry switch (public so tests can drive it). Every line
+        logged meanwhile carries the key as the ``key_field`` field."""
+        with logs.bind(**{self.key_field: str(key)}):
+            await self._process(key)
+
+    async def _process(self, key: K) -> None:
         try:
             await self._reconcile(key)
         except asyncio.CancelledError:
@@ -262,12 +270,16 @@ class WorkQueueLoop(Generic[K]):
             if retry is not None:
                 RECONCILE_TOTAL.labels(self.name, "retry_after").inc()
                 self._log.warning(
-                    "error syncing '%s': %s, requeuing after %.3gs", key, exc, retry.delay
+                    "error syncing '%s': %s, requeuing after %.3gs",
+                    key,
+                    exc,
+                    retry.delay,
+                    extra=logs.err(exc),
                 )
                 self.queue.add_after(key, retry.delay)
             else:
                 RECONCILE_TOTAL.labels(self.name, "error").inc()
-                self._log.info("error syncing '%s': %s, requeuing", key, exc)
+                self._log.info("error syncing '%s': %s, requeuing", key, exc, extra=logs.err(exc))
                 self.queue.add_rate_limited(key)
             return
         RECONCILE_TOTAL.labels(self.name, "success").inc()
