@@ -113,6 +113,8 @@ class Options:
     cloud_threads: int = 0  # ccm: threads for blocking SDK calls; 0 = cloud_thread_count()
     cloud_api_qps: float = 0.0  # ccm: budget of cloud calls per second, all controllers (0: off)
     cloud_api_burst: int = 10  # ccm: calls the budget lets through at once
+    # --- ccm operability (see "operability flags" in build_parser) ---
+    dry_run: bool = False  # ccm: run every loop, write nothing, log and count would-be writes
     #: Values of the flags added by the provider or the embedding program (``FlagSet``), keyed by
     #: flag name without the leading dashes.
     extension_flags: dict[str, Any] = field(default_factory=dict)
@@ -415,6 +417,7 @@ def build_parser(
         metavar="DURATION",
         help="ccm: how long SIGTERM waits for the controllers to stop.",
     )
+    _operability_flags(p, d)
     p.add_argument(
         "--version", action="store_true", default=False, help="Print version information and quit."
     )
@@ -436,6 +439,26 @@ def build_parser(
                 **extra,
             )
     return p
+
+
+def _operability_flags(p: argparse.ArgumentParser, d: Options) -> None:
+    """ccm's own operability flags, in their own ``--help`` section."""
+    ops = p.add_argument_group("operability flags")
+    ops.add_argument(
+        "--dry-run",
+        dest="dry_run",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=d.dry_run,
+        metavar="BOOL",
+        help="ccm: run every loop and read the cluster and the cloud, but write nothing: no "
+        "Kubernetes create, update, patch or delete (Events included) and no cloud call that "
+        "changes the cloud; each would-be write is logged ('dry run: would ...') and counted in "
+        "ccm_dry_run_writes_total. Leader election is off in a dry run (the Lease is neither "
+        "taken nor read), so it is safe beside another cloud controller manager that holds it: "
+        "the way to try ccm on a running cluster.",
+    )
 
 
 def parse_args(

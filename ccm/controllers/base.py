@@ -15,11 +15,12 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from prometheus_client import Counter
 
-from ccm import clock, fencing, logs, metrics
+from ccm import clock, dryrun, fencing, logs, metrics
+from ccm.cloudprovider import LoadBalancerStatus
 from ccm.controllers import cloudapi
 from ccm.errors import CloudCallTimeoutError, find_retry_after
 from ccm.kube import client as kclient
@@ -120,11 +121,20 @@ async def call_cloud(
     checked against the leader's lease first: a replica that may no longer lead raises
     :class:`ccm.fencing.NotLeaderError` without calling the provider or taking a place in the
     budget.
+
+    In a dry run (:mod:`ccm.dryrun`) a call that changes the cloud is logged and counted instead
+    of made, and answers as a success would: an empty :class:`LoadBalancerStatus` for
+    ``ensure_load_balancer``, ``None`` for the others.
     """
     budget = cloudapi.current()
     try:
         if method in fencing.MUTATING_CLOUD_CALLS:
             fencing.check()
+            if dryrun.active():
+                _close_unstarted(awaitable)
+                fields = logs.fields()
+                dryrun.would_write(method, str(fields.get("service") or fields.get("node") or ""))
+                return cast(T, _DRY_RUN_ANSWERS.get(method))
         waited = await budget.admit(capability)
     except BaseException:
         _close_unstarted(awaitable)
@@ -138,6 +148,10 @@ async def call_cloud(
         raise
     budget.record(capability, method, clock.monotonic() - start, None)
     return answer
+
+
+#: What a cloud-changing call answers in a dry run (absent: ``None``).
+_DRY_RUN_ANSWERS: Mapping[str, object] = {"ensure_load_balancer": LoadBalancerStatus()}
 
 
 def _close_unstarted(awaitable: Awaitable[Any]) -> None:
