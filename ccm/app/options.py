@@ -115,6 +115,7 @@ class Options:
     cloud_api_burst: int = 10  # ccm: calls the budget lets through at once
     # --- ccm operability (see "operability flags" in build_parser) ---
     dry_run: bool = False  # ccm: run every loop, write nothing, log and count would-be writes
+    cloud_config_poll_interval: float = 5.0  # ccm: how often --cloud-config is re-read (0: never)
     #: Values of the flags added by the provider or the embedding program (``FlagSet``), keyed by
     #: flag name without the leading dashes.
     extension_flags: dict[str, Any] = field(default_factory=dict)
@@ -458,6 +459,17 @@ def _operability_flags(p: argparse.ArgumentParser, d: Options) -> None:
         "ccm_dry_run_writes_total. Leader election is off in a dry run (the Lease is neither "
         "taken nor read), so it is safe beside another cloud controller manager that holds it: "
         "the way to try ccm on a running cluster.",
+    )
+    ops.add_argument(
+        "--cloud-config-poll-interval",
+        dest="cloud_config_poll_interval",
+        type=_duration,
+        default=d.cloud_config_poll_interval,
+        metavar="DURATION",
+        help="ccm: how often the --cloud-config file is read again to notice a change (a rotated "
+        "Secret); 0 disables it. A changed file goes to the provider's reload hook; a provider "
+        "without one makes ccm release the Lease and exit 0 to be restarted with it. A file the "
+        "provider refuses is logged and the old configuration keeps serving.",
     )
 
 
