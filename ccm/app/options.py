@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from ccm import wellknown
 from ccm.app.catalog import ControllerCatalog, NamedController, enabled_controllers
+from ccm.cloudprovider import registry
 from ccm.cloudprovider.durations import parse_duration
 from ccm.cloudprovider.flags import FlagSet
 from ccm.errors import ConfigError
@@ -419,6 +420,7 @@ def build_parser(
         help="ccm: how long SIGTERM waits for the controllers to stop.",
     )
     _operability_flags(p, d)
+    _installed_providers_epilog(p)
     p.add_argument(
         "--version", action="store_true", default=False, help="Print version information and quit."
     )
@@ -440,6 +442,15 @@ def build_parser(
                 **extra,
             )
     return p
+
+
+def _installed_providers_epilog(p: argparse.ArgumentParser) -> None:
+    """``--help`` ends with the providers ``--cloud-provider`` can name on this installation."""
+    installed = registry.installed_providers()
+    p.epilog = (
+        "Installed cloud providers (--cloud-provider, from the ccm.cloud_providers entry points "
+        "and register()): " + (", ".join(installed) if installed else "none") + "."
+    )
 
 
 def _operability_flags(p: argparse.ArgumentParser, d: Options) -> None:

@@ -15,3 +15,10 @@ def test_help_says_a_dry_run_takes_no_lease() -> None:
     text = " ".join(options.build_parser().format_help().split())
     assert "operability flags" in text
     assert "Leader election is off in a dry run" in text
+
+
+def test_help_lists_the_installed_providers() -> None:
+    text = " ".join(options.build_parser().format_help().split())
+    assert "Installed cloud providers" in text
+    listed = text.split("register()): ", 1)[1]
+    assert "fake" in listed
