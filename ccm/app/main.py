@@ -19,15 +19,22 @@ import importlib
 import logging
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
 import ccm
 from ccm import logs
+from ccm.app import cloudconfig, upstreamflags
 from ccm.app import manager as managermod
 from ccm.app import options as optionsmod
-from ccm.app import upstreamflags
-from ccm.cloudprovider import BlockingPool, FlagSet, init_cloud_provider, load_factory, use_pool
+from ccm.cloudprovider import (
+    BlockingPool,
+    CloudProvider,
+    FlagSet,
+    init_cloud_provider,
+    load_factory,
+    use_pool,
+)
 from ccm.errors import CCMError, ConfigError
 from ccm.leaderelection import LeadershipLostError
 
@@ -84,9 +91,18 @@ async def _serve_provider(
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+
+        def restart() -> None:
+            # The cloud config changed and the provider cannot reload it: stop as on SIGTERM
+            # (the Lease is released) and exit 0, so the DaemonSet starts us with the new file.
+            if not stop_signal:
+                stop_signal.append(0)
+                task.cancel()
+
+        watcher = _config_watcher(opts, cloud, restart)
         _log.info("Version: %s", version())
         try:
-            await mgr.run()
+            await _run_manager(mgr, watcher)
         except asyncio.CancelledError:
             if not stop_signal:
                 raise
@@ -102,6 +118,51 @@ async def _serve_provider(
         return 0
     finally:
         await cloud.aclose()
+
+
+def _config_watcher(
+    opts: optionsmod.Options, cloud: CloudProvider, restart: Callable[[], None]
+) -> cloudconfig.ConfigWatcher | None:
+    if not opts.cloud_config or opts.cloud_config_poll_interval <= 0:
+        return None
+
+    async def check_new(_data: bytes) -> None:
+        # The factory reads the file itself: build a provider from it, and close it at once.
+        fresh = await init_cloud_provider(
+            opts.cloud_provider, opts.cloud_config, flags=opts.extension_flags
+        )
+        await fresh.aclose()
+
+    return cloudconfig.ConfigWatcher(
+        opts.cloud_config,
+        cloud,
+        check_new=check_new,
+        restart=restart,
+        interval=opts.cloud_config_poll_interval,
+    )
+
+
+async def _run_manager(
+    mgr: managermod.ControllerManager, watcher: cloudconfig.ConfigWatcher | None
+) -> None:
+    """Run the controller manager, and beside it the cloud config watcher (if any)."""
+    if watcher is None:
+        await mgr.run()
+        return
+    await watcher.prime()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            watching = tg.create_task(watcher.run(), name="cloud-config/watch")
+            try:
+                await mgr.run()
+            finally:
+                watching.cancel()
+    except* Exception as group:
+        # The TaskGroup wraps what mgr.run() raised (LeadershipLostError: exit 1, ...); the
+        # caller decides on the exception itself.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 class _PreParser(argparse.ArgumentParser):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ccm import fencing, leaderelection, metrics, names, wellknown
+from ccm import dryrun, fencing, leaderelection, metrics, names, wellknown
 from ccm.app import auth, looplag, serving
 from ccm.app import options as optionsmod
 from ccm.cloudprovider import CAPABILITIES, CloudProvider, InitContext
@@ -298,6 +298,18 @@ class ControllerManager:
         self._informers: SharedInformers | None = None
 
     async def run(self, *, ready: asyncio.Event | None = None) -> None:
+        if not self.opts.dry_run:
+            await self._run(ready)
+            return
+        _log.warning(
+            "Dry run: every loop runs, nothing is written to Kubernetes or the cloud; each "
+            "would-be write is logged and counted (ccm_dry_run_writes_total). Leader election "
+            "is off: this replica runs its loops without taking the Lease"
+        )
+        with dryrun.enabled():
+            await self._run(ready)
+
+    async def _run(self, ready: asyncio.Event | None) -> None:
         report_capabilities(self.cloud)
         cloudapi.install(
             cloudapi.CloudAPIBudget(qps=self.opts.cloud_api_qps, burst=self.opts.cloud_api_burst)
@@ -337,7 +349,7 @@ class ControllerManager:
         )
         le_events = asyncio.create_task(le_recorder.run(), name="events/leader-election")
         lag = asyncio.create_task(looplag.LagMonitor().run(), name="event-loop-lag")
-        if self.opts.leader_elect:
+        if self.opts.leader_elect and not self.opts.dry_run:
             _log.info("Leader election identity: %s", self.identity)
             elector = leaderelection.LeaderElector(
                 client,

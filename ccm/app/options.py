@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from ccm import wellknown
 from ccm.app import serving, upstreamflags
 from ccm.app.catalog import ControllerCatalog, NamedController, enabled_controllers
+from ccm.cloudprovider import registry
 from ccm.cloudprovider.durations import parse_duration
 from ccm.cloudprovider.flags import FlagSet
 from ccm.controllers.route import WATCH_BASED_FEATURE_GATE
@@ -131,6 +132,9 @@ class Options:
     cloud_threads: int = 0  # ccm: threads for blocking SDK calls; 0 = cloud_thread_count()
     cloud_api_qps: float = 0.0  # ccm: budget of cloud calls per second, all controllers (0: off)
     cloud_api_burst: int = 10  # ccm: calls the budget lets through at once
+    # --- ccm operability (see "operability flags" in build_parser) ---
+    dry_run: bool = False  # ccm: run every loop, write nothing, log and count would-be writes
+    cloud_config_poll_interval: float = 5.0  # ccm: how often --cloud-config is re-read (0: never)
     #: Values of the flags added by the provider or the embedding program (``FlagSet``), keyed by
     #: flag name without the leading dashes.
     extension_flags: dict[str, Any] = field(default_factory=dict)
@@ -460,6 +464,8 @@ def build_parser(
         metavar="DURATION",
         help="ccm: how long SIGTERM waits for the controllers to stop.",
     )
+    _operability_flags(p, d)
+    _installed_providers_epilog(p)
     p.add_argument(
         "--version",
         nargs="?",
@@ -493,6 +499,46 @@ def build_parser(
                 **extra,
             )
     return p
+
+
+def _installed_providers_epilog(p: argparse.ArgumentParser) -> None:
+    """``--help`` ends with the providers ``--cloud-provider`` can name on this installation."""
+    installed = registry.installed_providers()
+    p.epilog = (
+        "Installed cloud providers (--cloud-provider, from the ccm.cloud_providers entry points "
+        "and register()): " + (", ".join(installed) if installed else "none") + "."
+    )
+
+
+def _operability_flags(p: argparse.ArgumentParser, d: Options) -> None:
+    """ccm's own operability flags, in their own ``--help`` section."""
+    ops = p.add_argument_group("operability flags")
+    ops.add_argument(
+        "--dry-run",
+        dest="dry_run",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=d.dry_run,
+        metavar="BOOL",
+        help="ccm: run every loop and read the cluster and the cloud, but write nothing: no "
+        "Kubernetes create, update, patch or delete (Events included) and no cloud call that "
+        "changes the cloud; each would-be write is logged ('dry run: would ...') and counted in "
+        "ccm_dry_run_writes_total. Leader election is off in a dry run (the Lease is neither "
+        "taken nor read), so it is safe beside another cloud controller manager that holds it: "
+        "the way to try ccm on a running cluster.",
+    )
+    ops.add_argument(
+        "--cloud-config-poll-interval",
+        dest="cloud_config_poll_interval",
+        type=_duration,
+        default=d.cloud_config_poll_interval,
+        metavar="DURATION",
+        help="ccm: how often the --cloud-config file is read again to notice a change (a rotated "
+        "Secret); 0 disables it. A changed file goes to the provider's reload hook; a provider "
+        "without one makes ccm release the Lease and exit 0 to be restarted with it. A file the "
+        "provider refuses is logged and the old configuration keeps serving.",
+    )
 
 
 def parse_args(

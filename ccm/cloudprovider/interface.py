@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -284,6 +284,17 @@ class CloudProvider(abc.ABC):  # noqa: B024 - every capability is optional
 
     #: The provider name, used as the providerID prefix ``<name>://``.
     name: str = ""
+
+    #: Optional hook, absent (``None``) by default: ``async def reload(self, config: bytes) ->
+    #: None``, called with the new bytes of ``--cloud-config`` when the file changes (a rotated
+    #: Secret; ccm polls its content). Validate all of it before applying any of it: raise
+    #: :class:`ccm.errors.ConfigError` (one line naming the problem) to refuse it, and keep serving
+    #: with the old configuration; ccm logs a warning and counts it. Return once the new
+    #: configuration serves the calls that follow. Runs on every replica, leader or not, on the
+    #: event loop like every other method (no blocking call). A provider without the hook is
+    #: restarted instead: once the new file builds a provider (the factory accepts it), ccm gives
+    #: the Lease up and exits 0, and its DaemonSet starts it again with the new file.
+    reload: Callable[[bytes], Awaitable[None]] | None = None
 
     @property
     def provider_name(self) -> str:

@@ -174,4 +174,12 @@ async def init_cloud_provider(
             f'could not init cloud provider "{name}": factory returned '
             f"{type(provider).__name__}, not a CloudProvider"
         )
+    if not isinstance(provider.name, str) or not provider.name:
+        # The name is the providerID scheme ("<name>://<id>") and the one the start-up log and
+        # the conformance report use: it may differ from the entry-point name, never be empty.
+        await provider.aclose()
+        raise ConfigError(
+            f'could not init cloud provider "{name}": {type(provider).__name__}.name is empty '
+            "(set the class attribute name, the providerID scheme)"
+        )
     return provider

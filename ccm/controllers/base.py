@@ -15,11 +15,12 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from prometheus_client import Counter
 
-from ccm import clock, fencing, metrics
+from ccm import clock, dryrun, fencing, logs, metrics
+from ccm.cloudprovider import LoadBalancerStatus
 from ccm.controllers import cloudapi
 from ccm.errors import CloudCallTimeoutError, find_retry_after
 from ccm.kube import client as kclient
@@ -120,11 +121,20 @@ async def call_cloud(
     checked against the leader's lease first: a replica that may no longer lead raises
     :class:`ccm.fencing.NotLeaderError` without calling the provider or taking a place in the
     budget.
+
+    In a dry run (:mod:`ccm.dryrun`) a call that changes the cloud is logged and counted instead
+    of made, and answers as a success would: an empty :class:`LoadBalancerStatus` for
+    ``ensure_load_balancer``, ``None`` for the others.
     """
     budget = cloudapi.current()
     try:
         if method in fencing.MUTATING_CLOUD_CALLS:
             fencing.check()
+            if dryrun.active():
+                _close_unstarted(awaitable)
+                fields = logs.fields()
+                dryrun.would_write(method, str(fields.get("service") or fields.get("node") or ""))
+                return cast(T, _DRY_RUN_ANSWERS.get(method))
         waited = await budget.admit(capability)
     except BaseException:
         _close_unstarted(awaitable)
@@ -138,6 +148,10 @@ async def call_cloud(
         raise
     budget.record(capability, method, clock.monotonic() - start, None)
     return answer
+
+
+#: What a cloud-changing call answers in a dry run (absent: ``None``).
+_DRY_RUN_ANSWERS: Mapping[str, object] = {"ensure_load_balancer": LoadBalancerStatus()}
 
 
 def _close_unstarted(awaitable: Awaitable[Any]) -> None:
@@ -220,9 +234,12 @@ class WorkQueueLoop(Generic[K]):
         reconcile: Callable[[K], Awaitable[None]],
         workers: int = 1,
         logger: logging.Logger | None = None,
+        key_field: str = "key",
     ) -> None:
         self.name = name
         self.queue = queue
+        #: The log field that carries the key of each reconcile (``node``, ``service``).
+        self.key_field = key_field
         self._reconcile = reconcile
         self._workers = max(1, workers)
         self._log = logger or logging.getLogger(f"ccm.controllers.{name}")
@@ -252,7 +269,12 @@ class WorkQueueLoop(Generic[K]):
             await asyncio.sleep(0)
 
     async def process(self, key: K) -> None:
-        """Reconcile one key and apply the retry switch (public so tests can drive it)."""
+        """Reconcile one key and apply the retry switch (public so tests can drive it). Every line
+        logged meanwhile carries the key as the ``key_field`` field."""
+        with logs.bind(**{self.key_field: str(key)}):
+            await self._process(key)
+
+    async def _process(self, key: K) -> None:
         try:
             await self._reconcile(key)
         except asyncio.CancelledError:
@@ -262,12 +284,16 @@ class WorkQueueLoop(Generic[K]):
             if retry is not None:
                 RECONCILE_TOTAL.labels(self.name, "retry_after").inc()
                 self._log.warning(
-                    "error syncing '%s': %s, requeuing after %.3gs", key, exc, retry.delay
+                    "error syncing '%s': %s, requeuing after %.3gs",
+                    key,
+                    exc,
+                    retry.delay,
+                    extra=logs.err(exc),
                 )
                 self.queue.add_after(key, retry.delay)
             else:
                 RECONCILE_TOTAL.labels(self.name, "error").inc()
-                self._log.info("error syncing '%s': %s, requeuing", key, exc)
+                self._log.info("error syncing '%s': %s, requeuing", key, exc, extra=logs.err(exc))
                 self.queue.add_rate_limited(key)
             return
         RECONCILE_TOTAL.labels(self.name, "success").inc()

@@ -131,6 +131,7 @@ class CloudNodeController:
             reconcile=self.sync_node,
             workers=workers,
             logger=_log,
+            key_field="node",
         )
         nodes.add_handler(on_add=self._enqueue, on_update=lambda _old, new: self._enqueue(new))
 
@@ -143,6 +144,10 @@ class CloudNodeController:
 
     async def run(self) -> None:
         """Wait for the Node cache, then run the workers and the periodic address refresh."""
+        with logs.bind(controller=names.CLOUD_NODE_CONTROLLER):
+            await self._run()
+
+    async def _run(self) -> None:
         _log.info("Waiting for informer caches to sync")
         await self._nodes.wait_for_sync()
         metrics.RUNNING_MANAGED_CONTROLLERS.labels("cloud-node", wellknown.COMPONENT_NAME).set(1)
@@ -411,7 +416,9 @@ class CloudNodeController:
         try:
             desired = nodeutil.desired_addresses(node, cloud_addresses)
         except ValueError as exc:
-            _log.error("Failed to update node addresses for node %r: %s", name, exc)
+            _log.error(
+                "Failed to update node addresses for node %r: %s", name, exc, extra=logs.err(exc)
+            )
             return
         if desired is None:
             _log.log(
@@ -430,7 +437,9 @@ class CloudNodeController:
         except NotFoundError:
             return
         except CCMError as exc:
-            _log.error("Error patching node with cloud ip addresses = [%s]", exc)
+            _log.error(
+                "Error patching node with cloud ip addresses = [%s]", exc, extra=logs.err(exc)
+            )
 
     async def update_node_status(self) -> None:
         """One pass of the periodic address refresh over every initialized Node."""
@@ -442,16 +451,23 @@ class CloudNodeController:
 
         async def refresh(node: Mapping[str, Any]) -> None:
             name = node["metadata"]["name"]
-            try:
-                async with self.gate.background():
-                    addresses = await self._instance_addresses(node)
-            except (CCMError, TimeoutError) as exc:
-                _log.error("Error getting instance metadata for node addresses: %s", exc)
-                return
-            if addresses is None:
-                _log.info("Skipping address update of node %s: cloud provided nil metadata", name)
-                return
-            await self._update_addresses(node, addresses)
+            with logs.bind(node=name):
+                try:
+                    async with self.gate.background():
+                        addresses = await self._instance_addresses(node)
+                except (CCMError, TimeoutError) as exc:
+                    _log.error(
+                        "Error getting instance metadata for node addresses: %s",
+                        exc,
+                        extra=logs.err(exc),
+                    )
+                    return
+                if addresses is None:
+                    _log.info(
+                        "Skipping address update of node %s: cloud provided nil metadata", name
+                    )
+                    return
+                await self._update_addresses(node, addresses)
 
         await base.run_bounded(
             (functools.partial(refresh, n) for n in initialized),

@@ -218,6 +218,10 @@ class CloudNodeLifecycleController:
 
     async def run(self) -> None:
         """Wait for the Node cache, then sweep every ``node_monitor_period`` until cancelled."""
+        with logs.bind(controller=names.CLOUD_NODE_LIFECYCLE_CONTROLLER):
+            await self._run()
+
+    async def _run(self) -> None:
         _log.info("Waiting for informer caches to sync")
         await self._nodes.wait_for_sync()
         gauge = metrics.RUNNING_MANAGED_CONTROLLERS.labels(_METRIC_NAME, wellknown.COMPONENT_NAME)
@@ -276,19 +280,25 @@ class CloudNodeLifecycleController:
 
     async def monitor_node(self, node: Mapping[str, Any]) -> None:
         """Check one (cached) Node against the cloud and act on the answer."""
+        with logs.bind(node=Node(node).name):
+            await self._monitor_node(node)
+
+    async def _monitor_node(self, node: Mapping[str, Any]) -> None:
         view = Node(node)
         name = view.name
         if ready_status(node) == "True":
             try:
                 await self._update_taints(node, _without_shutdown_taint)
             except (CCMError, TimeoutError) as exc:
-                _log.error("error patching node taints: %s", exc)
+                _log.error("error patching node taints: %s", exc, extra=logs.err(exc))
             return
 
         try:
             exists = await self._instance_exists(view)
         except (CCMError, TimeoutError) as exc:
-            _log.error("error checking if node %s exists: %s", name, _reason(exc))
+            _log.error(
+                "error checking if node %s exists: %s", name, _reason(exc), extra=logs.err(exc)
+            )
             return
 
         if not exists:
@@ -300,7 +310,9 @@ class CloudNodeLifecycleController:
         try:
             shutdown = await self._instance_shutdown(view)
         except (CCMError, TimeoutError) as exc:
-            _log.error("error checking if node %s is shutdown: %s", name, _reason(exc))
+            _log.error(
+                "error checking if node %s is shutdown: %s", name, _reason(exc), extra=logs.err(exc)
+            )
             return
         await self._set_shutdown_taint(node, shutdown)
 
@@ -318,19 +330,9 @@ class CloudNodeLifecycleController:
         )
         alive: list[tuple[Mapping[str, Any], Node]] = []
         for node, view, answer in zip(chunk, views, exists, strict=True):
-            if isinstance(answer, Exception):
-                _log.error("error checking if node %s exists: %s", view.name, _reason(answer))
-                continue
-            if answer:
-                alive.append((node, view))
-                continue
-            try:
-                if not self._malformed_provider_id(node):
-                    await self._delete_node(node)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                _log.exception("unexpected error monitoring node %s", view.name)
+            with logs.bind(node=view.name):
+                if await self._after_exists(node, view, answer):
+                    alive.append((node, view))
         if not alive:
             return
         shutdown = await batching.call_batch(
@@ -341,15 +343,50 @@ class CloudNodeLifecycleController:
             capability=cloudapi.INSTANCES,
         )
         for (node, view), answer in zip(alive, shutdown, strict=True):
-            if isinstance(answer, Exception):
-                _log.error("error checking if node %s is shutdown: %s", view.name, _reason(answer))
-                continue
-            try:
-                await self._set_shutdown_taint(node, bool(answer))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                _log.exception("unexpected error monitoring node %s", view.name)
+            with logs.bind(node=view.name):
+                await self._after_shutdown(node, view, answer)
+
+    async def _after_exists(
+        self, node: Mapping[str, Any], view: Node, answer: bool | BaseException
+    ) -> bool:
+        """Act on one Node's ``instance_exists_batch`` answer; True when it exists."""
+        if isinstance(answer, BaseException):
+            _log.error(
+                "error checking if node %s exists: %s",
+                view.name,
+                _reason(answer),
+                extra=logs.err(answer),
+            )
+            return False
+        if answer:
+            return True
+        try:
+            if not self._malformed_provider_id(node):
+                await self._delete_node(node)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _log.exception("unexpected error monitoring node %s", view.name)
+        return False
+
+    async def _after_shutdown(
+        self, node: Mapping[str, Any], view: Node, answer: bool | BaseException
+    ) -> None:
+        """Act on one Node's ``instance_shutdown_batch`` answer."""
+        if isinstance(answer, BaseException):
+            _log.error(
+                "error checking if node %s is shutdown: %s",
+                view.name,
+                _reason(answer),
+                extra=logs.err(answer),
+            )
+            return
+        try:
+            await self._set_shutdown_taint(node, bool(answer))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _log.exception("unexpected error monitoring node %s", view.name)
 
     async def _set_shutdown_taint(self, node: Mapping[str, Any], shutdown: bool) -> None:
         """Add the shutdown taint to a NotReady Node whose instance is shut down; remove it from
@@ -361,7 +398,7 @@ class CloudNodeLifecycleController:
             try:
                 await self._update_taints(node, _without_shutdown_taint)
             except (CCMError, TimeoutError) as exc:
-                _log.error("error patching node taints: %s", exc)
+                _log.error("error patching node taints: %s", exc, extra=logs.err(exc))
             return
         try:
             await self._update_taints(node, _with_shutdown_taint)
@@ -370,6 +407,7 @@ class CloudNodeLifecycleController:
                 "failed to apply shutdown taint to node %s, it may have been deleted. (%s)",
                 name,
                 exc,
+                extra=logs.err(exc),
             )
 
     # --- cloud ----------------------------------------------------------------------------------
@@ -466,7 +504,9 @@ class CloudNodeLifecycleController:
             _log.info("node %s was already deleted", name)
             return
         except CCMError as exc:
-            _log.error("not deleting node %s: unable to read it again: %s", name, exc)
+            _log.error(
+                "not deleting node %s: unable to read it again: %s", name, exc, extra=logs.err(exc)
+            )
             return
         changed = _changed_since(cached, current)
         if changed:
@@ -504,7 +544,7 @@ class CloudNodeLifecycleController:
                 exc,
             )
         except CCMError as exc:
-            _log.error("unable to delete node %r: %s", name, exc)
+            _log.error("unable to delete node %r: %s", name, exc, extra=logs.err(exc))
             self._recorder.event(
                 current,
                 wellknown.EVENT_WARNING,

@@ -248,6 +248,10 @@ class RouteController:
 
     async def run(self) -> None:
         """Wait for the Node cache, then reconcile every ``period`` seconds (fixed rate)."""
+        with logs.bind(controller=self.name):
+            await self._run()
+
+    async def _run(self) -> None:
         _log.info("Starting route controller")
         await self._nodes.wait_for_sync()
         metric_name = names.BY_NAME[self.name].metric_name
@@ -289,7 +293,9 @@ class RouteController:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    _log.info("Couldn't reconcile node routes: %s, requeuing", exc)
+                    _log.info(
+                        "Couldn't reconcile node routes: %s, requeuing", exc, extra=logs.err(exc)
+                    )
                     queue.add_rate_limited(key)
                 finally:
                     queue.done(key)
@@ -302,7 +308,7 @@ class RouteController:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            _log.error("Couldn't reconcile node routes: %s", exc)
+            _log.error("Couldn't reconcile node routes: %s", exc, extra=logs.err(exc))
 
     async def reconcile_node_routes(self) -> None:
         """One full pass: list the cloud's routes and the cached Nodes, then reconcile."""
@@ -338,7 +344,9 @@ class RouteController:
         try:
             net = ipaddress.ip_network(route.destination_cidr.strip(), strict=False)
         except ValueError as exc:
-            _log.error("Ignoring route %s, unparsable CIDR: %s", route.name, exc)
+            _log.error(
+                "Ignoring route %s, unparsable CIDR: %s", route.name, exc, extra=logs.err(exc)
+            )
             return False
         return self._in_cluster_cidrs(net)
 
@@ -443,7 +451,11 @@ class RouteController:
         uid = str((node.get("metadata") or {}).get("uid", ""))
         msg = f"Could not create route {uid} {cidr} for node {name}: invalid pod CIDR: {problem}"
         _log.warning(
-            "Node %s has an invalid pod CIDR %r, no route is created: %s", name, cidr, problem
+            "Node %s has an invalid pod CIDR %r, no route is created: %s",
+            name,
+            cidr,
+            problem,
+            extra={"node": name, "err": problem},
         )
         self._recorder.event(
             node, wellknown.EVENT_WARNING, wellknown.EVENT_REASON_FAILED_TO_CREATE_ROUTE, msg
@@ -451,6 +463,10 @@ class RouteController:
 
     async def _delete(self, route: Route, start: float) -> None:
         """Delete one route; ``start`` is when the pass queued it (for the logged durations)."""
+        with logs.bind(node=route.target_node, route=route.name):
+            await self._delete_one(route, start)
+
+    async def _delete_one(self, route: Route, start: float) -> None:
         _log.info("Deleting route %s %s", route.name, route.destination_cidr)
         try:
             await base.call_cloud(
@@ -466,6 +482,7 @@ class RouteController:
                 route.destination_cidr,
                 clock.monotonic() - start,
                 exc or type(exc).__name__,
+                extra=logs.err(exc),
             )
             return
         _log.info(
@@ -485,6 +502,17 @@ class RouteController:
     ) -> None:
         """Create one route; ``start`` is when the pass queued it (the wait for a free slot of
         the bound is logged as "throttled", as upstream)."""
+        with logs.bind(node=_name(node)):
+            await self._create_one(node, cidr, entry, key, start)
+
+    async def _create_one(
+        self,
+        node: Mapping[str, Any],
+        cidr: str,
+        entry: _RouteNode,
+        key: str,
+        start: float,
+    ) -> None:
         name = _name(node)
         hint = str((node.get("metadata") or {}).get("uid", ""))
         route = Route(
@@ -518,7 +546,14 @@ class RouteController:
                 wellknown.EVENT_REASON_FAILED_TO_CREATE_ROUTE,
                 msg,
             )
-            _log.error("Could not create route %s %s for node %s: %s", hint, cidr, name, reason)
+            _log.error(
+                "Could not create route %s %s for node %s: %s",
+                hint,
+                cidr,
+                name,
+                reason,
+                extra=logs.err(exc),
+            )
             return
         entry.actions[key] = "keep"
         _log.info(
@@ -534,6 +569,10 @@ class RouteController:
     ) -> None:
         """Upstream ``updateNetworkingCondition``: set ``NetworkUnavailable`` unless it already has
         the wanted status with the route controller's reason. Errors are logged, not raised."""
+        with logs.bind(node=_name(node)):
+            await self._update_condition(node, routes_created)
+
+    async def _update_condition(self, node: Mapping[str, Any], routes_created: bool) -> None:
         name = _name(node)
         current = nodeutil.node_condition(node, wellknown.CONDITION_NETWORK_UNAVAILABLE)
         if routes_created:
@@ -590,10 +629,10 @@ class RouteController:
                 return
             except ConflictError as exc:
                 if attempt == _CONDITION_RETRIES - 1:
-                    _log.error("Error updating node %s: %s", name, exc)
+                    _log.error("Error updating node %s: %s", name, exc, extra=logs.err(exc))
                     return
                 _log.log(logs.v(4), "Error updating node %s, retrying: %s", name, exc)
                 await clock.sleep(_CONDITION_BACKOFF * (1 + random.random()))
             except Exception as exc:
-                _log.error("Error updating node %s: %s", name, exc)
+                _log.error("Error updating node %s: %s", name, exc, extra=logs.err(exc))
                 return

@@ -153,6 +153,7 @@ class ServiceController:
             reconcile=self.sync_service,
             workers=self._workers,
             logger=_log,
+            key_field="service",
         )
         self._node_loop = WorkQueueLoop(
             name="service-node",
@@ -160,6 +161,7 @@ class ServiceController:
             reconcile=self._process_node_key,
             workers=1,  # one node sync at a time, as upstream
             logger=_log,
+            key_field="node",
         )
         #: The last version of each Service this controller processed (upstream ``serviceCache``):
         #: the source of node syncs and of deletes whose Service is already gone.
@@ -210,6 +212,10 @@ class ServiceController:
 
     async def run(self) -> None:
         """Wait for the Service and Node caches, then run the service and node workers."""
+        with logs.bind(controller=names.SERVICE_LB_CONTROLLER):
+            await self._run()
+
+    async def _run(self) -> None:
         _log.info("Starting service controller")
         await self._services.wait_for_sync()
         await self._nodes.wait_for_sync()
@@ -563,7 +569,12 @@ class ServiceController:
                 async with self.gate.background():
                     await self._update_load_balancer_hosts(svc, new_nodes)
             except Exception as exc:
-                _log.error("failed to update load balancer hosts for service %s: %s", key, exc)
+                _log.error(
+                    "failed to update load balancer hosts for service %s: %s",
+                    key,
+                    exc,
+                    extra=logs.err(exc),
+                )
                 metrics.SERVICE_NODESYNC_ERROR.inc()
                 return True
             _log.log(logs.v(4), "nodeSyncService finished successfully for service %s", key)
@@ -602,7 +613,10 @@ class ServiceController:
                     )
                 except Exception as get_exc:
                     _log.error(
-                        "failed to check if load balancer exists for service %s: %s", key, get_exc
+                        "failed to check if load balancer exists for service %s: %s",
+                        key,
+                        get_exc,
+                        extra=logs.err(get_exc),
                     )
                 else:
                     if not exists:

@@ -36,6 +36,7 @@ import copy
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -43,7 +44,7 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from ccm import clock, errors, fencing, metrics
+from ccm import clock, dryrun, errors, fencing, metrics
 from ccm.kube import leanimport, ratelimit
 
 if TYPE_CHECKING:
@@ -676,6 +677,34 @@ def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]]:
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 
+#: Creates that persist nothing (reviews asked by the secure server, token requests): a dry run
+#: still sends them.
+_NON_PERSISTING = re.compile(
+    r"/(tokenreviews|subjectaccessreviews|selfsubjectaccessreviews|localsubjectaccessreviews"
+    r"|serviceaccounts/[^/]+/token)$"
+)
+_API_PREFIX = re.compile(r"^/api/v1/|^/apis/[^/]+/[^/]+/")
+
+
+def _dry_run_applies(verb: str, method: str, path: str) -> bool:
+    if verb not in _WRITE_VERBS or not dryrun.active():
+        return False
+    return not (method == "POST" and _NON_PERSISTING.search(path))
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """JSON merge patch (RFC 7386): the answer a dry-run patch gives, close enough for a strategic
+    merge patch too (lists are replaced instead of merged by key)."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
 
 class KubeClient:
     """An asyncio Kubernetes API client speaking plain dicts.
@@ -813,6 +842,9 @@ class KubeClient:
                 # Right before sending (after the limiter's wait): a leader whose lease lapsed
                 # meanwhile must not write (ccm.fencing).
                 fencing.check()
+                if _dry_run_applies(verb, request.method, request.path):
+                    # _call answers a dry run's writes; one that got here was never meant to.
+                    raise errors.KubeError(f"dry run: refusing {request.method} {request.path}")
             self.requests_total[verb] += 1
             self.all_requests_total[verb] += 1
             started = clock.monotonic()
@@ -858,6 +890,8 @@ class KubeClient:
         body: bytes | None = None,
         content_type: str | None = None,
     ) -> bytes:
+        if _dry_run_applies(verb, method, path):
+            return await self._dry_run_write(verb, method, path, body, content_type)
         request = HttpRequest(
             method=method,
             path=path,
@@ -871,6 +905,26 @@ class KubeClient:
             return await resp.read()
         finally:
             await resp.aclose()
+
+    async def _dry_run_write(
+        self, verb: str, method: str, path: str, body: bytes | None, content_type: str | None
+    ) -> bytes:
+        """Log and count a write the dry run does not send; answer it as the apiserver would
+        have: a create or update with the object sent, a delete with nothing, a patch with the
+        object read afresh and the patch applied to it (a missing object raises NotFoundError,
+        as the real patch would)."""
+        target = _API_PREFIX.sub("", path)
+        text = body.decode("utf-8", errors="replace") if body else ""
+        dryrun.would_write(verb, target, body=text[:2000])
+        if verb == "delete":
+            return b""
+        if verb in ("create", "update"):
+            return body or b"{}"
+        current = orjson.loads(await self._call("get", "GET", path) or b"{}")
+        if content_type in (PATCH_CONTENT_TYPES["merge"], PATCH_CONTENT_TYPES["strategic"]):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                current = _merge(current, orjson.loads(body or b"{}"))
+        return orjson.dumps(current)
 
     async def _json(self, verb: str, method: str, path: str, **kwargs: Any) -> Any:
         raw = await self._call(verb, method, path, **kwargs)

@@ -1023,6 +1023,8 @@ class FakeCloud(CloudProvider):
         if rate_limit is not None:
             self.set_rate_limit(*rate_limit)
         self.record_calls = record_calls
+        #: Configurations applied by :meth:`reload` since start-up.
+        self.config_reloads = 0
         self.call_hook = call_hook
 
         self.load_balancers: dict[str, FakeLoadBalancer] = {}
@@ -1107,6 +1109,18 @@ class FakeCloud(CloudProvider):
         if cloud.state_file is not None:
             cloud._reload_state(strict=True)
         return cloud
+
+    async def reload(self, config: bytes) -> None:
+        """The contract's optional reload hook: apply a new ``--cloud-config`` document's state
+        sections (``instances``, ``defaultInstance``, ...) and ``recordCalls``; the other
+        settings keep their start-up values. A malformed document raises ConfigError and changes
+        nothing. Each reload applied is counted in :attr:`config_reloads`."""
+        cfg = _validate_config(config)
+        for section in _STATE_SECTIONS:
+            if section in cfg.model_fields_set:
+                self._apply_section(section, cfg)
+        self.record_calls = cfg.record_calls
+        self.config_reloads += 1
 
     # ---- capability accessors
 

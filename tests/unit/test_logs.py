@@ -27,7 +27,7 @@ def test_text_format_is_one_line_with_fields() -> None:
     logging.getLogger("ccm.test").info("Initializing node %s", "n1", extra={"node": "n1"})
     line = out.getvalue()
     assert line.count("\n") == 1
-    assert "INFO ccm.test Initializing node n1 node=n1" in line
+    assert 'INFO ccm.test Initializing node n1 node="n1"' in line
 
 
 def test_json_format_is_one_object_per_line() -> None:
@@ -54,3 +54,61 @@ def test_verbosity_gates_v_levels() -> None:
 def test_unknown_format_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown logging format"):
         logs.configure("xml", 0)
+
+
+def test_bound_fields_reach_every_line_and_inner_bindings_win() -> None:
+    out = io.StringIO()
+    logs.configure("json", 0, stream=out)
+    log = logging.getLogger("ccm.test")
+    with logs.bind(controller="cloud-node-controller"):
+        log.info("outer")
+        with logs.bind(node="n1"):
+            log.info("inner", extra={"route": "r1"})
+        log.info("after")
+    log.info("outside")
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r.get("controller") for r in records] == [
+        "cloud-node-controller",
+        "cloud-node-controller",
+        "cloud-node-controller",
+        None,
+    ]
+    assert [r.get("node") for r in records] == [None, "n1", None, None]
+    assert records[1]["route"] == "r1"
+
+
+async def test_bound_fields_follow_tasks_created_inside() -> None:
+    import asyncio
+
+    out = io.StringIO()
+    logs.configure("json", 0, stream=out)
+
+    async def child() -> None:
+        await asyncio.sleep(0)
+        logging.getLogger("ccm.test").info("from the task")
+
+    with logs.bind(service="ns/a"):
+        task = asyncio.create_task(child(), name="test/child")
+    await task
+    assert json.loads(out.getvalue())["service"] == "ns/a"
+    assert logs.fields() == {}
+
+
+def test_err_field_in_json_and_klog_like_text() -> None:
+    out = io.StringIO()
+    logs.configure("text", 0, stream=out)
+    exc = TimeoutError()
+    logging.getLogger("ccm.test").error(
+        "sync failed", extra={"service": "ns/a b", **logs.err(RuntimeError('quota "x"'))}
+    )
+    logging.getLogger("ccm.test").error("timed out", extra=logs.err(exc))
+    first, second = out.getvalue().splitlines()
+    assert first.endswith('service="ns/a b" err="quota \\"x\\""')
+    assert second.endswith('err="TimeoutError"')
+    out = io.StringIO()
+    logs.configure("json", 0, stream=out)
+    try:
+        raise ValueError("bad CIDR")
+    except ValueError:
+        logging.getLogger("ccm.test").exception("failed")
+    assert json.loads(out.getvalue())["err"] == "bad CIDR"

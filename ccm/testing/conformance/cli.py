@@ -32,12 +32,32 @@ _FAKE_DRIVER = "ccm.testing.conformance.fake_driver:fake_driver_factory"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ccm conformance", description="Certify a cloud provider.")
+    p = argparse.ArgumentParser(
+        prog="ccm conformance",
+        description="Certify a cloud provider: run the conformance scenarios against it, under "
+        "ccm's node, node lifecycle and service controllers. Routes are checked by calling the "
+        "provider's Routes directly (the route controller is not run).",
+    )
     p.add_argument("--cloud-provider", required=True, help="the provider's registered name")
     p.add_argument("--cloud-config", default="", help="the provider's config file")
-    p.add_argument("--driver", default="", help="MODULE:ATTR of a conformance driver (or factory)")
+    p.add_argument(
+        "--driver",
+        default="",
+        metavar="MODULE:ATTR",
+        help="your conformance driver, or a factory (provider) -> driver: needed by most "
+        "scenarios (every one that creates, stops or deletes a machine); without it they fail "
+        "[driver-required]. Not needed for --cloud-provider fake (its driver is built in).",
+    )
     p.add_argument("--junit-xml", default="", help="write a JUnit XML report to PATH")
-    p.add_argument("--only", action="append", choices=CAPABILITIES, help="run only CAPABILITY")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=CAPABILITIES,
+        metavar="CAPABILITY",
+        help="run only the scenarios of CAPABILITY (one of: "
+        + ", ".join(CAPABILITIES)
+        + "); repeat it to run several, e.g. --only instances-v2 --only routes",
+    )
     p.add_argument("--kubeconfig", default="", help="use this cluster instead of an embedded one")
     p.add_argument("--cluster-name", default="conformance")
     p.add_argument("--wait-timeout", type=float, default=20.0, help="bound of each wait, seconds")

@@ -11,6 +11,7 @@ from ccm.cloudprovider import NodeAddress
 from ccm.kube import client as kclient
 from ccm.testing.conformance.suite import (
     Context,
+    NotOffered,
     RuleViolation,
     _offered,
     node_view,
@@ -167,8 +168,6 @@ async def address_refresh(ctx: Context) -> None:
     try:
         new = await driver.change_addresses(machine.name)
     except NotImplementedError:
-        from ccm.testing.conformance.suite import NotOffered
-
         raise NotOffered("the driver cannot change a machine's addresses") from None
     want = {(a.type, a.address) for a in new}
 
@@ -423,12 +422,13 @@ async def batch_agrees(ctx: Context) -> None:
     method returns one answer per Node in input order, and every answer agrees with the single
     InstancesV2 call for that Node (a running, a stopped and a deleted machine, and a Node that
     never had one): the same value, or an exception where the single call raises
-    (InstanceNotFoundError where it raises InstanceNotFoundError). A provider without
-    InstancesBatch passes: the capability is optional and the single calls are used."""
+    (InstanceNotFoundError where it raises InstanceNotFoundError). For a provider without
+    InstancesBatch the scenario is "not offered" (the capability is optional and the single calls
+    are used), never passed."""
     cap = _offered(ctx, CAP)
     batch = ctx.provider.instances_batch()
     if batch is None:
-        return
+        raise NotOffered("the provider does not offer the optional InstancesBatch")
     size = getattr(batch, "max_batch_size", None)
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise RuleViolation("batch-max-size", f"max_batch_size is {size!r}, not an int >= 1")

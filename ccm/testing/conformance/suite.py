@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ccm import errors, wellknown
+from ccm import errors, names, wellknown
 from ccm.app import manager as managermod
 from ccm.app import options as optionsmod
 from ccm.cloudprovider import (
@@ -390,6 +390,15 @@ def _options(kubeconfig: str, config: SuiteConfig) -> optionsmod.Options:
     )
 
 
+def _controllers() -> dict[str, managermod.ControllerSpec]:
+    """The controllers the suite runs: all but the route controller, whose scenarios call the
+    provider's Routes directly (the suite allocates no pod CIDRs); leaving it out of the map, not
+    disabling it, keeps the run's log from saying the route controller was skipped."""
+    specs = managermod.default_controllers()
+    specs.pop(names.NODE_ROUTE_CONTROLLER, None)
+    return specs
+
+
 async def play_scenario(
     sc: Scenario, ctx: Context, *, before: Callable[[], None] | None = None
 ) -> Result:
@@ -476,7 +485,9 @@ async def run_suite(
     report = Report(provider=provider.provider_name)
     client = await kclient.KubeClient.connect(kubeconfig=kubeconfig, user_agent="ccm/conformance")
     ctx = Context(observed, driver, client, config, observer)
-    mgr = managermod.ControllerManager(_options(kubeconfig, config), observed)
+    mgr = managermod.ControllerManager(
+        _options(kubeconfig, config), observed, controllers=_controllers()
+    )
     manager_task = asyncio.create_task(mgr.run(), name="conformance/controller-manager")
     try:
         for sc in selected:

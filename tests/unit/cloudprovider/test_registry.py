@@ -175,3 +175,26 @@ async def test_registered_provider_shadows_an_entry_point_of_the_same_name() -> 
     finally:
         unregister("fake")
     assert isinstance(await init_cloud_provider("fake", None), FakeCloud)
+
+
+class _Nameless(CloudProvider):
+    closed = False
+
+    def __init__(self, config: bytes | None = None) -> None:
+        self.config = config
+
+    async def aclose(self) -> None:
+        _Nameless.closed = True
+
+
+async def test_a_provider_with_an_empty_name_is_refused_and_closed(provider_name: str) -> None:
+    register(provider_name, _Nameless)
+    with pytest.raises(ConfigError, match=r"_Nameless\.name is empty"):
+        await init_cloud_provider(provider_name, None)
+    assert _Nameless.closed
+
+
+async def test_the_provider_name_need_not_equal_the_registered_name(provider_name: str) -> None:
+    register(provider_name, _Provider)
+    provider = await init_cloud_provider(provider_name, None)
+    assert (provider.name, provider_name.startswith("test-provider-")) == ("test", True)

@@ -8,6 +8,7 @@ kube-apiserver is in tests/e2e/test_kube_edge.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import stat
 import sys
@@ -21,7 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from ccm import errors, metrics
+from ccm import dryrun, errors, logs, metrics
 from ccm.kube import client as kclient
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -625,3 +626,79 @@ async def test_exec_plugin_tokens_are_refreshed_after_a_401(server: Server, tmp_
         assert counter.read_text() == "2"  # the 401 re-ran the plugin once
         await kube.get(kclient.NODES, "n")
         assert counter.read_text() == "2"  # a valid token is cached
+
+
+# -- dry run (--dry-run): writes are logged, counted and answered locally; only reads and the
+# reviews that persist nothing reach the apiserver.
+
+
+DRY_RUN_NODE = {
+    "apiVersion": "v1",
+    "kind": "Node",
+    "metadata": {"name": "n1", "resourceVersion": "7", "labels": {"a": "1"}},
+    "spec": {"taints": [{"key": "t", "effect": "NoSchedule"}]},
+}
+
+
+def _count(controller: str, verb: str) -> float:
+    return dryrun.DRY_RUN_WRITES.labels(controller, verb)._value.get()
+
+
+async def test_writes_never_reach_the_apiserver_and_are_answered_as_it_would(
+    server: Server, kube: kclient.KubeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.json("GET", "/api/v1/nodes/n1", DRY_RUN_NODE)
+    before = _count("cloud-node-controller", "patch")
+    with (
+        dryrun.enabled(),
+        logs.bind(controller="cloud-node-controller"),
+        caplog.at_level(logging.INFO, "ccm.dryrun"),
+    ):
+        patched = await kube.patch(
+            kclient.NODES,
+            "n1",
+            {"metadata": {"labels": {"b": "2"}}, "spec": {"taints": None}},
+            patch_type="merge",
+        )
+        created = await kube.create(
+            kclient.EVENTS, {"metadata": {"name": "e1", "namespace": "default"}}
+        )
+        deleted = await kube.delete(kclient.NODES, "n1")
+        replaced = await kube.replace(kclient.NODES, "n1", DRY_RUN_NODE)
+        # A review persists nothing: the secure server still needs it in a dry run.
+        server.json("POST", "/apis/authentication.k8s.io/v1/tokenreviews", {"status": {}})
+        review = await kube.request(
+            "POST", "/apis/authentication.k8s.io/v1/tokenreviews", body={"spec": {}}
+        )
+    assert [(r.method, r.path) for r in server.seen] == [
+        ("GET", "/api/v1/nodes/n1"),
+        ("POST", "/apis/authentication.k8s.io/v1/tokenreviews"),
+    ]
+    assert patched["metadata"]["labels"] == {"a": "1", "b": "2"}
+    assert "taints" not in patched["spec"]
+    assert created["metadata"]["name"] == "e1"
+    assert deleted is None
+    assert replaced == DRY_RUN_NODE
+    assert review == {"status": {}}
+    assert _count("cloud-node-controller", "patch") == before + 1
+    would = [r for r in caplog.records if r.name == "ccm.dryrun"]
+    assert [(r.verb, r.target) for r in would] == [  # type: ignore[attr-defined]
+        ("patch", "nodes/n1"),
+        ("create", "namespaces/default/events"),
+        ("delete", "nodes/n1"),
+        ("update", "nodes/n1"),
+    ]
+
+
+async def test_a_dry_run_patch_of_a_missing_object_fails_as_the_real_one_would(
+    server: Server, kube: kclient.KubeClient
+) -> None:
+    with dryrun.enabled(), pytest.raises(errors.NotFoundError):
+        await kube.patch(kclient.NODES, "gone", {"metadata": {}}, patch_type="merge")
+    assert [r.method for r in server.seen] == ["GET"]
+
+
+async def test_without_dry_run_writes_are_sent(server: Server, kube: kclient.KubeClient) -> None:
+    server.json("DELETE", "/api/v1/nodes/n1", {"kind": "Status", "status": "Success"})
+    await kube.delete(kclient.NODES, "n1")
+    assert [r.method for r in server.seen] == ["DELETE"]

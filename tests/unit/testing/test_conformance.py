@@ -50,7 +50,6 @@ DIRECT = [
     "cancellation-and-timeouts",
     "errors-are-ccm-errors",
     "does-not-block-the-event-loop",
-    "batch-agrees-with-single-calls",
 ]
 
 
@@ -186,6 +185,11 @@ async def test_broken_provider_fails_naming_the_rule(
     assert violation.rule == rule
     assert f"[{rule}]" in str(violation)
     assert words in str(violation)
+
+
+async def test_batch_scenario_is_not_offered_without_instances_batch() -> None:
+    with pytest.raises(suite.NotOffered, match="does not offer the optional InstancesBatch"):
+        await _play(FakeCloud(), "batch-agrees-with-single-calls")
 
 
 async def test_batch_fake_passes_the_batch_scenario() -> None:
