@@ -18,6 +18,7 @@ import functools
 import importlib.resources
 import logging
 import math
+import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -160,7 +161,10 @@ def organize(
     if subcommands:
         width = max(len(n) for n in subcommands) + 2
         lines = [f"  {parser.prog} {n:<{width}}{text}" for n, text in subcommands.items()]
-        parser.epilog = "subcommands:\n" + "\n".join(lines)
+        # Raw formatting keeps the subcommand table; an epilog already set (the installed
+        # providers) follows it, wrapped here since the raw formatter will not.
+        after = textwrap.fill(parser.epilog, width=100) if parser.epilog else ""
+        parser.epilog = "subcommands:\n" + "\n".join(lines) + (f"\n\n{after}" if after else "")
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
