@@ -233,10 +233,11 @@ class LeaderElector:
             return f"failed election to renew leadership on lease {self._config.name}"
         return None
 
-    def check_lease(self) -> None:
-        """The write gate (:mod:`ccm.fencing`): return if we lead and the last successful renewal
-        started less than ``renew_deadline`` ago, else raise :class:`ccm.fencing.NotLeaderError`
-        and make the leader step down.
+    def check_lease(self) -> float:
+        """The write gate (:mod:`ccm.fencing`): if we lead and the last successful renewal started
+        less than ``renew_deadline`` ago, return the moment (``ccm.clock.monotonic``) it will be
+        ``renew_deadline`` old; else raise :class:`ccm.fencing.NotLeaderError` and make the leader
+        step down.
 
         The renew loop gives up at the same moment, so a write this allows is one the leader would
         have made anyway; the ``lease_duration - renew_deadline`` left covers the request's way to
@@ -245,7 +246,7 @@ class LeaderElector:
         if self._leading and self._last_renew is not None:
             age = clock.monotonic() - self._last_renew
             if age < self._config.renew_deadline:
-                return
+                return self._last_renew + self._config.renew_deadline
             reason = (
                 f"lease {self._desc} was last renewed {age:.1f}s ago "
                 f"(renew deadline {self._config.renew_deadline:g}s)"
