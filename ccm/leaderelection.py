@@ -256,6 +256,24 @@ class LeaderElector:
         self._lapsed.set()
         raise fencing.NotLeaderError(f"write refused: {reason}")
 
+    def check_events(self) -> float:
+        """The write gate (:mod:`ccm.fencing`) of the elector's own Events (``became leader``,
+        ``stopped leading``), sent by a recorder of their own: like :meth:`check_lease`, but also
+        once ``leading()`` has stopped, as long as the Lease we last saw names us and was renewed
+        less than ``renew_deadline`` ago. A refusal drops the Event; it does not step down.
+        """
+        if self._observed_is_us and self._last_renew is not None:
+            age = clock.monotonic() - self._last_renew
+            if age < self._config.renew_deadline:
+                return self._last_renew + self._config.renew_deadline
+            reason = (
+                f"lease {self._desc} was last renewed {age:.1f}s ago "
+                f"(renew deadline {self._config.renew_deadline:g}s)"
+            )
+        else:
+            reason = f"not holding lease {self._desc}"
+        raise fencing.NotLeaderError(f"event refused: {reason}")
+
     async def run(self, leading: Callable[[], Awaitable[None]]) -> None:
         """Acquire the Lease, then run ``leading()`` while renewing it.
 

@@ -253,3 +253,34 @@ async def test_an_event_waiting_for_a_connection_when_the_process_stops_is_never
     assert transport.sent == []
     assert recorder.created == 0
     assert recorder.failed == 1
+
+
+async def test_leader_election_events_are_written_only_while_the_lease_is_ours(
+    looptime: Any, paused: PausableClock
+) -> None:
+    from ccm.kube import events as kevents
+
+    kube = FakeKubeClient()
+    recorder = kevents.EventRecorder(kube, component="test")
+    elector = LeaderElector(kube, LeaderElectionConfig(identity="me"), recorder=recorder)
+    with fencing.guard(elector.check_events):
+        sender = asyncio.create_task(recorder.run(), name="test/events")
+    recorder.event(configmap("subject"), "Normal", "Tested", "before acquiring")
+    await asyncio.sleep(0.1)
+    assert (recorder.created, recorder.failed) == (0, 1)
+
+    run = asyncio.create_task(elector.run(asyncio.Event().wait), name="test/elector")
+
+    async def became_leader() -> None:
+        while recorder.created == 0:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(became_leader(), 1.0)
+    assert (recorder.created, recorder.failed) == (1, 1)
+    paused.pause(20.0)  # stopped past the lease
+    recorder.event(configmap("subject"), "Normal", "Tested", "after the pause")
+    with pytest.raises(LeadershipLostError):
+        await asyncio.wait_for(run, 5.0)
+    await recorder.aclose()
+    await sender
+    assert (recorder.created, recorder.failed) == (1, 2)
