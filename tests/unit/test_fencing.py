@@ -284,3 +284,35 @@ async def test_leader_election_events_are_written_only_while_the_lease_is_ours(
     await recorder.aclose()
     await sender
     assert (recorder.created, recorder.failed) == (1, 2)
+
+
+async def test_a_cloud_call_whose_lease_lapsed_while_it_waited_for_the_budget_is_never_started(
+    looptime: Any,
+) -> None:
+    from ccm.controllers import cloudapi
+
+    started: list[str] = []
+    lapsed = False
+
+    async def delete_route() -> None:
+        started.append("delete_route")
+
+    def gate() -> None:
+        if lapsed:
+            raise fencing.NotLeaderError("write refused: test")
+
+    budget = cloudapi.CloudAPIBudget()
+    previous = cloudapi.install(budget)
+    try:
+        budget.throttled(cloudapi.OTHER, 5.0)  # the cloud throttled: calls wait 5 s
+        with fencing.guard(gate):
+            call = asyncio.create_task(
+                base.call_cloud(delete_route(), 1.0, "delete_route"), name="test/call"
+            )
+            await asyncio.sleep(1.0)  # the call passed the check and waits for the budget
+            lapsed = True
+            with pytest.raises(fencing.NotLeaderError):
+                await call
+        assert started == []
+    finally:
+        cloudapi.install(previous)
