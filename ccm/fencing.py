@@ -15,18 +15,27 @@ The gate is a context variable. The controller manager installs the leader elect
 renewals, which run outside, are never gated. Without leader election nothing is installed and
 :func:`check` does nothing. A refused write raises :class:`NotLeaderError`; the check that refused
 it also makes the elector step down (the process exits 1, as on any lost lease).
+
+A check that passes holds only until the lease may lapse (the guard returns that moment), while a
+request can spend long after it on its way out: waiting for a pooled connection, a TCP and TLS
+handshake. A process stopped there (SIGSTOP past the lease) would send the request on resuming,
+with no further check. :func:`fenced` therefore bounds the sending itself: when the moment comes
+and the guard, asked again, refuses, the request is cancelled. On resuming, the loop runs the due
+timer in the same iteration as the I/O callbacks that complete the handshake, before the request's
+own task can go on, so nothing reaches the wire.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Final
 
 from ccm.errors import KubeError
 
-__all__ = ["MUTATING_CLOUD_CALLS", "NotLeaderError", "check", "guard"]
+__all__ = ["MUTATING_CLOUD_CALLS", "NotLeaderError", "check", "fenced", "guard"]
 
 #: The cloud calls (by the name ``call_cloud`` is given) that change the cloud.
 MUTATING_CLOUD_CALLS: Final = frozenset(
@@ -39,7 +48,11 @@ MUTATING_CLOUD_CALLS: Final = frozenset(
     }
 )
 
-_GUARD: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+#: A guard returns the ``ccm.clock.monotonic`` time until which writes stay allowed (``None``: no
+#: limit) or raises :class:`NotLeaderError`.
+Guard = Callable[[], float | None]
+
+_GUARD: contextvars.ContextVar[Guard | None] = contextvars.ContextVar(
     "ccm_write_guard", default=None
 )
 
@@ -53,17 +66,59 @@ class NotLeaderError(KubeError):
     """
 
 
-def check() -> None:
-    """Raise :class:`NotLeaderError` if the installed guard refuses writes; else return."""
+def check() -> float | None:
+    """Raise :class:`NotLeaderError` if the installed guard refuses writes; else return the
+    ``ccm.clock.monotonic`` time until which they stay allowed (``None``: no guard, no limit)."""
     current = _GUARD.get()
-    if current is not None:
-        current()
+    if current is None:
+        return None
+    return current()
+
+
+@contextlib.asynccontextmanager
+async def fenced() -> AsyncIterator[None]:
+    """Check, then run the body (a write on its way to the apiserver) only while writes stay
+    allowed: when the allowed time ends and the guard, asked again, refuses, the body is cancelled
+    and :class:`NotLeaderError` raised; when it allows (the lease was renewed meanwhile), the body
+    goes on until the new end."""
+    from ccm import clock
+
+    until = check()
+    if until is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    refused: list[NotLeaderError] = []
+    handle: asyncio.TimerHandle | None = None
+
+    def expire() -> None:
+        nonlocal handle
+        try:
+            later = check()
+        except NotLeaderError as exc:
+            refused.append(exc)
+            task.cancel()
+            return
+        handle = None if later is None else loop.call_later(later - clock.monotonic(), expire)
+
+    handle = loop.call_later(until - clock.monotonic(), expire)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if refused and task.uncancel() == 0:
+            raise refused[0] from None
+        raise
+    finally:
+        if handle is not None:
+            handle.cancel()
 
 
 @contextlib.contextmanager
-def guard(check_fn: Callable[[], None]) -> Iterator[None]:
+def guard(check_fn: Guard) -> Iterator[None]:
     """Gate every write made in this context (and the tasks created in it) by ``check_fn``, which
-    raises :class:`NotLeaderError` to refuse."""
+    raises :class:`NotLeaderError` to refuse and else returns until when writes stay allowed."""
     token = _GUARD.set(check_fn)
     try:
         yield

@@ -233,10 +233,11 @@ class LeaderElector:
             return f"failed election to renew leadership on lease {self._config.name}"
         return None
 
-    def check_lease(self) -> None:
-        """The write gate (:mod:`ccm.fencing`): return if we lead and the last successful renewal
-        started less than ``renew_deadline`` ago, else raise :class:`ccm.fencing.NotLeaderError`
-        and make the leader step down.
+    def check_lease(self) -> float:
+        """The write gate (:mod:`ccm.fencing`): if we lead and the last successful renewal started
+        less than ``renew_deadline`` ago, return the moment (``ccm.clock.monotonic``) it will be
+        ``renew_deadline`` old; else raise :class:`ccm.fencing.NotLeaderError` and make the leader
+        step down.
 
         The renew loop gives up at the same moment, so a write this allows is one the leader would
         have made anyway; the ``lease_duration - renew_deadline`` left covers the request's way to
@@ -245,7 +246,7 @@ class LeaderElector:
         if self._leading and self._last_renew is not None:
             age = clock.monotonic() - self._last_renew
             if age < self._config.renew_deadline:
-                return
+                return self._last_renew + self._config.renew_deadline
             reason = (
                 f"lease {self._desc} was last renewed {age:.1f}s ago "
                 f"(renew deadline {self._config.renew_deadline:g}s)"
@@ -254,6 +255,24 @@ class LeaderElector:
             reason = f"not leading on lease {self._desc}"
         self._lapsed.set()
         raise fencing.NotLeaderError(f"write refused: {reason}")
+
+    def check_events(self) -> float:
+        """The write gate (:mod:`ccm.fencing`) of the elector's own Events (``became leader``,
+        ``stopped leading``), sent by a recorder of their own: like :meth:`check_lease`, but also
+        once ``leading()`` has stopped, as long as the Lease we last saw names us and was renewed
+        less than ``renew_deadline`` ago. A refusal drops the Event; it does not step down.
+        """
+        if self._observed_is_us and self._last_renew is not None:
+            age = clock.monotonic() - self._last_renew
+            if age < self._config.renew_deadline:
+                return self._last_renew + self._config.renew_deadline
+            reason = (
+                f"lease {self._desc} was last renewed {age:.1f}s ago "
+                f"(renew deadline {self._config.renew_deadline:g}s)"
+            )
+        else:
+            reason = f"not holding lease {self._desc}"
+        raise fencing.NotLeaderError(f"event refused: {reason}")
 
     async def run(self, leading: Callable[[], Awaitable[None]]) -> None:
         """Acquire the Lease, then run ``leading()`` while renewing it.

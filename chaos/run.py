@@ -229,7 +229,7 @@ def _check(
     users = cluster.replica_users
     events = checker.read_audit_log(cluster.audit_log_path(), users)
     timeline = checker.lease_timeline(events, (LEASE_NAMESPACE, LEASE_NAME), users)
-    wrong, rejected, event_writes = checker.non_leader_writes(events, timeline, users)
+    wrong, rejected = checker.non_leader_writes(events, timeline, users)
     wrongful, ready_deleted, deletions = checker.node_deletion_findings(
         events, cluster.machines, cluster.ready
     )
@@ -278,7 +278,6 @@ def _check(
         "leader changes (audit log)": str(max(0, len(timeline) - 1)),
         "replica restarts": str(restarts),
         "rejected writes by a non-leader": str(len(rejected)),
-        "Event writes by a non-leader": str(len(event_writes)),
         "longest Service deletion": f"{watch.longest(now):.1f} s",
         "peak LIST requests per second by the replicas": "{} (at {:.0f} s)".format(
             *_at(checker.peak_rate(events, "list"), wall0)
@@ -288,7 +287,7 @@ def _check(
     evidence = wrongful + ready_deleted + leaked + duplicated + routes + stuck + wrong
     report.findings = [f.line(wall0) for f in sorted(evidence, key=lambda f: f.at)]
     report.findings += [f"not converged: {p}" for p in problems[:30]]
-    report.findings += [f"(info) {f.line(wall0)}" for f in (rejected + event_writes)[:30]]
+    report.findings += [f"(info) {f.line(wall0)}" for f in rejected[:30]]
     report.info["fault schedule"] = "; ".join(planmod.schedule_lines(plan.actions))
     report.fault_log = [f"[{at - wall0:8.1f}s] {what}" for at, _, what in cluster.fault_log]
     return report

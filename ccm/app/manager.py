@@ -17,6 +17,7 @@ Ports ``app/controllermanager.go`` and ``app/core.go`` (UPSTREAM_SPEC §1.9, §3
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -347,7 +348,6 @@ class ControllerManager:
             component=wellknown.COMPONENT_NAME,
             host=socket.gethostname(),
         )
-        le_events = asyncio.create_task(le_recorder.run(), name="events/leader-election")
         lag = asyncio.create_task(looplag.LagMonitor().run(), name="event-loop-lag")
         if self.opts.leader_elect and not self.opts.dry_run:
             _log.info("Leader election identity: %s", self.identity)
@@ -363,6 +363,10 @@ class ControllerManager:
                 ),
                 recorder=le_recorder,
             )
+        # With leader election, these Events too are written only while the Lease is ours.
+        le_guard = elector.check_events if elector is not None else None
+        with fencing.guard(le_guard) if le_guard else contextlib.nullcontext():
+            le_events = asyncio.create_task(le_recorder.run(), name="events/leader-election")
         self._elector = elector
         try:
             if self.opts.secure_port:
@@ -401,7 +405,8 @@ class ControllerManager:
         finally:
             if self.server is not None:
                 await self.server.stop()
-            await le_recorder.aclose()
+            with fencing.guard(le_guard) if le_guard else contextlib.nullcontext():
+                await le_recorder.aclose()
             le_events.cancel()
             lag.cancel()
             await asyncio.gather(le_events, lag, return_exceptions=True)

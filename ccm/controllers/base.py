@@ -118,9 +118,8 @@ async def call_cloud(
     raises within the bound passes through unchanged, and so does cancellation of the caller.
 
     A call that changes the cloud (``method`` in :data:`ccm.fencing.MUTATING_CLOUD_CALLS`) is
-    checked against the leader's lease first: a replica that may no longer lead raises
-    :class:`ccm.fencing.NotLeaderError` without calling the provider or taking a place in the
-    budget.
+    checked against the leader's lease first, and again once the budget admits it: a replica that
+    may no longer lead raises :class:`ccm.fencing.NotLeaderError` without calling the provider.
 
     In a dry run (:mod:`ccm.dryrun`) a call that changes the cloud is logged and counted instead
     of made, and answers as a success would: an empty :class:`LoadBalancerStatus` for
@@ -140,6 +139,14 @@ async def call_cloud(
         _close_unstarted(awaitable)
         raise
     metrics.CLOUD_API_BUDGET_WAIT.labels(capability).observe(waited)
+    if method in fencing.MUTATING_CLOUD_CALLS:
+        try:
+            fencing.check()  # again: the wait for the budget may have outlasted the lease
+        except fencing.NotLeaderError:
+            _close_unstarted(awaitable)
+            # No answer to count: give the place back, as for a caller that gave up.
+            budget.record(capability, method, 0.0, asyncio.CancelledError())
+            raise
     start = clock.monotonic()
     try:
         answer = await _bounded(awaitable, seconds, method)

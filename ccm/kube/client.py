@@ -824,6 +824,19 @@ class KubeClient:
             headers["Content-Type"] = content_type
         return headers
 
+    async def _timed_send(
+        self, request: HttpRequest, verb: str, host: str, started: float
+    ) -> HttpResponse:
+        try:
+            return await self._transport.send(request)
+        except errors.KubeError:
+            metrics.REST_CLIENT_REQUESTS.labels("<error>", request.method, host).inc()
+            raise
+        finally:
+            metrics.REST_CLIENT_REQUEST_DURATION.labels(verb, host).observe(
+                max(0.0, clock.monotonic() - started)
+            )
+
     async def _send(self, verb: str, request: HttpRequest) -> HttpResponse:
         """Throttle, send, count, retry on Retry-After, translate error statuses."""
         host = self._metric_host
@@ -838,25 +851,17 @@ class KubeClient:
                     request.method,
                     request.path,
                 )
-            if verb in _WRITE_VERBS:
-                # Right before sending (after the limiter's wait): a leader whose lease lapsed
-                # meanwhile must not write (ccm.fencing).
-                fencing.check()
-                if _dry_run_applies(verb, request.method, request.path):
-                    # _call answers a dry run's writes; one that got here was never meant to.
-                    raise errors.KubeError(f"dry run: refusing {request.method} {request.path}")
-            self.requests_total[verb] += 1
-            self.all_requests_total[verb] += 1
-            started = clock.monotonic()
-            try:
-                resp = await self._transport.send(request)
-            except errors.KubeError:
-                metrics.REST_CLIENT_REQUESTS.labels("<error>", request.method, host).inc()
-                raise
-            finally:
-                metrics.REST_CLIENT_REQUEST_DURATION.labels(verb, host).observe(
-                    max(0.0, clock.monotonic() - started)
-                )
+            if verb in _WRITE_VERBS and _dry_run_applies(verb, request.method, request.path):
+                # _call answers a dry run's writes; one that got here was never meant to.
+                raise errors.KubeError(f"dry run: refusing {request.method} {request.path}")
+            # Right before sending (after the limiter's wait), and for as long as the request is
+            # on its way: a leader whose lease lapsed meanwhile must not write (ccm.fencing).
+            fence = fencing.fenced() if verb in _WRITE_VERBS else contextlib.nullcontext()
+            async with fence:
+                self.requests_total[verb] += 1
+                self.all_requests_total[verb] += 1
+                started = clock.monotonic()
+                resp = await self._timed_send(request, verb, host, started)
             metrics.REST_CLIENT_REQUESTS.labels(str(resp.status), request.method, host).inc()
             if resp.status < 400:
                 return resp

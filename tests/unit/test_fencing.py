@@ -200,3 +200,119 @@ async def test_an_event_recorder_drops_refused_events_without_retrying_or_failin
     assert recorder.failed == 2
     assert kube.writes() == []
     assert looptime == 0.1  # no retry delays
+
+
+class StalledTransport(kclient.Transport):
+    """A transport whose requests wait for a connection (a pooled one, a TLS handshake) until
+    ``connected`` is set, then reach the apiserver (``sent``)."""
+
+    host = "https://127.0.0.1:1"
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.sent: list[tuple[str, str]] = []
+
+    async def send(self, request: kclient.HttpRequest) -> kclient.HttpResponse:
+        self.waiting.set()
+        await self.connected.wait()
+        self.sent.append((request.method, request.path))
+        return kclient.BufferedResponse(201, b"{}")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_an_event_waiting_for_a_connection_when_the_process_stops_is_never_sent(
+    looptime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ccm.kube import events as kevents
+
+    kube = FakeKubeClient()
+    elector = LeaderElector(kube, LeaderElectionConfig(identity="me"))
+    transport = StalledTransport()
+    recorder = kevents.EventRecorder(kclient.KubeClient(transport), component="test")
+
+    async def leading() -> None:
+        with fencing.guard(elector.check_lease):
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(recorder.run(), name="test/events")
+                recorder.event(configmap("subject"), "Normal", "Tested", "a message")
+
+    run = asyncio.create_task(elector.run(leading), name="test/elector")
+    # The Event passed the lease check and waits for its connection.
+    await asyncio.wait_for(transport.waiting.wait(), 1.0)
+    # SIGSTOP for longer than the lease, then SIGCONT: the loop's clock has jumped, and the
+    # connection completed meanwhile (its I/O callback is the first thing to run on resuming).
+    loop = asyncio.get_running_loop()
+    real_time = loop.time
+    monkeypatch.setattr(loop, "time", lambda: real_time() + 20.0)
+    loop.call_soon(transport.connected.set)
+    with pytest.raises(LeadershipLostError):
+        await asyncio.wait_for(run, 5.0)
+    assert transport.sent == []
+    assert recorder.created == 0
+    assert recorder.failed == 1
+
+
+async def test_leader_election_events_are_written_only_while_the_lease_is_ours(
+    looptime: Any, paused: PausableClock
+) -> None:
+    from ccm.kube import events as kevents
+
+    kube = FakeKubeClient()
+    recorder = kevents.EventRecorder(kube, component="test")
+    elector = LeaderElector(kube, LeaderElectionConfig(identity="me"), recorder=recorder)
+    with fencing.guard(elector.check_events):
+        sender = asyncio.create_task(recorder.run(), name="test/events")
+    recorder.event(configmap("subject"), "Normal", "Tested", "before acquiring")
+    await asyncio.sleep(0.1)
+    assert (recorder.created, recorder.failed) == (0, 1)
+
+    run = asyncio.create_task(elector.run(asyncio.Event().wait), name="test/elector")
+
+    async def became_leader() -> None:
+        while recorder.created == 0:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(became_leader(), 1.0)
+    assert (recorder.created, recorder.failed) == (1, 1)
+    paused.pause(20.0)  # stopped past the lease
+    recorder.event(configmap("subject"), "Normal", "Tested", "after the pause")
+    with pytest.raises(LeadershipLostError):
+        await asyncio.wait_for(run, 5.0)
+    await recorder.aclose()
+    await sender
+    assert (recorder.created, recorder.failed) == (1, 2)
+
+
+async def test_a_cloud_call_whose_lease_lapsed_while_it_waited_for_the_budget_is_never_started(
+    looptime: Any,
+) -> None:
+    from ccm.controllers import cloudapi
+
+    started: list[str] = []
+    lapsed = False
+
+    async def delete_route() -> None:
+        started.append("delete_route")
+
+    def gate() -> None:
+        if lapsed:
+            raise fencing.NotLeaderError("write refused: test")
+
+    budget = cloudapi.CloudAPIBudget()
+    previous = cloudapi.install(budget)
+    try:
+        budget.throttled(cloudapi.OTHER, 5.0)  # the cloud throttled: calls wait 5 s
+        with fencing.guard(gate):
+            call = asyncio.create_task(
+                base.call_cloud(delete_route(), 1.0, "delete_route"), name="test/call"
+            )
+            await asyncio.sleep(1.0)  # the call passed the check and waits for the budget
+            lapsed = True
+            with pytest.raises(fencing.NotLeaderError):
+                await call
+        assert started == []
+    finally:
+        cloudapi.install(previous)
