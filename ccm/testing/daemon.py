@@ -82,6 +82,10 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self, *, wait_healthy: bool = True, timeout: float = 60.0) -> Daemon:
+        """Start the process (and wait for ``/healthz`` unless ``wait_healthy`` is false). A
+        daemon already running is an error: a second process would outlive every ``stop()``."""
+        if self.running:
+            raise DaemonError(f"{self.name} is already running")
         log = self.log_path.open("ab")
         try:
             self.process = subprocess.Popen(
@@ -152,7 +156,9 @@ class Daemon:
         return self.process is not None and self.process.poll() is None
 
     def __enter__(self) -> Daemon:
-        return self.start()
+        """Start the daemon unless it runs already (``with daemon.start():`` works too); stop it
+        on exit."""
+        return self if self.running else self.start()
 
     def __exit__(
         self,

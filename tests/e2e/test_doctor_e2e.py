@@ -56,23 +56,10 @@ def doctor(cp: ControlPlane, *args: str) -> tuple[int, dict[str, str], dict[str,
 
 
 @pytest.fixture
-def namespace(k8s_admin: Any, unique_name: Callable[..., str]) -> Iterator[str]:
-    from kubernetes import client
-
-    core = client.CoreV1Api(k8s_admin)
-    name = unique_name("doctor")
-    core.create_namespace({"metadata": {"name": name}})
-    # No controller-manager runs here to create it; Pod admission needs it.
-    core.create_namespaced_service_account(name, {"metadata": {"name": "default"}})
-    try:
-        yield name
-    finally:
-        for svc in core.list_namespaced_service(name).items:
-            if svc.metadata.finalizers:
-                core.patch_namespaced_service(
-                    svc.metadata.name, name, {"metadata": {"finalizers": None}}
-                )
-        core.delete_namespace(name)
+def namespace(kube_namespace: str) -> str:
+    """The test's namespace, purged afterwards with everything in it (its Services too, so the
+    daemons of later tests on the shared control plane never see them)."""
+    return kube_namespace
 
 
 def _register(nodes: Nodes, name: str, label: str, **body: Any) -> None:

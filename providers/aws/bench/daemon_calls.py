@@ -83,7 +83,7 @@ def main() -> None:
             ],
             log_dir=tmp,
         )
-        with daemon.start():
+        with daemon:
             started = time.monotonic()
             while True:
                 nodes = core.list_node().items

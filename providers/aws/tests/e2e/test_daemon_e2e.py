@@ -118,7 +118,7 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
         ],
         log_dir=tmp_path,
     )
-    with daemon.start():
+    with daemon:
         # 1. Initialization from EC2.
         for instance, name in zip(instances, names, strict=True):
             node = wait(

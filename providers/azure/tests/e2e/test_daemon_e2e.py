@@ -114,7 +114,7 @@ def test_azure_provider_initializes_deletes_and_taints_nodes(
             log_dir=tmp_path,
             env={"SSL_CERT_FILE": str(arm.ca_path)},
         )
-        with daemon.start():
+        with daemon:
             # 1. Initialization from ARM.
             for i, name in enumerate(names):
                 node = wait(
