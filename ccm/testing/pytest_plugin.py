@@ -11,6 +11,9 @@ Fixtures:
     An official ``kubernetes.client.ApiClient`` authenticated as the admin (``system:masters``);
     closed after the test. The synchronous ``kubernetes`` package is the tests' independent observer
     of what ccm (built on ``kubernetes_asyncio``) did.
+``kube_core`` (function)
+    A ``kubernetes.client.CoreV1Api`` on ``k8s_admin``; after the test, deletes the Nodes that
+    :func:`ccm.testing.kubelet.register_node` registered through it.
 ``kube_namespace`` (function)
     The name of a fresh namespace holding a ``default`` ServiceAccount. Removed after the test with
     :func:`purge_namespace`, since no kube-controller-manager runs to finalise namespaces.
@@ -36,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ccm import errors
-from ccm.testing import assets, controlplane
+from ccm.testing import assets, controlplane, kubelet
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -45,6 +48,7 @@ __all__ = [
     "control_plane",
     "control_plane_kwargs",
     "k8s_admin",
+    "kube_core",
     "kube_namespace",
     "purge_namespace",
     "unique_name",
@@ -126,6 +130,18 @@ def k8s_admin(control_plane: controlplane.ControlPlane) -> Iterator[ApiClient]:
         yield api_client
     finally:
         api_client.close()  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture
+def kube_core(k8s_admin: ApiClient) -> Iterator[Any]:
+    """A ``CoreV1Api`` for the admin; deletes the Nodes registered through it after the test."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(k8s_admin)
+    try:
+        yield core
+    finally:
+        kubelet.delete_registered(core)
 
 
 @pytest.fixture

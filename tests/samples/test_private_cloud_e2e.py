@@ -6,7 +6,7 @@ a stopped machine's Node tainted but kept, a deleted machine's Node deleted, the
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ccm import wellknown
+from ccm.testing import kubelet
 from ccm.testing.controlplane import ControlPlane
 from ccm.testing.daemon import Daemon
 from tests.e2e.conftest import Nodes, is_tainted
@@ -21,37 +22,7 @@ from tests.e2e.conftest import Nodes, is_tainted
 pytestmark = pytest.mark.e2e
 
 CLUSTER = "kubernetes"
-
-
-def wait(predicate: Callable[[], Any], what: str, timeout: float = 45.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what}")
-
-
-def set_ready(core: Any, name: str, ready: bool) -> None:
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    core.patch_node_status(
-        name,
-        {
-            "status": {
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True" if ready else "False",
-                        "reason": "KubeletReady" if ready else "KubeletNotReady",
-                        "message": "test",
-                        "lastHeartbeatTime": now,
-                        "lastTransitionTime": now,
-                    }
-                ]
-            }
-        },
-    )
+wait = functools.partial(kubelet.wait, timeout=45.0)
 
 
 @pytest.fixture
@@ -168,7 +139,7 @@ def test_private_cloud_provider_runs_every_controller(
     # 4. A stopped machine: the Node stays, tainted shutdown.
     keep, doomed = names
     admin.stop_machine(machines[doomed]["id"])
-    set_ready(core, doomed, False)
+    kubelet.set_ready(core, doomed, False)
     nodes.wait(
         doomed,
         lambda n: any(t.key == wellknown.TAINT_SHUTDOWN for t in n.spec.taints or []),

@@ -14,29 +14,13 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from ccm_aws.api import ACTION_LOG_ENV
 from ccm_aws.testing import Ec2Console, MotoServer, aws_test_env, cloud_config, patched_environ
 
-from ccm import wellknown
+from ccm.testing import kubelet
 from ccm.testing.controlplane import ControlPlane
 from ccm.testing.daemon import Daemon
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _ready(ready: bool) -> dict[str, Any]:
-    return {
-        "type": "Ready",
-        "status": "True" if ready else "False",
-        "reason": "KubeletReady" if ready else "KubeletNotReady",
-        "message": "bench",
-        "lastHeartbeatTime": _now(),
-        "lastTransitionTime": _now(),
-    }
 
 
 def main() -> None:
@@ -61,15 +45,8 @@ def main() -> None:
             for i in range(args.nodes)
         ]
         core = client.CoreV1Api(config.new_client_from_config(str(cp.kubeconfig_path)))
-        taint = {"key": wellknown.TAINT_UNINITIALIZED, "value": "true", "effect": "NoSchedule"}
         for name in names:
-            core.create_node(
-                {
-                    "metadata": {"name": name},
-                    "spec": {"taints": [taint]},
-                    "status": {"conditions": [_ready(True)]},
-                }
-            )
+            kubelet.register_node(core, name)
         conf = tmp / "cloud.conf"
         conf.write_text(cloud_config(moto.url, KubernetesClusterID="bench"))
         daemon = Daemon(
@@ -87,13 +64,13 @@ def main() -> None:
             started = time.monotonic()
             while True:
                 nodes = core.list_node().items
-                if all(not any(t.key == taint["key"] for t in n.spec.taints or []) for n in nodes):
+                if not any(kubelet.is_uninitialized(n) for n in nodes):
                     break
                 time.sleep(0.2)
             init_seconds = time.monotonic() - started
             init = Counter(log.read_text().split())
             for name in names:
-                core.patch_node_status(name, {"status": {"conditions": [_ready(False)]}})
+                kubelet.set_ready(core, name, False)
             before = sum(Counter(log.read_text().split()).values())
             time.sleep(6.5)  # three sweeps of 2 s
             sweeps = Counter(log.read_text().split())

@@ -7,8 +7,7 @@ goes."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,73 +16,17 @@ from ccm_aws.instances import LABEL_ZONE_ID
 from ccm_aws.testing import Ec2Console
 
 from ccm import wellknown
+from ccm.testing import kubelet
 from ccm.testing.controlplane import ControlPlane
 from ccm.testing.daemon import Daemon
+from ccm.testing.kubelet import wait
 
 pytestmark = pytest.mark.e2e
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _ready(ready: bool) -> dict[str, Any]:
-    return {
-        "type": "Ready",
-        "status": "True" if ready else "False",
-        "reason": "KubeletReady" if ready else "KubeletNotReady",
-        "message": "test",
-        "lastHeartbeatTime": _now(),
-        "lastTransitionTime": _now(),
-    }
-
-
-def wait(predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what}")
-
-
-@pytest.fixture
-def core(k8s_admin: Any) -> Iterator[Any]:
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    api = client.CoreV1Api(k8s_admin)
-    created: list[str] = []
-    api.created = created
-    yield api
-    for name in created:
-        try:
-            api.delete_node(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
-def register_node(core: Any, name: str) -> None:
-    """As a kubelet with --cloud-provider=external registers itself."""
-    core.create_node(
-        {
-            "metadata": {"name": name, "labels": {wellknown.LABEL_HOSTNAME: name}},
-            "spec": {
-                "taints": [
-                    {"key": wellknown.TAINT_UNINITIALIZED, "value": "true", "effect": "NoSchedule"}
-                ]
-            },
-            "status": {"conditions": [_ready(True)]},
-        }
-    )
-    core.created.append(name)
-
-
 def test_aws_provider_initializes_deletes_and_taints_nodes(
     control_plane: ControlPlane,
-    core: Any,
+    kube_core: Any,
     console: Ec2Console,
     network: dict[str, Any],
     cluster_id: str,
@@ -92,6 +35,7 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
     unique_name: Callable[..., str],
     kube_namespace: str,
 ) -> None:
+    core = kube_core
     table = console.create_route_table(network["vpc"], cluster_id)
     console.make_public(network["vpc"])
     zones = sorted(network["subnets"])
@@ -101,7 +45,7 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
     ]
     names = [str(i["PrivateDnsName"]) for i in instances]
     for name in names:
-        register_node(core, name)
+        kubelet.register_node(core, name)
     config = tmp_path / "cloud.conf"
     config.write_text(config_text)
     daemon = Daemon(
@@ -122,13 +66,7 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
         # 1. Initialization from EC2.
         for instance, name in zip(instances, names, strict=True):
             node = wait(
-                lambda n=name: (
-                    (
-                        (node := core.read_node(n)).spec.taints is None
-                        or all(t.key != wellknown.TAINT_UNINITIALIZED for t in node.spec.taints)
-                    )
-                    and core.read_node(n)
-                ),
+                lambda n=name: not kubelet.is_uninitialized(x := core.read_node(n)) and x,
                 f"{name} initialized",
             )
             zone = instance["Placement"]["AvailabilityZone"]
@@ -192,7 +130,7 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
         console.terminate(instances[2]["InstanceId"])
         console.stop(instances[3]["InstanceId"])
         for name in (doomed, stopped):
-            core.patch_node_status(name, {"status": {"conditions": [_ready(False)]}})
+            kubelet.set_ready(core, name, False)
         wait(
             lambda: doomed not in {n.metadata.name for n in core.list_node().items},
             "the terminated instance's Node deleted",

@@ -7,8 +7,7 @@ Node is kept with the shutdown taint; the deleted Service's load balancer goes."
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,77 +16,22 @@ from ccm_azure.testing.arm import serve_in_thread
 from ccm_azure.testing.world import AzureWorld, azure_json
 
 from ccm import wellknown
+from ccm.testing import kubelet
 from ccm.testing.controlplane import ControlPlane
 from ccm.testing.daemon import Daemon
+from ccm.testing.kubelet import wait
 
 pytestmark = pytest.mark.e2e
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _ready(ready: bool) -> dict[str, Any]:
-    return {
-        "type": "Ready",
-        "status": "True" if ready else "False",
-        "reason": "KubeletReady" if ready else "KubeletNotReady",
-        "message": "test",
-        "lastHeartbeatTime": _now(),
-        "lastTransitionTime": _now(),
-    }
-
-
-def wait(predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what}")
-
-
-@pytest.fixture
-def core(k8s_admin: Any) -> Iterator[Any]:
-    from kubernetes import client
-    from kubernetes.client.rest import ApiException
-
-    api = client.CoreV1Api(k8s_admin)
-    created: list[str] = []
-    api.created = created
-    yield api
-    for name in created:
-        try:
-            api.delete_node(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
-def register_node(core: Any, name: str) -> None:
-    """As a kubelet with --cloud-provider=external registers itself."""
-    core.create_node(
-        {
-            "metadata": {"name": name, "labels": {wellknown.LABEL_HOSTNAME: name}},
-            "spec": {
-                "taints": [
-                    {"key": wellknown.TAINT_UNINITIALIZED, "value": "true", "effect": "NoSchedule"}
-                ]
-            },
-            "status": {"conditions": [_ready(True)]},
-        }
-    )
-    core.created.append(name)
-
-
 def test_azure_provider_initializes_deletes_and_taints_nodes(
     control_plane: ControlPlane,
-    core: Any,
+    kube_core: Any,
     tmp_path: Path,
     unique_name: Callable[..., str],
     kube_namespace: str,
 ) -> None:
+    core = kube_core
     with serve_in_thread() as arm:
         world = AzureWorld(arm, resource_group="RG-E2E", location="westeurope")
         names = [unique_name("vm") for _ in range(4)]
@@ -95,7 +39,7 @@ def test_azure_provider_initializes_deletes_and_taints_nodes(
         pips = [f"52.1.0.{i + 4}" for i in range(4)]
         for i, name in enumerate(names):
             world.create_vm(name, zone=str(i % 2 + 1), private_ip=ips[i], public_ip=pips[i])
-            register_node(core, name)
+            kubelet.register_node(core, name)
         config = tmp_path / "azure.json"
         config.write_text(azure_json(arm, resourceGroup="RG-E2E", location="westeurope"))
         daemon = Daemon(
@@ -118,13 +62,7 @@ def test_azure_provider_initializes_deletes_and_taints_nodes(
             # 1. Initialization from ARM.
             for i, name in enumerate(names):
                 node = wait(
-                    lambda n=name: (
-                        (
-                            (node := core.read_node(n)).spec.taints is None
-                            or all(t.key != wellknown.TAINT_UNINITIALIZED for t in node.spec.taints)
-                        )
-                        and core.read_node(n)
-                    ),
+                    lambda n=name: not kubelet.is_uninitialized(x := core.read_node(n)) and x,
                     f"{name} initialized",
                 )
                 assert node.spec.provider_id == (
@@ -195,7 +133,7 @@ def test_azure_provider_initializes_deletes_and_taints_nodes(
             world.delete_vm(doomed)
             world.set_power(stopped, "deallocated")
             for name in (doomed, stopped):
-                core.patch_node_status(name, {"status": {"conditions": [_ready(False)]}})
+                kubelet.set_ready(core, name, False)
             wait(
                 lambda: doomed not in {n.metadata.name for n in core.list_node().items},
                 "the deleted VM's Node deleted",
