@@ -102,6 +102,10 @@ class Scope:
     # ccm may simply not have got to it yet.
     grace: float = DEFAULT_GRACE
 
+    def overdue(self, age: float | None) -> bool:
+        """Whether something this old (seconds; None: age unknown) is past the grace."""
+        return age is None or age >= self.grace
+
 
 def parse_time(value: Any) -> dt.datetime | None:
     """An RFC 3339 timestamp (``Time`` or ``MicroTime``) as an aware datetime, or None."""

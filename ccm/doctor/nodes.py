@@ -47,7 +47,7 @@ async def uninitialized_taint(ctx: model.Context) -> Finding:
         )
     ages = [_node_age(ctx, n) for n in tainted]
     tainted_ages = sorted(zip(ages, tainted, strict=True), key=lambda p: -(p[0] or 0.0))
-    old = [a for a in ages if a is None or a >= ctx.scope.grace]
+    old = [a for a in ages if ctx.scope.overdue(a)]
     objects = tuple(f"{_name(n)} (tainted since {model.format_age(a)})" for a, n in tainted_ages)
     return Finding(
         check="uninitialized-taint",
@@ -154,7 +154,7 @@ async def routes(ctx: model.Context) -> Finding:
             else "no Node carries a NetworkUnavailable condition (routes not managed here)"
         )
         return Finding(check="routes", question=question, verdict=Verdict.OK, summary=summary)
-    old = [a for a, _, _ in down if a is None or a >= ctx.scope.grace]
+    old = [a for a, _, _ in down if ctx.scope.overdue(a)]
     objects = tuple(
         f"{_name(n)} ({c.get('reason') or 'no reason'}, since {model.format_age(a)})"
         for a, n, c in down

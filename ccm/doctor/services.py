@@ -58,7 +58,7 @@ async def pending_load_balancers(ctx: model.Context) -> Finding:
             summary=f"{len(services)} LoadBalancer Service(s), all with an ingress address",
         )
     pending.sort(key=lambda p: -(p[0] or 0.0))
-    old = [a for a, _ in pending if a is None or a >= ctx.scope.grace]
+    old = [a for a, _ in pending if ctx.scope.overdue(a)]
     return Finding(
         check="lb-pending",
         question=question,
@@ -88,7 +88,7 @@ async def stuck_finalizers(ctx: model.Context) -> Finding:
             summary=f"no Service is waiting on {wellknown.FINALIZER_LOAD_BALANCER_CLEANUP}",
         )
     stuck.sort(key=lambda p: -(p[0] or 0.0))
-    old = [a for a, _ in stuck if a is None or a >= ctx.scope.grace]
+    old = [a for a, _ in stuck if ctx.scope.overdue(a)]
     return Finding(
         check="lb-finalizer",
         question=question,
