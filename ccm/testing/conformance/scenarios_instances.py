@@ -9,14 +9,9 @@ from typing import Any
 from ccm import errors, wellknown
 from ccm.cloudprovider import NodeAddress
 from ccm.kube import client as kclient
-from ccm.testing.conformance.suite import (
-    Context,
-    NotOffered,
-    RuleViolation,
-    _offered,
-    node_view,
-    scenario,
-)
+from ccm.testing.conformance.context import Context, node_view
+from ccm.testing.conformance.registry import _offered, scenario
+from ccm.testing.conformance.results import NotOffered, RuleViolation
 
 CAP = "instances-v2"
 
