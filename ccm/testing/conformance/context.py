@@ -13,18 +13,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from ccm import errors, wellknown
-from ccm.cloudprovider import (
-    CloudProvider,
-    Node,
-    NodeAddress,
-    Service,
-)
+from ccm.cloudprovider import CloudProvider, Node, NodeAddress, Service
 from ccm.kube import client as kclient
 from ccm.testing.conformance.driver import ConformanceDriver, Machine
-from ccm.testing.conformance.observe import (
-    ObservedProvider,
-    Observer,
-)
+from ccm.testing.conformance.observe import ObservedProvider, Observer
 from ccm.testing.conformance.results import RuleViolation, SuiteConfig
 
 

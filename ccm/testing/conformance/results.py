@@ -7,10 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ccm.testing.conformance.observe import (
-    DEFAULT_LOOP_HOLD_THRESHOLD,
-    LoopHold,
-)
+from ccm.testing.conformance.observe import DEFAULT_LOOP_HOLD_THRESHOLD, LoopHold
 
 CAPABILITIES = ("instances-v2", "load-balancer", "routes", "hygiene")
 Outcome = Literal["passed", "failed", "not offered"]

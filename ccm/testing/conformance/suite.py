@@ -32,11 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from ccm import errors, names
 from ccm.app import manager as managermod
 from ccm.app import options as optionsmod
-from ccm.cloudprovider import (
-    CloudProvider,
-    LoadBalancerStatus,
-    Route,
-)
+from ccm.cloudprovider import CloudProvider, LoadBalancerStatus, Route
 from ccm.kube import client as kclient
 
 # Importing the scenario modules registers their scenarios, in this order within a capability.
@@ -48,11 +44,7 @@ from ccm.testing.conformance import (
 )
 from ccm.testing.conformance.context import Context, node_view, service_view
 from ccm.testing.conformance.driver import ConformanceDriver
-from ccm.testing.conformance.observe import (
-    LoopHold,
-    ObservedProvider,
-    Observer,
-)
+from ccm.testing.conformance.observe import LoopHold, ObservedProvider, Observer
 from ccm.testing.conformance.registry import SCENARIOS, Scenario, scenario
 from ccm.testing.conformance.results import (
     BLOCKING_RULE,

@@ -7,12 +7,8 @@ import collections
 import inspect
 
 from ccm import clock
-from ccm.cloudprovider import (
-    InitContext,
-)
-from ccm.errors import (
-    RetryAfterError,
-)
+from ccm.cloudprovider import InitContext
+from ccm.errors import RetryAfterError
 from ccm.testing.fake_cloud.faults import _sleep_ignoring_cancellation
 from ccm.testing.fake_cloud.files import FakeCloudFiles
 from ccm.testing.fake_cloud.methods import _WILDCARD, CLOUD_METHODS

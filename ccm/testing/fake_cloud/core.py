@@ -22,10 +22,7 @@ from ccm.cloudprovider import (
     Zone,
     split_provider_id,
 )
-from ccm.errors import (
-    CloudProviderError,
-    InstanceNotFoundError,
-)
+from ccm.errors import CloudProviderError, InstanceNotFoundError
 from ccm.testing.fake_cloud.faults import ErrorRule, ErrorSource, _TokenBucket
 from ccm.testing.fake_cloud.methods import DEFAULT_IP_POOL, _check_cidr, _check_method
 from ccm.testing.fake_cloud.model import (

@@ -13,12 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from ccm.cloudprovider import (
-    split_provider_id,
-)
-from ccm.errors import (
-    ConfigError,
-)
+from ccm.cloudprovider import split_provider_id
+from ccm.errors import ConfigError
 from ccm.testing.fake_cloud.methods import DEFAULT_IP_POOL, _check_cidr, _check_method
 
 

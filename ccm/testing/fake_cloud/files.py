@@ -14,13 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ccm.cloudprovider import (
-    NodeAddress,
-    Route,
-)
-from ccm.errors import (
-    ConfigError,
-)
+from ccm.cloudprovider import NodeAddress, Route
+from ccm.errors import ConfigError
 from ccm.testing.fake_cloud.core import FakeCloudCore
 from ccm.testing.fake_cloud.documents import FakeCloudStateSpec, FakeCloudStatus, _read_state_file
 from ccm.testing.fake_cloud.faults import ErrorRule

@@ -6,17 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from ccm.cloudprovider import (
-    InstanceMetadata,
-    Node,
-    NodeAddress,
-    Zone,
-    split_provider_id,
-)
-from ccm.errors import (
-    CloudProviderError,
-    NotImplementedByProviderError,
-)
+from ccm.cloudprovider import InstanceMetadata, Node, NodeAddress, Zone, split_provider_id
+from ccm.errors import CloudProviderError, NotImplementedByProviderError
 from ccm.testing.fake_cloud.calls import FakeCloudCalls
 from ccm.testing.fake_cloud.methods import _WILDCARD
 

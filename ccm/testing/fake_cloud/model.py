@@ -6,10 +6,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ccm import wellknown
-from ccm.cloudprovider import (
-    Node,
-    NodeAddress,
-)
+from ccm.cloudprovider import Node, NodeAddress
 from ccm.testing.fake_cloud.documents import DefaultInstanceSpec, InstanceSpec
 from ccm.testing.fake_cloud.methods import _address_in, _digest
 

@@ -6,16 +6,8 @@ import dataclasses
 import ipaddress
 from collections.abc import Sequence
 
-from ccm.cloudprovider import (
-    LoadBalancerStatus,
-    Node,
-    Route,
-    Service,
-    default_load_balancer_name,
-)
-from ccm.errors import (
-    CloudProviderError,
-)
+from ccm.cloudprovider import LoadBalancerStatus, Node, Route, Service, default_load_balancer_name
+from ccm.errors import CloudProviderError
 from ccm.testing.fake_cloud.instances import FakeCloudInstances
 from ccm.testing.fake_cloud.methods import REJECT_ANNOTATION, _check_cidr, _digest, _network
 from ccm.testing.fake_cloud.model import FakeLoadBalancer, FakePort

@@ -12,9 +12,7 @@ from typing import Any, ClassVar
 import yaml
 from pydantic import ValidationError
 
-from ccm.cloudprovider import (
-    NodeAddress,
-)
+from ccm.cloudprovider import NodeAddress
 from ccm.testing.fake_cloud.documents import (
     DefaultInstanceSpec,
     ErrorKind,
