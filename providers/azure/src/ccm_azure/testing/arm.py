@@ -47,6 +47,12 @@ _ACTION = re.compile(
     r"virtualMachines/[^/]+)/(?P<action>deallocate|powerOff|start)$",
     re.IGNORECASE,
 )
+# A scale set's NICs or public IPs, held under its instances.
+_VMSS_LIST = re.compile(
+    r"^(?P<ss>/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
+    r"virtualMachineScaleSets/[^/]+)/(?P<kind>networkInterfaces|publicIPAddresses)$",
+    re.IGNORECASE,
+)
 # A collection: .../providers/<namespace>/<type>[/<name>/<child type>]
 _COLLECTION = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/[^/]+/[^/]+(/[^/]+/[^/]+)?$",
@@ -210,6 +216,15 @@ class FakeArm:
 
     def _get(self, path: str, expand: str) -> web.Response:
         key = path.lower()
+        if (nested := _VMSS_LIST.match(path)) is not None:
+            prefix = nested["ss"].lower() + "/virtualmachines/"
+            kind = "/" + nested["kind"].lower() + "/"
+            items = [
+                self._view(r, expand)
+                for k, r in sorted(self.resources.items())
+                if k.startswith(prefix) and kind in k and "/" not in k.rsplit(kind, 1)[1]
+            ]
+            return web.json_response({"value": items})
         if _COLLECTION.match(path) and key not in self.resources:
             if (missing := self._parent_missing(path)) is not None:
                 return missing
