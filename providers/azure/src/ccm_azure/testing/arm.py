@@ -12,7 +12,8 @@ one seen is recorded in :attr:`FakeArm.api_versions`) with ARM's behaviour:
   write gives the resource a new etag;
 - ``DELETE`` and the VM actions (``deallocate``, ``powerOff``, ``start``) answer 202 with an
   ``Azure-AsyncOperation`` URL that reports ``InProgress`` once, then ``Succeeded``;
-- faults injected with :meth:`FakeArm.inject` (429 with ``Retry-After``, 5xx) are served first.
+- faults injected with :meth:`FakeArm.inject` (429 with ``Retry-After``, 5xx, 412) are served
+  first, to the next matching requests or to a share of them (``every``).
 
 It also serves a token endpoint (``/<tenant>/oauth2/v2.0/token``) for ``ClientSecretCredential``
 and the cloud metadata (``/metadata/endpoints``) that points the provider at it, so the real
@@ -62,7 +63,8 @@ _COLLECTION = re.compile(
 
 @dataclass
 class Fault:
-    """An answer served instead of the real one to the next ``times`` matching requests."""
+    """An answer served instead of the real one to the next ``times`` matching requests (with
+    ``every``: to every ``every``-th one, a share of the calls)."""
 
     method: str
     path_contains: str
@@ -70,7 +72,9 @@ class Fault:
     times: int = 1
     retry_after: str | None = None
     code: str = ""
+    every: int = 1
     seen: int = field(default=0)
+    matched: int = field(default=0)
 
 
 class FakeArm:
@@ -145,9 +149,20 @@ class FakeArm:
         """The VM's power state: ``running``, ``stopped``, ``deallocated``, ``deallocating``."""
         self.power[vm_id.lower()] = state
 
-    def inject(self, method: str, path_contains: str, status: int, *, times: int = 1,
-               retry_after: str | None = None, code: str = "") -> Fault:  # fmt: skip
-        fault = Fault(method.upper(), path_contains.lower(), status, times, retry_after, code)
+    def inject(
+        self,
+        method: str,
+        path_contains: str,
+        status: int,
+        *,
+        times: int = 1,
+        retry_after: str | None = None,
+        code: str = "",
+        every: int = 1,
+    ) -> Fault:
+        fault = Fault(
+            method.upper(), path_contains.lower(), status, times, retry_after, code, every
+        )
         self.faults.append(fault)
         return fault
 
@@ -177,6 +192,9 @@ class FakeArm:
                 and fault.method == request.method
                 and fault.path_contains in path.lower()
             ):
+                fault.matched += 1
+                if fault.matched % fault.every:
+                    continue
                 fault.seen += 1
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                 code = fault.code or ("TooManyRequests" if fault.status == 429 else "Fault")
