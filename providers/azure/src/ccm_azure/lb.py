@@ -42,8 +42,9 @@ from ccm_azure import annotations as svcopts
 from ccm_azure import lbparts
 from ccm_azure.annotations import ServiceOptions
 from ccm_azure.api import AzureApi, PreconditionFailedError, is_not_found
-from ccm_azure.config import AzureConfig
+from ccm_azure.config import VM_TYPE_VMSS, AzureConfig
 from ccm_azure.nsg import SecurityGroup
+from ccm_azure.vmsspool import ScaleSetPools
 
 __all__ = ["ANNOTATION_INTERNAL", "AzureLoadBalancers"]
 
@@ -81,6 +82,8 @@ class AzureLoadBalancers(LoadBalancer):
             config.security_group_resource_group or config.resource_group,
             config.security_group_name,
         )
+        vmss = config.vm_set_type == VM_TYPE_VMSS
+        self.scale_sets = ScaleSetPools(api, config.resource_group) if vmss else None
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- names ---------------------------------------------------------------------------------
@@ -204,6 +207,8 @@ class AzureLoadBalancers(LoadBalancer):
         if pool is None:
             pool = network.BackendAddressPool(name=cluster_name)
             pools.append(pool)
+        if self.scale_sets is not None:
+            return False  # the scale sets' NIC configurations hold the members
         vnet = self._vnet()
         want = sorted((n.name, ip) for n in nodes if (ip := _node_ip(n)))
         have = sorted((a.name, a.ip_address) for a in pool.load_balancer_backend_addresses or ())
@@ -288,6 +293,7 @@ class AzureLoadBalancers(LoadBalancer):
             return True
 
         lb = await self._modify(name, change)
+        await self._sync_scale_sets(name, cluster_name, nodes)
         status = self._status(lb, service, pip)
         await self.security_group.ensure(service, options, [status.ingress[0].ip or ""])
         # A Service that switched between public and internal leaves the other load balancer.
@@ -301,7 +307,7 @@ class AzureLoadBalancers(LoadBalancer):
             else:
                 address = self._address(old, service, None)
                 await self.security_group.remove([address] if address else [])
-            await self._remove(other, service)
+            await self._remove(other, service, cluster_name)
         return status
 
     async def update_load_balancer(
@@ -309,11 +315,25 @@ class AzureLoadBalancers(LoadBalancer):
     ) -> None:
         name = self.lb_name(cluster_name, service)
         # Only an existing load balancer (one ensure made: it has an etag) is updated.
-        await self._modify(name, lambda lb: bool(lb.etag) and self._pool(lb, cluster_name, nodes))
+        lb = await self._modify(
+            name, lambda lb: bool(lb.etag) and self._pool(lb, cluster_name, nodes)
+        )
+        if lb is not None and lb.etag:
+            await self._sync_scale_sets(name, cluster_name, nodes)
 
-    async def _remove(self, lb_name: str, service: Service) -> None:
+    async def _sync_scale_sets(self, lb_name: str, pool: str, nodes: Sequence[Node]) -> None:
+        """With ``vmType: vmss``: the scale set instances of ``nodes`` into the pool."""
+        if self.scale_sets is not None:
+            pool_id = self.ids.of("loadBalancers", lb_name, f"/backendAddressPools/{pool}")
+            await self.scale_sets.sync(pool_id, nodes)
+
+    async def _remove(self, lb_name: str, service: Service, pool: str) -> None:
         """Remove the Service's frontend, rules and probes from load balancer ``lb_name`` (the
-        load balancer itself with its last frontend)."""
+        load balancer itself with its last frontend, after the scale sets leave its pool)."""
+        lb = await self._read(lb_name)
+        frontends = (lb.frontend_ip_configurations or ()) if lb is not None else ()
+        if frontends and all(lbparts.owns(service, str(f.name)) for f in frontends):
+            await self._sync_scale_sets(lb_name, pool, [])
 
         def change(lb: Any) -> bool | None:
             if not lbparts.remove(lb, service):
@@ -345,7 +365,7 @@ class AzureLoadBalancers(LoadBalancer):
             if address is not None:
                 await self.security_group.remove([address])
             if lb is not None:
-                await self._remove(lb_name, service)
+                await self._remove(lb_name, service, cluster_name)
         # The public IP's rules go first; a public IP not ccm's keeps them off too.
         group, name = self._pip_where(cluster_name, service, options)
         pip = await self._read_pip(group, name)

@@ -98,3 +98,52 @@ async def test_a_vm_named_like_the_node_is_found_when_no_instance_is(
     assert meta.provider_id.endswith("/virtualMachines/plain-vm")
     (batched,) = await provider.instances_batch().instance_metadata_batch([node("plain-vm")])
     assert batched == meta
+
+
+async def test_the_backend_pool_is_joined_through_the_scale_sets_network_profile(
+    make_provider: Any, world: AzureWorld, arm: FakeArm
+) -> None:
+    from ccm.cloudprovider import Service
+
+    for i in range(3):
+        world.create_vmss_vm("pool1", str(i))
+    world.create_vmss_vm("pool2", "0")
+    provider = await make_provider(vmType="vmss")
+    lbs = provider.load_balancer()
+    svc = Service(
+        {
+            "metadata": {"name": "web", "namespace": "ns", "uid": "0001"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "nodePort": 30080}]},
+        }
+    )
+    nodes = [node(f"n{i}", PID.format(i)) for i in range(2)]
+    await lbs.ensure_load_balancer("k8s", svc, nodes)
+    pool = (
+        "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Network/loadBalancers/k8s"
+        "/backendAddressPools/k8s"
+    )
+    assert world.backend_pools("pool1") == [pool]
+    assert [world.backend_pools("pool1", str(i)) for i in range(3)] == [[pool], [pool], []]
+    assert world.backend_pools("pool2") == [] and world.backend_pools("pool2", "0") == []
+    body = arm.get_resource(pool.rsplit("/backendAddressPools", 1)[0])
+    assert body is not None
+    (backend,) = body["properties"]["backendAddressPools"]
+    assert not backend.get("properties", {}).get("loadBalancerBackendAddresses")
+    # A VM's power state and zone survive the instance's update (ARM keeps its read-only parts).
+    assert (await provider.instances_v2().instance_metadata(nodes[0])).zone == "0"
+
+    # The Nodes change: one leaves, one of another scale set joins; nothing else is written.
+    arm.calls.clear()
+    await lbs.update_load_balancer(
+        "k8s", svc, [nodes[1], node("m0", PID.replace("pool1", "pool2").format(0))]
+    )
+    assert [world.backend_pools("pool1", str(i)) for i in range(3)] == [[], [pool], []]
+    assert world.backend_pools("pool2") == [pool] and world.backend_pools("pool2", "0") == [pool]
+    assert arm.calls["PUT virtualMachineScaleSets/virtualMachines"] == 2
+    assert arm.calls["PUT virtualMachineScaleSets"] == 1
+
+    # The last Service goes: the scale sets leave the pool before the load balancer is deleted.
+    await lbs.ensure_load_balancer_deleted("k8s", svc)
+    assert world.backend_pools("pool1") == [] and world.backend_pools("pool2") == []
+    assert all(world.backend_pools("pool1", str(i)) == [] for i in range(3))
+    assert arm.get_resource(pool.rsplit("/backendAddressPools", 1)[0]) is None

@@ -300,6 +300,13 @@ class FakeArm:
         if request.headers.get("If-None-Match") == "*" and current is not None:
             return _error(412, "PreconditionFailed", "the resource exists")
         body = await request.json()
+        if current is not None:
+            # ARM keeps what a client cannot write (the read-only parts it left out).
+            for key, value in current.items():
+                body.setdefault(key, value)
+            view = current.get("properties", {}).get("instanceView")
+            if view is not None:
+                body.setdefault("properties", {}).setdefault("instanceView", view)
         _allocate(path, body)
         stored = self.put_resource(path, body)
         if "/virtualmachines/" in path.lower():

@@ -168,11 +168,24 @@ class AzureWorld:
         (``private_ip``) and, when given, an instance public IP; ARM's computer name is
         ``<scale_set>`` and the instance ID in six base-36 digits unless ``computer_name``."""
         ss_id = self.resource_id("Microsoft.Compute", "virtualMachineScaleSets", scale_set, group)
+        nic_config = compute.VirtualMachineScaleSetNetworkConfiguration(
+            {
+                "name": f"{scale_set}-nic",
+                "properties": {
+                    "primary": True,
+                    "ipConfigurations": [{"name": "ipconfig1", "properties": {"primary": True}}],
+                },
+            }
+        ).as_dict()
         if self.arm.get_resource(ss_id) is None:
             body = compute.VirtualMachineScaleSet(
                 location=self.location, sku=compute.Sku(name=sku, capacity=1)
-            )
-            self.arm.put_resource(ss_id, body.as_dict())
+            ).as_dict()
+            body["properties"] = {
+                "virtualMachineProfile": {"networkProfile": {"networkInterfaceConfigurations": [
+                    nic_config]}}
+            }  # fmt: skip
+            self.arm.put_resource(ss_id, body)
         vm_id = self.vmss_vm_id(scale_set, instance, group)
         private_ip = private_ip or f"10.2.{secrets.randbelow(250)}.{secrets.randbelow(250) + 2}"
         nic_id = f"{vm_id}/networkInterfaces/{scale_set}-nic"
@@ -221,9 +234,27 @@ class AzureWorld:
             stored_body["zones"] = [zone]
         view = compute.VirtualMachineScaleSetVMInstanceView(platform_fault_domain=fault_domain)
         stored_body["properties"]["instanceView"] = view.as_dict()
+        stored_body["properties"]["networkProfileConfiguration"] = {
+            "networkInterfaceConfigurations": [nic_config]
+        }
         stored = self.arm.put_resource(vm_id, stored_body)
         self.arm.set_power(vm_id, "running")
         return stored
+
+    def backend_pools(self, scale_set: str, instance: str | None = None) -> list[str]:
+        """The backend pool IDs of the scale set's model (or of one instance), as ARM holds them."""
+        ss_id = self.resource_id("Microsoft.Compute", "virtualMachineScaleSets", scale_set)
+        if instance is None:
+            body = self.arm.get_resource(ss_id)
+            assert body is not None
+            network = body["properties"]["virtualMachineProfile"]["networkProfile"]
+        else:
+            body = self.arm.get_resource(f"{ss_id}/virtualMachines/{instance}")
+            assert body is not None
+            network = body["properties"]["networkProfileConfiguration"]
+        (nic,) = network["networkInterfaceConfigurations"]
+        (config,) = nic["properties"]["ipConfigurations"]
+        return [p["id"] for p in config["properties"].get("loadBalancerBackendAddressPools", [])]
 
     def create_security_group(self, name: str = "nsg-1", group: str | None = None) -> str:
         sg_id = self.resource_id("Microsoft.Network", "networkSecurityGroups", name, group)
