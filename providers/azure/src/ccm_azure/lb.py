@@ -330,10 +330,11 @@ class AzureLoadBalancers(LoadBalancer):
     async def _remove(self, lb_name: str, service: Service, pool: str) -> None:
         """Remove the Service's frontend, rules and probes from load balancer ``lb_name`` (the
         load balancer itself with its last frontend, after the scale sets leave its pool)."""
-        lb = await self._read(lb_name)
-        frontends = (lb.frontend_ip_configurations or ()) if lb is not None else ()
-        if frontends and all(lbparts.owns(service, str(f.name)) for f in frontends):
-            await self._sync_scale_sets(lb_name, pool, [])
+        if self.scale_sets is not None:
+            lb = await self._read(lb_name)
+            frontends = (lb.frontend_ip_configurations or ()) if lb is not None else ()
+            if frontends and all(lbparts.owns(service, str(f.name)) for f in frontends):
+                await self._sync_scale_sets(lb_name, pool, [])
 
         def change(lb: Any) -> bool | None:
             if not lbparts.remove(lb, service):
@@ -359,16 +360,20 @@ class AzureLoadBalancers(LoadBalancer):
 
     async def ensure_load_balancer_deleted(self, cluster_name: str, service: Service) -> None:
         options = svcopts.lenient(service)
-        for lb_name in (cluster_name, f"{cluster_name}-internal"):
-            lb = await self._read(lb_name)
-            address = self._address(lb, service, None) if lb is not None else None
-            if address is not None:
-                await self.security_group.remove([address])
-            if lb is not None:
-                await self._remove(lb_name, service, cluster_name)
-        # The public IP's rules go first; a public IP not ccm's keeps them off too.
         group, name = self._pip_where(cluster_name, service, options)
         pip = await self._read_pip(group, name)
-        if pip is not None and pip.ip_address:
-            await self.security_group.remove([str(pip.ip_address)])
-        await self._delete_pip(cluster_name, service, options)
+        # The security rules first (to the public IP's and any private frontend's address).
+        addresses = [str(pip.ip_address)] if pip is not None and pip.ip_address else []
+        found = []
+        for lb_name in (cluster_name, f"{cluster_name}-internal"):
+            lb = await self._read(lb_name)
+            if lb is not None:
+                found.append(lb_name)
+                if (address := self._address(lb, service, None)) is not None:
+                    addresses.append(address)
+        await self.security_group.remove(addresses)
+        for lb_name in found:
+            await self._remove(lb_name, service, cluster_name)
+        if pip is not None and _ours(pip, service):
+            pips = self.api.network.public_ip_addresses
+            await self._delete("PublicIPAddresses.Delete", pips, group, name)

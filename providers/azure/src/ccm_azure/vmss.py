@@ -187,9 +187,51 @@ class VmssInstances:
         found = await self.find(node)
         if found is None:
             raise errors.InstanceNotFoundError(f"no scale set instance for node {node.name}")
-        ref, vm = found
-        nics, pips = await self._network(ref)
+        _, vm = found
+        nics, pips = await self._instance_network(vm)
         return self.metadata(node, vm, nics, pips)
+
+    async def _instance_network(self, vm: Any) -> tuple[dict[str, Any], dict[str, str]]:
+        """The instance's primary NIC and the public IPs it references (one read each)."""
+        nic_id = primary_nic_id(vm)
+        # .../virtualMachineScaleSets/<ss>/virtualMachines/<i>/networkInterfaces/<nic>
+        parts = nic_id.strip("/").split("/")
+        if len(parts) != 12:
+            return {}, {}
+        group, ss, index, name = parts[3], parts[7], parts[9], parts[11]
+        network = self.api.network
+        try:
+            nic = await self.api.call(
+                "NetworkInterfaces.GetVirtualMachineScaleSetNetworkInterface",
+                lambda: network.network_interfaces.get_virtual_machine_scale_set_network_interface(
+                    group, ss, index, name
+                ),
+            )
+        except Exception as exc:
+            if is_not_found(exc):
+                return {}, {}
+            raise
+        pips: dict[str, str] = {}
+        for config in nic.ip_configurations or ():
+            pip_id = _text(config.public_ip_address.id if config.public_ip_address else "")
+            pip_parts = pip_id.strip("/").split("/")
+            if len(pip_parts) != 16:
+                continue
+            try:
+                pip = await self.api.call(
+                    "PublicIPAddresses.GetVirtualMachineScaleSetPublicIPAddress",
+                    functools.partial(
+                        network.public_ip_addresses.get_virtual_machine_scale_set_public_ip_address,
+                        group, ss, index, name, pip_parts[13], pip_parts[15],
+                    ),
+                )  # fmt: skip
+            except Exception as exc:
+                if is_not_found(exc):
+                    continue
+                raise
+            if pip.ip_address:
+                pips[pip_id.lower()] = pip.ip_address
+        return {nic_id.lower(): nic}, pips
 
     async def metadata_batch(
         self, nodes: Sequence[Node]
