@@ -5,6 +5,7 @@ Modules (import the module, then use its names: ``from ccm.kube import client``)
 
 * :mod:`ccm.kube.client` — :class:`~ccm.kube.client.KubeClient`: verbs, throttling, retries,
   errors; it re-exports the resources and transport types below.
+* :mod:`ccm.kube.rest` — the request path under the verbs (limiter, retries, fencing, dry run).
 * :mod:`ccm.kube.resources` — :class:`~ccm.kube.resources.Resource` and ``NODES``, ``SERVICES`` …
 * :mod:`ccm.kube.wire` — query strings, error bodies, watch lines, paged lists, dry-run answers.
 * :mod:`ccm.kube.transport` — the :class:`~ccm.kube.transport.Transport` interface.
