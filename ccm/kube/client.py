@@ -32,6 +32,7 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -363,3 +364,36 @@ class KubeClient(rest.RestClient):
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             return raw.decode("utf-8", errors="replace")
+
+    async def raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        accept: str | None = None,
+        request_timeout: float | None = None,
+    ) -> tuple[int, bytes]:
+        """Any request, answered as it came: ``(HTTP status, body)``. An error status does not
+        raise (a transport failure does); throttled, retried on ``Retry-After`` and counted like
+        every verb. ``path`` may carry a query string."""
+        method = method.upper()
+        path, _, query = path.partition("?")
+        headers = self._headers(content_type)
+        if accept:
+            headers["Accept"] = accept
+        request = HttpRequest(
+            method=method,
+            path=path,
+            query=parse_qsl(query, keep_blank_values=True),
+            headers=headers,
+            body=body,
+            timeout=self.request_timeout if request_timeout is None else request_timeout,
+        )
+        verb = wire.VERBS.get(method, method.lower())
+        resp = await self._send(verb, request, raise_for_status=False)
+        try:
+            return resp.status, await resp.read()
+        finally:
+            await resp.aclose()

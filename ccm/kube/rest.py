@@ -150,8 +150,11 @@ class RestClient:
                 max(0.0, clock.monotonic() - started)
             )
 
-    async def _send(self, verb: str, request: HttpRequest) -> HttpResponse:
-        """Throttle, send, count, retry on Retry-After, translate error statuses."""
+    async def _send(
+        self, verb: str, request: HttpRequest, *, raise_for_status: bool = True
+    ) -> HttpResponse:
+        """Throttle, send, count, retry on Retry-After, translate error statuses (or, with
+        ``raise_for_status=False``, return the error response as it came)."""
         host = self._metric_host
         retries = 0
         while True:
@@ -194,6 +197,8 @@ class RestClient:
                 )
                 await clock.sleep(min(delay, self.request_timeout))
                 continue
+            if not raise_for_status:
+                return resp
             try:
                 body = await resp.read()
             finally:
