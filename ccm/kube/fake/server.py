@@ -315,7 +315,7 @@ class FakeApiServer(Store, kclient.Transport):
         rv_text = q.get("resourceVersion") or ""
         if rv_text in ("", "0"):
             for _, obj in sorted(self._objects.get(res, {}).items()):
-                if watcher._matches(obj):
+                if watcher.matches(obj):
                     watcher.send({"type": "ADDED", "object": obj})
         else:
             try:

@@ -109,7 +109,7 @@ class Watcher:
         self.bookmarks = bookmarks
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
-    def _matches(self, obj: Mapping[str, Any] | None) -> bool:
+    def matches(self, obj: Mapping[str, Any] | None) -> bool:
         if obj is None:
             return False
         meta = obj.get("metadata") or {}
@@ -122,8 +122,8 @@ class Watcher:
     def offer(self, entry: LogEntry) -> None:
         if entry.resource != self.resource:
             return
-        new_in = self._matches(entry.obj)
-        old_in = self._matches(entry.old) if entry.old is not None else False
+        new_in = self.matches(entry.obj)
+        old_in = self.matches(entry.old) if entry.old is not None else False
         etype = entry.type
         if etype == "DELETED":
             if not (new_in or old_in):
