@@ -51,7 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import upstream
-from ccm import wellknown
+from ccm import errors, wellknown
+from ccm.kube.blocking import BlockingClient
 from ccm.testing.controlplane import ControlPlane
 from ccm.testing.daemon import free_port
 
@@ -69,18 +70,15 @@ WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
 
 class Api:
     def __init__(self, cp: ControlPlane) -> None:
-        self.port = int(cp.url.rsplit(":", 1)[1])
-        ctx = ssl.create_default_context(cafile=str(cp.ca_cert_path))
-        ctx.load_cert_chain(str(cp.admin_cert_path), str(cp.admin_key_path))
-        self.ctx = ctx
-        self.local = threading.local()
+        self.kube = BlockingClient(
+            str(cp.kubeconfig_path), user_agent="ccm-bench", request_timeout=60
+        )
 
-    def _conn(self) -> http.client.HTTPSConnection:
-        conn: http.client.HTTPSConnection | None = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=60)
-            self.local.conn = conn
-        return conn
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kube.close()
 
     def request(
         self,
@@ -92,18 +90,13 @@ class Api:
         accept: str = "application/json",
     ) -> tuple[int, bytes]:
         payload = None if body is None else json.dumps(body).encode()
-        headers = {"Accept": accept}
-        if payload is not None:
-            headers["Content-Type"] = content_type
         for attempt in range(3):
-            conn = self._conn()
             try:
-                conn.request(method, path, body=payload, headers=headers)
-                resp = conn.getresponse()
-                return resp.status, resp.read()
-            except (http.client.HTTPException, OSError):
-                conn.close()
-                self.local.conn = None
+                sent_type = content_type if payload is not None else None
+                return self.kube.request(
+                    method, path, payload, content_type=sent_type, accept=accept
+                )
+            except errors.KubeError:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -938,8 +931,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-requests-inflight=0",
         "--max-mutating-requests-inflight=0",
     ]
-    with ControlPlane(extra_apiserver_args=extra, audit_policy=None) as cp:
-        api = Api(cp)
+    with ControlPlane(extra_apiserver_args=extra, audit_policy=None) as cp, Api(cp) as api:
         doc["apiserver"] = json.loads(cp.request("GET", "/version")[1]).get("gitVersion")
         token = cp.metrics_reader_token("bench-metrics-reader")
         if services and "node-init" in scenarios:

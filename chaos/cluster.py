@@ -11,11 +11,9 @@ checker (``machines``, ``ready``: wall-clock seconds, the audit log's clock).
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import signal
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from ccm import wellknown
+from ccm import errors, wellknown
+from ccm.kube.blocking import BlockingClient
 from ccm.testing.controlplane import ControlPlane
 from ccm.testing.daemon import Daemon
 from ccm.testing.fake_cloud import FakeCloudState, FakeCloudStatus
@@ -115,7 +114,7 @@ class Cluster:
         self.pod_cidrs: dict[str, str] = {}
         self.internal_ips: dict[str, str] = {}
         self.fault_log: list[tuple[float, str, str]] = []  # (time, kind, what happened)
-        self._ssl: ssl.SSLContext | None = None
+        self._kube: BlockingClient | None = None
 
     # ---- start and stop
 
@@ -152,6 +151,9 @@ class Cluster:
             if r.paused:
                 r.daemon.signal(signal.SIGCONT)
             r.daemon.stop(timeout=10)
+        if self._kube is not None:
+            self._kube.close()
+            self._kube = None
         self.plane.stop()
 
     @property
@@ -161,32 +163,20 @@ class Cluster:
     # ---- apiserver access as the admin (the workload's own identity)
 
     def request(self, method: str, path: str, body: Any = None, *, patch: str = "") -> Any:
-        """One request; returns the decoded body. Raises OSError / RuntimeError on failure."""
-        if self._ssl is None:
-            ctx = ssl.create_default_context(cafile=str(self.plane.ca_cert_path))
-            ctx.load_cert_chain(str(self.plane.admin_cert_path), str(self.plane.admin_key_path))
-            self._ssl = ctx
-        port = self.plane.ports[0]
-        conn = http.client.HTTPSConnection("127.0.0.1", port, context=self._ssl, timeout=3)
-        headers = {"Accept": "application/json"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = patch or "application/json"
-        try:
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        finally:
-            conn.close()
-        if response.status >= 300:
-            raise RuntimeError(f"{method} {path}: {response.status} {data[:300]!r}")
+        """One request; returns the decoded body. Raises KubeError / RuntimeError on failure."""
+        if self._kube is None:
+            self._kube = BlockingClient(
+                str(self.plane.kubeconfig_path), user_agent="ccm-chaos", request_timeout=3.0
+            )
+        status, data = self._kube.request(method, path, body, content_type=patch or None)
+        if status >= 300:
+            raise RuntimeError(f"{method} {path}: {status} {data[:300]!r}")
         return json.loads(data) if data else None
 
     def try_request(self, method: str, path: str, body: Any = None, *, patch: str = "") -> Any:
         try:
             return self.request(method, path, body, patch=patch)
-        except (OSError, RuntimeError, http.client.HTTPException, ValueError):
+        except (OSError, RuntimeError, errors.KubeError, ValueError):
             return None
 
     # ---- the workload
@@ -201,7 +191,7 @@ class Cluster:
             what, step = self.pending[0]
             try:
                 done = step()
-            except (OSError, RuntimeError, http.client.HTTPException, ValueError) as exc:
+            except (OSError, RuntimeError, errors.KubeError, ValueError) as exc:
                 _log.debug("retrying %s: %s", what, exc)
                 return
             if not done:
