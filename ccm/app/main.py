@@ -1,21 +1,21 @@
-"""The ``ccm`` command: parse flags, build the provider, run the controller manager.
+"""The daemon behind the ``ccm`` command: parse flags, build the provider, run the controller
+manager. The command itself, with its ``conformance`` and ``doctor`` subcommands, is :mod:`ccm.cli`.
 
 Exit codes: 0 after a clean SIGTERM/SIGINT shutdown, 1 for bad configuration (one line on stderr, no
 traceback) and when the leader Lease is lost (as upstream), 2 for an unexpected crash.
 
 Embedding (upstream ``sample/basic_main.go`` and ``NewCloudControllerManagerCommand``): call
-:func:`run` with your own ``defaults`` (an ``Options``), ``prog`` name, controller map (ccm's
-``default_controllers()`` plus your own ``ControllerSpec`` s), client names and ``flag_sets``,
-after registering your provider with ``ccm.cloudprovider.register``. A provider's factory may
-contribute flags and controllers too (its ``flags`` and ``controllers`` attributes, see
-:mod:`ccm.cloudprovider.registry`).
+:func:`run` (or :func:`ccm.cli.run`, which adds the subcommands) with your own ``defaults`` (an
+``Options``), ``prog`` name, controller map (ccm's ``default_controllers()`` plus your own
+``ControllerSpec`` s), client names and ``flag_sets``, after registering your provider with
+``ccm.cloudprovider.register``. A provider's factory may contribute flags and controllers too (its
+``flags`` and ``controllers`` attributes, see :mod:`ccm.cloudprovider.registry`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import signal
 import sys
@@ -38,7 +38,7 @@ from ccm.cloudprovider import (
 from ccm.errors import CCMError, ConfigError
 from ccm.leaderelection import LeadershipLostError
 
-__all__ = ["main", "provider_extensions", "run", "version"]
+__all__ = ["provider_extensions", "run", "version"]
 
 _log = logging.getLogger("ccm.app")
 
@@ -235,15 +235,6 @@ def run(
     (``InitContext.flags``). The provider's factory may add both as well.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "conformance":
-        # ccm.app must not import ccm.testing (import-linter layers): load the suite lazily.
-        cli = importlib.import_module("ccm.testing.conformance.cli")
-        code: int = cli.main(args[1:])
-        return code
-    if args and args[0] == "doctor":
-        from ccm.doctor import cli as doctor_cli  # imported only for the subcommand
-
-        return doctor_cli.main(args[1:])
     if any(a == "--version" or a.startswith("--version=") for a in args):
         print(f"{prog} {version()}")
         return 0
@@ -274,8 +265,3 @@ def run(
     except Exception:
         logging.getLogger("ccm.app").exception("ccm crashed")
         return 2
-
-
-def main() -> None:
-    """Console-script entry point."""
-    sys.exit(run())
