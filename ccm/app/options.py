@@ -22,6 +22,7 @@ from ccm.app.catalog import ControllerCatalog, NamedController, enabled_controll
 from ccm.cloudprovider import registry
 from ccm.cloudprovider.durations import parse_duration
 from ccm.cloudprovider.flags import FlagSet
+from ccm.cloudprovider.strconv import parse_bool
 from ccm.controllers.route import WATCH_BASED_FEATURE_GATE
 from ccm.errors import ConfigError
 
@@ -58,17 +59,6 @@ SUBCOMMANDS: dict[str, str] = {
     "conformance": "run the provider conformance suite against a cloud (ccm conformance --help)",
     "doctor": "read-only checks of a cluster's cloud set-up, one verdict each (ccm doctor --help)",
 }
-
-
-def parse_bool(text: str | bool) -> bool:
-    """Go ``strconv.ParseBool``."""
-    if isinstance(text, bool):
-        return text
-    if text in ("1", "t", "T", "true", "TRUE", "True"):
-        return True
-    if text in ("0", "f", "F", "false", "FALSE", "False"):
-        return False
-    raise ValueError(f"invalid boolean {text!r}")
 
 
 @dataclass(slots=True, kw_only=True)
