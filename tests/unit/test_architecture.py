@@ -193,7 +193,6 @@ _NOT_YET_SPLIT: frozenset[str] = frozenset(
         "bench/harness.py",
         "ccm/app/manager.py",
         "ccm/app/options.py",
-        "ccm/leaderelection.py",
         "samples/private-cloud/src/private_cloud/api.py",
         "ccm/controllers/node.py",
         "ccm/controllers/nodelifecycle.py",

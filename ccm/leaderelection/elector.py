@@ -1,165 +1,36 @@
-"""Lease-based leader election on a ``coordination.k8s.io/v1`` Lease.
-
-Ports the behaviour of client-go ``tools/leaderelection/leaderelection.go`` (the elector),
-``tools/leaderelection/resourcelock/leaselock.go`` (the Lease as a lock) and
-``tools/leaderelection/healthzadaptor.go`` (the watchdog), as the upstream CCM uses them from
-``app/controllermanager.go``:
-
-* A candidate tries to take the Lease every ``retry_period`` (with client-go's jitter factor 1.2).
-  It takes it when the Lease is absent, already names us, has an empty ``holderIdentity``
-  (released, which makes a hand-over after SIGTERM immediate), or has expired. Expiry is judged by
-  *our* clock: the Lease is expired when ``leaseDurationSeconds`` have passed since we last saw its
-  record change. The remote ``renewTime`` is never compared with the local clock, so clock skew
-  between hosts does not matter.
-* Beyond client-go, a candidate that failed also watches the Lease (a single-object watch,
-  ``fieldSelector=metadata.name=<name>``) and tries again as soon as the holder releases or deletes
-  it, so a hand-over after the leader's SIGTERM takes one round trip instead of a jittered retry
-  period (up to 4.4 s at the defaults). Without ``watch`` permission (403) it falls back to
-  polling only.
-* The leader runs ``leading()`` as a task and renews every ``retry_period``. If no renewal succeeds
-  for ``renew_deadline`` (counted from the start of the last successful renewal, so the leader
-  gives up before any candidate can take over), or if a renewal finds another live holder,
-  leadership is lost: ``leading()`` is cancelled and :class:`LeadershipLostError` is raised. The
-  upstream CCM exits with status 1 at that point.
-* When ``leading()`` ends, or ``run()`` is cancelled (SIGTERM), the Lease is released (with
-  ``release_on_cancel``): ``holderIdentity`` empty, ``leaseDurationSeconds`` 1, as client-go does.
-* Fencing (client-go's leader check, made a gate): :meth:`LeaderElector.check_lease`, installed
-  with :func:`ccm.fencing.guard` around the leader's code, refuses every write once the last
-  successful renewal started ``renew_deadline`` or more ago (or leading stopped). The loop clock is
-  monotonic and keeps running while the process is stopped, so a leader paused past its lease
-  (SIGSTOP) and resumed refuses the write it was about to make, even when its renew loop has not
-  run yet, and steps down at once: a replica that lost the Lease writes nothing more, not even
-  its ``stopped leading`` Event.
-
-Time comes only from the running loop (:mod:`ccm.clock`), so tests fast-forward it with looptime.
+"""The elector (client-go ``tools/leaderelection/leaderelection.go``) and its watchdog
+(``healthzadaptor.go``): campaign for the Lease, run ``leading()`` while renewing it, step down
+and release it; the write gates that fence a leader whose renewal lapsed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
-import math
 import random
-import socket
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from ccm import clock, fencing, metrics, wellknown
-from ccm.errors import CCMError, ConflictError, ForbiddenError, NotFoundError
+from ccm.errors import CCMError, ForbiddenError
 from ccm.kube import client as kube_client
+from ccm.leaderelection.config import (
+    EVENT_REASON_LEADER_ELECTION,
+    HEALTHZ_TOLERANCE,
+    JITTER_FACTOR,
+    LEASE_API_VERSION,
+    EventSink,
+    LeaderElectionConfig,
+    LeadershipLostError,
+    LeaseClient,
+)
+from ccm.leaderelection.lease import LeaseLock
 from ccm.logs import v
 
-__all__ = [
-    "EVENT_REASON_LEADER_ELECTION",
-    "HEALTHZ_TOLERANCE",
-    "JITTER_FACTOR",
-    "EventSink",
-    "LeaderElectionConfig",
-    "LeaderElector",
-    "LeadershipLostError",
-    "LeaseClient",
-    "default_identity",
-]
+__all__ = ["LeaderElector"]
 
-_log = logging.getLogger(__name__)
-
-#: client-go ``JitterFactor``: acquisition retries wait ``retry_period * (1 + rand * 1.2)``.
-JITTER_FACTOR = 1.2
-#: How long past the lease duration the leader may go without a renewal before ``/healthz`` fails
-#: (upstream ``app/controllermanager.go``: ``NewLeaderHealthzAdaptor(20 * time.Second)``).
-HEALTHZ_TOLERANCE = 20.0
-
-#: Reason of the Events recorded on the Lease (client-go ``LeaseLock.RecordEvent``).
-EVENT_REASON_LEADER_ELECTION = "LeaderElection"
-
-_LEASE_API_VERSION = "coordination.k8s.io/v1"
-
-
-def default_identity() -> str:
-    """``<hostname>_<uuid4>``, the identity upstream controller managers use."""
-    return f"{socket.gethostname()}_{uuid.uuid4()}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeaderElectionConfig:
-    """Where the Lease lives, who we are, and the three timings (seconds) of client-go."""
-
-    identity: str
-    namespace: str = wellknown.DEFAULT_LEADER_ELECTION_NAMESPACE
-    name: str = wellknown.DEFAULT_LEADER_ELECTION_NAME
-    #: How long candidates wait after last observing a change of the record before taking over.
-    lease_duration: float = 15.0
-    #: How long the leader keeps retrying to renew before it gives up leadership.
-    renew_deadline: float = 10.0
-    #: How long to wait between attempts to acquire or renew.
-    retry_period: float = 2.0
-    #: Release the Lease when ``leading()`` ends or ``run()`` is cancelled.
-    release_on_cancel: bool = True
-
-    def __post_init__(self) -> None:
-        # Same checks, order and wording as client-go NewLeaderElector.
-        for field in ("lease_duration", "renew_deadline", "retry_period"):
-            value = getattr(self, field)
-            if not math.isfinite(value):
-                raise ValueError(f"{_camel(field)} must be a finite number of seconds")
-        if self.lease_duration <= self.renew_deadline:
-            raise ValueError("leaseDuration must be greater than renewDeadline")
-        if self.renew_deadline <= JITTER_FACTOR * self.retry_period:
-            raise ValueError("renewDeadline must be greater than retryPeriod*JitterFactor")
-        for field in ("lease_duration", "renew_deadline", "retry_period"):
-            if getattr(self, field) <= 0:
-                raise ValueError(f"{_camel(field)} must be greater than zero")
-        if not self.identity:
-            raise ValueError("Lock identity is empty")
-        if not self.name or not self.namespace:
-            raise ValueError("lease name and namespace must not be empty")
-
-    @property
-    def lease_duration_seconds(self) -> int:
-        """``spec.leaseDurationSeconds`` we write: whole seconds, rounded up so that candidates
-        never wait less than we believe our lease lasts."""
-        return max(1, math.ceil(self.lease_duration))
-
-
-def _camel(field: str) -> str:
-    head, *rest = field.split("_")
-    return head + "".join(part.capitalize() for part in rest)
-
-
-class LeadershipLostError(CCMError):
-    """The leader could not renew its Lease (or found another holder) and stopped leading."""
-
-    def __init__(self, namespace: str, name: str, reason: str) -> None:
-        super().__init__(f"leader election lost on lease {namespace}/{name}: {reason}")
-        self.namespace = namespace
-        self.name = name
-        self.reason = reason
-
-
-class LeaseClient(Protocol):
-    """The part of :class:`ccm.kube.client.KubeClient` the elector uses (the fake fits too)."""
-
-    async def get(
-        self, resource: Any, name: str, /, *, namespace: str | None = None
-    ) -> dict[str, Any]: ...
-
-    async def create(
-        self, resource: Any, body: dict[str, Any], /, *, namespace: str | None = None
-    ) -> dict[str, Any]: ...
-
-    async def replace(
-        self, resource: Any, name: str, body: dict[str, Any], /, *, namespace: str | None = None
-    ) -> dict[str, Any]: ...
-
-
-class EventSink(Protocol):
-    """Where the elector records its Events (:class:`ccm.kube.events.EventRecorder` fits)."""
-
-    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None: ...
+_log = logging.getLogger("ccm.leaderelection")
 
 
 class LeaderElector:
@@ -185,15 +56,9 @@ class LeaderElector:
         self._config = config
         self._on_new_leader = on_new_leader
         self._healthz_tolerance = healthz_tolerance
-        self._desc = f"{config.namespace}/{config.name}"
-        # The last Lease object read or written (its resourceVersion guards our PUTs).
-        self._lease: dict[str, Any] | None = None
-        # The last observed spec and the loop time at which we observed it change.
-        self._observed_spec: dict[str, Any] | None = None
-        self._observed_time = 0.0
+        self._lock = LeaseLock(client, config)
+        self._desc = self._lock.desc
         self._reported_leader = ""
-        # Loop time at which the last successful acquire/renew request started.
-        self._last_renew: float | None = None
         self._leading = False  # we hold the Lease and leading() should be running
         self._holding = False  # from acquisition until leading() has actually stopped
         self._running = False
@@ -201,7 +66,6 @@ class LeaderElector:
         self._lapsed = asyncio.Event()
         self._watch_release = True  # cleared after a 403: the RBAC does not allow the watch
         self._master_status = metrics.LEADER_ELECTION_MASTER_STATUS.labels(name=config.name)
-        self._slowpath = metrics.LEADER_ELECTION_SLOWPATH_TOTAL.labels(name=config.name)
         self._master_status.set(0)
 
     @property
@@ -216,7 +80,7 @@ class LeaderElector:
     @property
     def leader_identity(self) -> str | None:
         """The holder in the last observed record (``None`` if unknown or released)."""
-        return self._observed_holder or None
+        return self._lock.holder or None
 
     def healthz_check(self) -> str | None:
         """The ``leaderElection`` health check (upstream ``HealthzAdaptor``).
@@ -225,9 +89,9 @@ class LeaderElector:
         renewal started more than ``lease_duration`` + tolerance ago: the renew loop or the shutdown
         of ``leading()`` is stuck, so the kubelet should restart us.
         """
-        if not self._holding or self._last_renew is None:
+        if not self._holding or self._lock.last_renew is None:
             return None
-        if clock.monotonic() - self._last_renew > (
+        if clock.monotonic() - self._lock.last_renew > (
             self._config.lease_duration + self._healthz_tolerance
         ):
             return f"failed election to renew leadership on lease {self._config.name}"
@@ -243,10 +107,10 @@ class LeaderElector:
         have made anyway; the ``lease_duration - renew_deadline`` left covers the request's way to
         the apiserver before any candidate may take over.
         """
-        if self._leading and self._last_renew is not None:
-            age = clock.monotonic() - self._last_renew
+        if self._leading and self._lock.last_renew is not None:
+            age = clock.monotonic() - self._lock.last_renew
             if age < self._config.renew_deadline:
-                return self._last_renew + self._config.renew_deadline
+                return self._lock.last_renew + self._config.renew_deadline
             reason = (
                 f"lease {self._desc} was last renewed {age:.1f}s ago "
                 f"(renew deadline {self._config.renew_deadline:g}s)"
@@ -262,10 +126,10 @@ class LeaderElector:
         once ``leading()`` has stopped, as long as the Lease we last saw names us and was renewed
         less than ``renew_deadline`` ago. A refusal drops the Event; it does not step down.
         """
-        if self._observed_is_us and self._last_renew is not None:
-            age = clock.monotonic() - self._last_renew
+        if self._lock.is_us and self._lock.last_renew is not None:
+            age = clock.monotonic() - self._lock.last_renew
             if age < self._config.renew_deadline:
-                return self._last_renew + self._config.renew_deadline
+                return self._lock.last_renew + self._config.renew_deadline
             reason = (
                 f"lease {self._desc} was last renewed {age:.1f}s ago "
                 f"(renew deadline {self._config.renew_deadline:g}s)"
@@ -331,7 +195,7 @@ class LeaderElector:
         it up (empty ``holderIdentity``) or it is deleted. Only a client with ``watch`` (like
         :meth:`ccm.kube.client.KubeClient.watch`) can; others poll."""
         watch = getattr(self._client, "watch", None)
-        rv = str(((self._lease or {}).get("metadata") or {}).get("resourceVersion") or "")
+        rv = self._lock.resource_version
         if not self._watch_release or watch is None or not rv:
             return None
         return asyncio.create_task(
@@ -407,8 +271,8 @@ class LeaderElector:
         cfg = self._config
         while True:
             await self._sleep_unless_lapsed(cfg.retry_period)
-            assert self._last_renew is not None
-            deadline = self._last_renew + cfg.renew_deadline
+            assert self._lock.last_renew is not None
+            deadline = self._lock.last_renew + cfg.renew_deadline
             while True:
                 remaining = deadline - clock.monotonic()
                 if remaining <= 0 or self._lapsed.is_set():
@@ -420,7 +284,7 @@ class LeaderElector:
                 if renewed:
                     _log.log(v(5), "successfully renewed lease %s", self._desc)
                     break
-                holder = self._observed_holder
+                holder = self._lock.holder
                 if holder and holder != cfg.identity:
                     # Someone else took the Lease: stop now rather than at the deadline, so that
                     # two leaders overlap as briefly as possible.
@@ -463,7 +327,7 @@ class LeaderElector:
         calling task is being cancelled, which ``asyncio.timeout`` mishandles on Python 3.11.
         """
         task = asyncio.create_task(
-            self._release(), name=f"leaderelection/{self._config.name}/release"
+            self._lock.release(), name=f"leaderelection/{self._config.name}/release"
         )
         try:
             done, _ = await asyncio.wait({task}, timeout=self._config.renew_deadline)
@@ -484,178 +348,22 @@ class LeaderElector:
         """One ``tryAcquireOrRenew``, bounded in time; any failure is logged and counts as False."""
         try:
             async with asyncio.timeout(within):
-                return await self._try_acquire_or_renew()
+                return await self._lock.try_acquire_or_renew()
         except TimeoutError:
             _log.warning("acquiring or renewing lease %s timed out after %.3gs", self._desc, within)
         except Exception:
             _log.exception("unexpected error acquiring or renewing lease %s", self._desc)
         return False
 
-    async def _try_acquire_or_renew(self) -> bool:
-        cfg = self._config
-        started = clock.monotonic()
-        now = clock.now_rfc3339_micro()
-        record: dict[str, Any] = {
-            "holderIdentity": cfg.identity,
-            "leaseDurationSeconds": cfg.lease_duration_seconds,
-            "acquireTime": now,
-            "renewTime": now,
-        }
-
-        # 1. Fast path: the leader updates optimistically from the record it wrote last.
-        if self._observed_is_us and self._lease is not None and self._lease_valid(started):
-            assert self._observed_spec is not None
-            record["acquireTime"] = self._observed_spec.get("acquireTime", now)
-            record["leaseTransitions"] = self._observed_spec.get("leaseTransitions", 0)
-            try:
-                written = await self._replace(record)
-            except Exception as exc:
-                _log.log(
-                    v(2) if isinstance(exc, ConflictError) else logging.WARNING,
-                    "failed to update lease %s optimistically: %s, falling back to slow path",
-                    self._desc,
-                    exc,
-                )
-            else:
-                self._observe_write(written, started)
-                return True
-
-        # 2. Read the Lease, or create it.
-        try:
-            lease = await self._client.get(kube_client.LEASES, cfg.name, namespace=cfg.namespace)
-        except NotFoundError:
-            record["leaseTransitions"] = 0
-            body = {
-                "apiVersion": _LEASE_API_VERSION,
-                "kind": "Lease",
-                "metadata": {"name": cfg.name, "namespace": cfg.namespace},
-                "spec": record,
-            }
-            try:
-                created = await self._client.create(
-                    kube_client.LEASES, body, namespace=cfg.namespace
-                )
-            except Exception as exc:
-                _log.log(
-                    v(2) if isinstance(exc, ConflictError) else logging.WARNING,
-                    "error initially creating lease %s: %s",
-                    self._desc,
-                    exc,
-                )
-                return False
-            self._observe_write(created, started)
-            return True
-        except Exception as exc:
-            _log.warning("error retrieving lease %s: %s", self._desc, exc)
-            return False
-
-        # 3. Check the holder and, by our own observation clock, the expiry.
-        self._observe_read(lease)
-        spec = self._observed_spec or {}
-        holder = self._observed_holder
-        duration = _int(spec.get("leaseDurationSeconds"))
-        expired = self._observed_time + duration < clock.monotonic()
-        if holder and expired and holder != cfg.identity:
-            _log.info("lock has expired: %s (held by %s)", self._desc, holder)
-        if holder and not expired and not self._observed_is_us:
-            _log.log(v(4), "lock %s is held by %s and has not yet expired", self._desc, holder)
-            return False
-
-        # 4. Take over or renew.
-        if self._observed_is_us:
-            record["acquireTime"] = spec.get("acquireTime", now)
-            record["leaseTransitions"] = _int(spec.get("leaseTransitions"))
-            self._slowpath.inc()
-        else:
-            record["leaseTransitions"] = _int(spec.get("leaseTransitions")) + 1
-        try:
-            written = await self._replace(record)
-        except Exception as exc:
-            _log.log(
-                v(2) if isinstance(exc, ConflictError) else logging.WARNING,
-                "failed to update lease %s: %s",
-                self._desc,
-                exc,
-            )
-            return False
-        self._observe_write(written, started)
-        return True
-
-    async def _release(self) -> bool:
-        """Give the Lease up if it still names us (client-go ``release``)."""
-        cfg = self._config
-        try:
-            lease = await self._client.get(kube_client.LEASES, cfg.name, namespace=cfg.namespace)
-        except Exception as exc:
-            _log.error("failed to get lease %s to release it: %s", self._desc, exc)
-            return False
-        self._observe_read(lease)
-        if not self._observed_is_us:
-            return True
-        now = clock.now_rfc3339_micro()
-        record = {
-            "holderIdentity": "",
-            "leaseDurationSeconds": 1,
-            "acquireTime": now,
-            "renewTime": now,
-            "leaseTransitions": _int((self._observed_spec or {}).get("leaseTransitions")),
-        }
-        started = clock.monotonic()
-        try:
-            written = await self._replace(record)
-        except Exception as exc:
-            _log.error("failed to release lease %s: %s", self._desc, exc)
-            return False
-        self._observe_write(written, started)
-        _log.info("released lease %s", self._desc)
-        return True
-
     # -- helpers ---------------------------------------------------------------------------------
 
-    async def _replace(self, record: dict[str, Any]) -> dict[str, Any]:
-        """PUT ``record`` over the last Lease we saw; its resourceVersion makes stale writes 409."""
-        assert self._lease is not None
-        body = copy.deepcopy(self._lease)
-        body["spec"] = {**(body.get("spec") or {}), **record}
-        return await self._client.replace(
-            kube_client.LEASES, self._config.name, body, namespace=self._config.namespace
-        )
-
-    def _observe_read(self, lease: dict[str, Any]) -> None:
-        # client-go compares the raw record: any change restarts the expiry clock.
-        self._lease = lease
-        spec = dict(lease.get("spec") or {})
-        if spec != self._observed_spec:
-            self._observed_spec = spec
-            self._observed_time = clock.monotonic()
-
-    def _observe_write(self, lease: dict[str, Any], started: float) -> None:
-        # Our own write counts from when the request started: the server stored it no earlier, so
-        # no candidate can consider the lease expired before started + lease duration.
-        self._lease = lease
-        self._observed_spec = dict(lease.get("spec") or {})
-        self._observed_time = started
-        if self._observed_is_us:
-            self._last_renew = started
-
-    @property
-    def _observed_holder(self) -> str:
-        return str((self._observed_spec or {}).get("holderIdentity") or "")
-
-    @property
-    def _observed_is_us(self) -> bool:
-        return self._observed_holder == self._config.identity
-
-    def _lease_valid(self, now: float) -> bool:
-        return self._observed_time + self._config.lease_duration > now
-
     def _record_event(self, what: str) -> None:
-        if self._recorder is None or self._lease is None:
+        if self._recorder is None or self._lock.lease is None:
             return
         subject = {
-            "apiVersion": _LEASE_API_VERSION,
+            "apiVersion": LEASE_API_VERSION,
             "kind": "Lease",
-            "metadata": self._lease.get("metadata") or {},
+            "metadata": self._lock.lease.get("metadata") or {},
         }
         try:
             self._recorder.event(
@@ -668,7 +376,7 @@ class LeaderElector:
             _log.exception("recording a leader election event failed")
 
     def _maybe_report_transition(self) -> None:
-        holder = self._observed_holder
+        holder = self._lock.holder
         if holder == self._reported_leader:
             return
         self._reported_leader = holder
@@ -681,10 +389,3 @@ class LeaderElector:
                 self._on_new_leader(holder)
             except Exception:
                 _log.exception("on_new_leader callback failed")
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
