@@ -191,7 +191,6 @@ SIZE_ROOTS = ("ccm", "providers", "bench", "samples", "devtools")
 _NOT_YET_SPLIT: frozenset[str] = frozenset(
     {
         "bench/harness.py",
-        "samples/private-cloud/src/private_cloud/api.py",
         "ccm/controllers/node.py",
         "ccm/controllers/nodelifecycle.py",
         "ccm/controllers/route.py",
