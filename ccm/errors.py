@@ -1,5 +1,6 @@
 """One exception tree for ccm: what providers raise, what the Kubernetes edge raises, what the CLI
-reports.
+reports. Part of the provider contract and toolkit (with :mod:`ccm.cloudprovider`): audience,
+provider authors first.
 
 Ports the sentinel errors of upstream ``cloud.go`` (``InstanceNotFound``, ``NotImplemented``,
 ``ImplementedElsewhere``, ``DiskNotFound``) and ``api.RetryError`` as exception classes, and adds

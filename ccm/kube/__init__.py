@@ -1,4 +1,6 @@
-"""The Kubernetes edge of ccm: the only package that imports kubernetes_asyncio; it speaks dicts.
+"""The runtime's Kubernetes edge: the only package that imports kubernetes_asyncio; it speaks
+dicts. Audience: this repository's maintainers (and programs that add a controller); a provider
+never imports it.
 
 Modules (import the module, then use its names: ``from ccm.kube import client``):
 
