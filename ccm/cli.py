@@ -38,13 +38,13 @@ def run(
     the exit code. The keyword arguments go to :func:`ccm.app.main.run`."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "conformance":
-        from ccm.testing.conformance import cli as conformance_cli
+        from ccm.testing.conformance import cli as conformancecli
 
-        return conformance_cli.main(args[1:])
+        return conformancecli.main(args[1:])
     if args and args[0] == "doctor":
-        from ccm.doctor import cli as doctor_cli
+        from ccm.doctor import cli as doctorcli
 
-        return doctor_cli.main(args[1:])
+        return doctorcli.main(args[1:])
     return appmain.run(
         args,
         prog=prog,

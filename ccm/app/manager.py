@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from ccm import dryrun, fencing, leaderelection, metrics, names, wellknown
-from ccm.app import auth, looplag, serving
-from ccm.app import options as optionsmod
+from ccm.app import auth, looplag, options, serving
 from ccm.app.specs import (
     ControllerContext,
     ControllerSpec,
@@ -76,7 +75,7 @@ class ControllerManager:
 
     def __init__(
         self,
-        opts: optionsmod.Options,
+        opts: options.Options,
         cloud: CloudProvider,
         *,
         controllers: dict[str, ControllerSpec] | None = None,
@@ -331,7 +330,7 @@ class ControllerManager:
                 await sa_clients.aclose()
 
 
-def check_untagged(cloud: CloudProvider, opts: optionsmod.Options) -> None:
+def check_untagged(cloud: CloudProvider, opts: options.Options) -> None:
     """Upstream: a provider without a cluster ID aborts start-up unless --allow-untagged-cloud."""
     if not cloud.has_cluster_id():
         if opts.allow_untagged_cloud:

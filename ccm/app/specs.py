@@ -17,12 +17,12 @@ from types import MappingProxyType
 from typing import Any
 
 from ccm import names
-from ccm.app import options as optionsmod
+from ccm.app import options as appoptions
 from ccm.cloudprovider import CAPABILITIES, CloudProvider
-from ccm.controllers import node as node_controller
-from ccm.controllers import nodelifecycle as node_lifecycle_controller
-from ccm.controllers import route as route_controller
-from ccm.controllers import service as service_controller
+from ccm.controllers import node as ctlnode
+from ccm.controllers import nodelifecycle as ctlnodelifecycle
+from ccm.controllers import route as ctlroute
+from ccm.controllers import service as ctlservice
 from ccm.kube import client as kclient
 from ccm.kube import events as kevents
 from ccm.kube import informer as kinformer
@@ -49,7 +49,7 @@ class ControllerContext:
     and the values of the added flags (``options.extension_flags``, keyed by flag name without the
     leading dashes)."""
 
-    options: optionsmod.Options
+    options: appoptions.Options
     cloud: CloudProvider
     client: kclient.KubeClient
     recorder: kevents.EventRecorder
@@ -65,10 +65,10 @@ Runnable = Callable[[], Coroutine[Any, Any, None]]
 ControllerInit = Callable[[ControllerContext], Runnable | str]
 #: Returns a skip reason when the provider/options do not allow the controller; raises ConfigError
 #: when the combination is invalid (the daemon refuses to start).
-Precheck = Callable[[optionsmod.Options, CloudProvider], str | None]
+Precheck = Callable[[appoptions.Options, CloudProvider], str | None]
 
 
-def _no_precheck(_opts: optionsmod.Options, _cloud: CloudProvider) -> str | None:
+def _no_precheck(_opts: appoptions.Options, _cloud: CloudProvider) -> str | None:
     return None
 
 
@@ -110,19 +110,19 @@ class SharedInformers:
         return all(i.has_synced() for i in self._informers.values())
 
 
-def _needs_instances(_opts: optionsmod.Options, cloud: CloudProvider) -> str | None:
+def _needs_instances(_opts: appoptions.Options, cloud: CloudProvider) -> str | None:
     if cloud.instances() is None and cloud.instances_v2() is None:
         return "cloud provider does not support instances"
     return None
 
 
-def _needs_load_balancer(_opts: optionsmod.Options, cloud: CloudProvider) -> str | None:
+def _needs_load_balancer(_opts: appoptions.Options, cloud: CloudProvider) -> str | None:
     if cloud.load_balancer() is None:
         return "the cloud provider does not support external load balancers"
     return None
 
 
-def _needs_routes(opts: optionsmod.Options, cloud: CloudProvider) -> str | None:
+def _needs_routes(opts: appoptions.Options, cloud: CloudProvider) -> str | None:
     if not opts.configure_cloud_routes:
         return "Will not configure cloud provider routes, --configure-cloud-routes: false"
     if cloud.routes() is None:
@@ -135,7 +135,7 @@ def _needs_routes(opts: optionsmod.Options, cloud: CloudProvider) -> str | None:
 
 
 def _init_node_controller(ctx: ControllerContext) -> Runnable:
-    controller = node_controller.CloudNodeController(
+    controller = ctlnode.CloudNodeController(
         client=ctx.client,
         nodes=ctx.informers.get(kclient.NODES),
         cloud=ctx.cloud,
@@ -152,7 +152,7 @@ def _init_route_controller(ctx: ControllerContext) -> Runnable | str:
     routes = ctx.cloud.routes()
     if routes is None:
         return "cloud provider does not support routes"
-    controller = route_controller.RouteController(
+    controller = ctlroute.RouteController(
         client=ctx.client,
         nodes=ctx.informers.get(kclient.NODES),
         routes=routes,
@@ -161,13 +161,13 @@ def _init_route_controller(ctx: ControllerContext) -> Runnable | str:
         cluster_cidrs=ctx.options.cluster_cidrs(),
         period=ctx.options.route_reconciliation_period,
         cloud_timeout=ctx.options.cloud_call_timeout,
-        watch_based=route_controller.watch_based_enabled(ctx.options.feature_gates),
+        watch_based=ctlroute.watch_based_enabled(ctx.options.feature_gates),
     )
     return controller.run
 
 
 def _init_service_controller(ctx: ControllerContext) -> Runnable:
-    controller = service_controller.ServiceController(
+    controller = ctlservice.ServiceController(
         client=ctx.client,
         services=ctx.informers.get(kclient.SERVICES),
         nodes=ctx.informers.get(kclient.NODES),
@@ -181,7 +181,7 @@ def _init_service_controller(ctx: ControllerContext) -> Runnable:
 
 
 def _init_node_lifecycle_controller(ctx: ControllerContext) -> Runnable:
-    controller = node_lifecycle_controller.CloudNodeLifecycleController(
+    controller = ctlnodelifecycle.CloudNodeLifecycleController(
         client=ctx.client,
         nodes=ctx.informers.get(kclient.NODES),
         cloud=ctx.cloud,
@@ -241,11 +241,11 @@ def report_capabilities(cloud: CloudProvider) -> list[str]:
 
 
 def plan_controllers(
-    opts: optionsmod.Options, cloud: CloudProvider, specs: dict[str, ControllerSpec]
+    opts: appoptions.Options, cloud: CloudProvider, specs: dict[str, ControllerSpec]
 ) -> list[ControllerSpec]:
     """Decide which controllers run, logging one line per skipped controller with its reason."""
-    enabled = optionsmod.enabled_controllers(
-        opts.controllers, optionsmod.ControllerCatalog.of(specs.values())
+    enabled = appoptions.enabled_controllers(
+        opts.controllers, appoptions.ControllerCatalog.of(specs.values())
     )
     to_run: list[ControllerSpec] = []
     for name, spec in specs.items():

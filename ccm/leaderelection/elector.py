@@ -14,7 +14,7 @@ from typing import Any
 
 from ccm import clock, fencing, metrics, wellknown
 from ccm.errors import CCMError, ForbiddenError
-from ccm.kube import client as kube_client
+from ccm.kube import client as kclient
 from ccm.leaderelection.config import (
     EVENT_REASON_LEADER_ELECTION,
     HEALTHZ_TOLERANCE,
@@ -207,7 +207,7 @@ class LeaderElector:
     ) -> None:
         cfg = self._config
         events = watch(
-            kube_client.LEASES,
+            kclient.LEASES,
             resource_version=rv,
             namespace=cfg.namespace,
             field_selector=f"metadata.name={cfg.name}",

@@ -15,7 +15,7 @@ from typing import Any
 
 from ccm import clock, metrics
 from ccm.errors import ConflictError, NotFoundError
-from ccm.kube import client as kube_client
+from ccm.kube import client as kclient
 from ccm.leaderelection.config import LEASE_API_VERSION, LeaderElectionConfig, LeaseClient
 from ccm.logs import v
 
@@ -92,7 +92,7 @@ class LeaseLock:
 
         # 2. Read the Lease, or create it.
         try:
-            lease = await self._client.get(kube_client.LEASES, cfg.name, namespace=cfg.namespace)
+            lease = await self._client.get(kclient.LEASES, cfg.name, namespace=cfg.namespace)
         except NotFoundError:
             record["leaseTransitions"] = 0
             body = {
@@ -102,9 +102,7 @@ class LeaseLock:
                 "spec": record,
             }
             try:
-                created = await self._client.create(
-                    kube_client.LEASES, body, namespace=cfg.namespace
-                )
+                created = await self._client.create(kclient.LEASES, body, namespace=cfg.namespace)
             except Exception as exc:
                 _log.log(
                     v(2) if isinstance(exc, ConflictError) else logging.WARNING,
@@ -156,7 +154,7 @@ class LeaseLock:
         empty, ``leaseDurationSeconds`` 1."""
         cfg = self._config
         try:
-            lease = await self._client.get(kube_client.LEASES, cfg.name, namespace=cfg.namespace)
+            lease = await self._client.get(kclient.LEASES, cfg.name, namespace=cfg.namespace)
         except Exception as exc:
             _log.error("failed to get lease %s to release it: %s", self.desc, exc)
             return False
@@ -187,7 +185,7 @@ class LeaseLock:
         body = copy.deepcopy(self.lease)
         body["spec"] = {**(body.get("spec") or {}), **record}
         return await self._client.replace(
-            kube_client.LEASES, self._config.name, body, namespace=self._config.namespace
+            kclient.LEASES, self._config.name, body, namespace=self._config.namespace
         )
 
     def _observe_read(self, lease: dict[str, Any]) -> None:
