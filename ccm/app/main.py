@@ -91,8 +91,8 @@ async def _serve_provider(
             loop.add_signal_handler(sig, on_signal, sig)
 
         def restart() -> None:
-            # The cloud config changed and the provider cannot reload it: stop as on SIGTERM
-            # (the Lease is released) and exit 0, so the DaemonSet starts us with the new file.
+            # The cloud config changed and the provider cannot reload it: stop as on SIGTERM (the
+            # Lease is released) and exit 0, so the DaemonSet starts us with the new file.
             if not stop_signal:
                 stop_signal.append(0)
                 task.cancel()

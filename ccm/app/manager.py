@@ -246,8 +246,8 @@ class ControllerManager:
             await self._run_leading(client, to_run)
 
     async def _run_leading(self, client: kclient.KubeClient, to_run: list[ControllerSpec]) -> None:
-        # As upstream: no provider initialization and no controller before the apiserver
-        # answers /healthz; if it does not within 10 s, start-up fails (exit 1).
+        # As upstream: no provider initialization and no controller before the apiserver answers
+        # /healthz; if it does not within 10 s, start-up fails (exit 1).
         await khealth.wait_for_apiserver(client)
         stopping = asyncio.Event()
         informers = SharedInformers(
