@@ -2,7 +2,7 @@
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-SRC := ccm tests chaos
+SRC := ccm tests chaos devtools
 ARGS ?=
 
 .PHONY: venv assets lint format test test-unit test-e2e demo clean
@@ -43,7 +43,7 @@ test-e2e: assets
 	$(BIN)/pytest -m e2e
 
 demo: assets
-	$(BIN)/python -m ccm.testing.demo $(ARGS)
+	$(BIN)/python -m devtools.demo $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
@@ -53,7 +53,7 @@ clean:
 OVERLAY ?= fake
 .PHONY: manifests
 manifests: venv
-	@$(BIN)/python -m ccm.testing.manifests $(OVERLAY)
+	@$(BIN)/python -m devtools.manifests $(OVERLAY)
 
 # Side-by-side benchmark of ccm and the upstream Go CCM (bench/, issue 8); results in bench/results/.
 # The upstream CCM is built from bench/upstream with Go into the cache on first use.
@@ -129,4 +129,4 @@ test-e2e: providers
 VALUES ?=
 .PHONY: chart
 chart: venv
-	@$(BIN)/python -m ccm.testing.helm $(foreach v,$(VALUES),-f $(v))
+	@$(BIN)/python -m devtools.helm $(foreach v,$(VALUES),-f $(v))

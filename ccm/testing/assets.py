@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# --- kustomize (renders manifests/; used by ccm.testing.manifests and `make manifests`) -----------
+# --- kustomize (renders manifests/; used by devtools.manifests and `make manifests`) -------------
 
 KUSTOMIZE_BINARY = "kustomize"
 _KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"

@@ -22,6 +22,7 @@ from ccm.testing.conformance.fake_driver import fake_driver_factory
 from ccm.testing.controlplane import ControlPlane
 from ccm.testing.fake_cloud import FakeCapabilities, FakeCloud
 from tests.conformance_broken.blocks_event_loop import BlocksEventLoop
+from tests.conformance_broken.drops_addresses import DropsAddresses
 from tests.conformance_broken.empty_provider_id import EmptyProviderID
 from tests.conformance_broken.leaky_delete import LeakyDelete
 from tests.conformance_broken.lookup_by_name_only import LooksUpByNameOnly
@@ -135,6 +136,12 @@ async def _run(provider: FakeCloud, *only: str, kubeconfig: str) -> suite.Report
             "instances-v2",
             {"node-initialization": "providerID-not-empty"},
             id="empty providerID",
+        ),
+        pytest.param(
+            DropsAddresses,
+            "instances-v2",
+            {"node-initialization": "addresses-set"},
+            id="no addresses",
         ),
         pytest.param(
             LooksUpByNameOnly,

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from ccm import names
-from ccm.testing import assets, helm, manifests
+from ccm.testing import assets
+from devtools import helm, manifests
 
 OVERLAYS = ["fake", "private-cloud"]
 #: The kustomize overlays and the Helm chart's example value sets ("helm:<name>").

@@ -20,9 +20,10 @@ import pytest
 import yaml
 
 from ccm import wellknown
-from ccm.testing import assets, helm, manifests
+from ccm.testing import assets
 from ccm.testing.controlplane import ControlPlane
 from ccm.testing.daemon import Daemon
+from devtools import helm, manifests
 
 from .conftest import FakeCloudFiles, Nodes, is_tainted
 

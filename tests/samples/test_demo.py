@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,8 @@ pytestmark = pytest.mark.e2e
 
 def test_demo_tells_the_whole_story_and_cleans_up() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ccm.testing.demo"],
+        [sys.executable, "-m", "devtools.demo"],
+        cwd=Path(__file__).resolve().parents[2],  # devtools/ is not installed: from the checkout
         capture_output=True,
         text=True,
         timeout=120,

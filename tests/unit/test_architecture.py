@@ -197,9 +197,6 @@ _NOT_YET_SPLIT: frozenset[str] = frozenset(
         "ccm/controllers/service.py",
         "ccm/kube/client.py",
         "ccm/kube/fake.py",
-        "ccm/testing/conformance/suite.py",
-        "ccm/testing/controlplane.py",
-        "ccm/testing/fake_cloud.py",
     }
 )
 

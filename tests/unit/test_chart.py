@@ -16,7 +16,8 @@ import yaml
 from ccm.app import options
 from ccm.app.main import provider_extensions
 from ccm.cloudprovider import init_cloud_provider
-from ccm.testing import assets, helm, manifests
+from ccm.testing import assets
+from devtools import helm, manifests
 
 REPO = helm.CHART_DIR.parents[1]
 #: Value sets rendered and checked like the kustomize overlays (also by the e2e dry-run).

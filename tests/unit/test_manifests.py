@@ -19,8 +19,9 @@ from ccm.app import options
 from ccm.app.main import provider_extensions
 from ccm.cloudprovider import init_cloud_provider
 from ccm.errors import ConfigError
-from ccm.testing import assets, manifests
+from ccm.testing import assets
 from ccm.testing.fake_cloud import FakeCloud
+from devtools import manifests
 
 OVERLAYS = ["fake", "private-cloud"]
 PROVIDERS = {"fake": "fake", "private-cloud": "private-cloud"}

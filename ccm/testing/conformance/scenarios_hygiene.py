@@ -14,15 +14,9 @@ from typing import Any
 
 from ccm import errors
 from ccm.cloudprovider import Route
-from ccm.testing.conformance.suite import (
-    BLOCKING_RULE,
-    Context,
-    RuleViolation,
-    describe_holds,
-    node_view,
-    scenario,
-    service_view,
-)
+from ccm.testing.conformance.context import Context, node_view, service_view
+from ccm.testing.conformance.registry import scenario
+from ccm.testing.conformance.results import BLOCKING_RULE, RuleViolation, describe_holds
 
 CAP = "hygiene"
 

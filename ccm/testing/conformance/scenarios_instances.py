@@ -9,14 +9,9 @@ from typing import Any
 from ccm import errors, wellknown
 from ccm.cloudprovider import NodeAddress
 from ccm.kube import client as kclient
-from ccm.testing.conformance.suite import (
-    Context,
-    NotOffered,
-    RuleViolation,
-    _offered,
-    node_view,
-    scenario,
-)
+from ccm.testing.conformance.context import Context, node_view
+from ccm.testing.conformance.registry import _offered, scenario
+from ccm.testing.conformance.results import NotOffered, RuleViolation
 
 CAP = "instances-v2"
 
@@ -146,10 +141,24 @@ async def _node_initialization(ctx: Context) -> None:
                 f"Node {machine.name} lost its taint without label {key}={value!r} "
                 f"(has {labels.get(key)!r})",
             )
-    got = _addresses(node)
+    # Upstream writes status.addresses in a second request right after the one that removes the
+    # taint, so the Node as it was at taint removal may not have them yet: wait for them.
+    want = {(a.type, a.address) for a in machine.addresses}
+
+    async def addressed() -> set[tuple[str, str]] | None:
+        current = await ctx.get_node(machine.name)
+        got = _addresses(current) if current is not None else set()
+        return got if got and want <= got else None
+
+    got: set[tuple[str, str]] = set()
+    try:
+        got = await ctx.wait_for(addressed, "addresses-set", "")
+    except RuleViolation:
+        current = await ctx.get_node(machine.name)
+        got = _addresses(current) if current is not None else set()
     if not got:
         raise RuleViolation("addresses-set", f"Node {machine.name} has no status.addresses")
-    missing = {(a.type, a.address) for a in machine.addresses} - got
+    missing = want - got
     if missing:
         raise RuleViolation(
             "addresses-set", f"Node {machine.name} lacks the machine's addresses {sorted(missing)}"

@@ -7,15 +7,9 @@ from typing import Any
 
 from ccm import errors
 from ccm.kube import client as kclient
-from ccm.testing.conformance.suite import (
-    Context,
-    NotOffered,
-    RuleViolation,
-    _offered,
-    node_view,
-    scenario,
-    service_view,
-)
+from ccm.testing.conformance.context import Context, node_view, service_view
+from ccm.testing.conformance.registry import _offered, scenario
+from ccm.testing.conformance.results import NotOffered, RuleViolation
 
 CAP = "load-balancer"
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from ccm import errors
 from ccm.cloudprovider import Route
-from ccm.testing.conformance.suite import Context, RuleViolation, _offered, scenario
+from ccm.testing.conformance.context import Context
+from ccm.testing.conformance.registry import _offered, scenario
+from ccm.testing.conformance.results import RuleViolation
 
 CAP = "routes"
 

@@ -26,353 +26,65 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import logging
-import secrets
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Sequence
 
-from ccm import errors, names, wellknown
+from ccm import errors, names
 from ccm.app import manager as managermod
 from ccm.app import options as optionsmod
-from ccm.cloudprovider import (
-    CloudProvider,
-    LoadBalancerStatus,
-    Node,
-    NodeAddress,
-    Route,
-    Service,
-)
+from ccm.cloudprovider import CloudProvider, LoadBalancerStatus, Route
 from ccm.kube import client as kclient
-from ccm.testing.conformance.driver import ConformanceDriver, Machine
-from ccm.testing.conformance.observe import (
-    DEFAULT_LOOP_HOLD_THRESHOLD,
-    LoopHold,
-    ObservedProvider,
-    Observer,
+
+# Importing the scenario modules registers their scenarios, in this order within a capability.
+from ccm.testing.conformance import (
+    scenarios_hygiene,
+    scenarios_instances,
+    scenarios_lb,
+    scenarios_routes,
+)
+from ccm.testing.conformance.context import Context, node_view, service_view
+from ccm.testing.conformance.driver import ConformanceDriver
+from ccm.testing.conformance.observe import LoopHold, ObservedProvider, Observer
+from ccm.testing.conformance.registry import SCENARIOS, Scenario, scenario
+from ccm.testing.conformance.results import (
+    BLOCKING_RULE,
+    CAPABILITIES,
+    NotOffered,
+    Outcome,
+    Report,
+    Result,
+    RuleViolation,
+    SuiteConfig,
+    describe_holds,
 )
 
 __all__ = [
+    "BLOCKING_RULE",
     "CAPABILITIES",
     "SCENARIOS",
+    "Context",
+    "LoadBalancerStatus",
+    "LoopHold",
+    "NotOffered",
+    "ObservedProvider",
+    "Observer",
     "Outcome",
     "Report",
     "Result",
+    "Route",
     "RuleViolation",
     "Scenario",
     "SuiteConfig",
+    "describe_holds",
+    "node_view",
+    "play_scenario",
     "run_suite",
+    "scenario",
+    "service_view",
 ]
 
-_log = logging.getLogger("ccm.conformance")
-
-CAPABILITIES = ("instances-v2", "load-balancer", "routes", "hygiene")
-Outcome = Literal["passed", "failed", "not offered"]
-
-
-class RuleViolation(AssertionError):
-    """A scenario found the provider breaking ``rule`` (a short stable name)."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(f"[{rule}] {message}")
-        self.rule = rule
-        self.message = message
-
-
-BLOCKING_RULE = "does-not-block-event-loop"
-
-
-def describe_holds(holds: Sequence[LoopHold], threshold: float) -> str:
-    """One sentence on the longest hold (and how many more there were, by whom)."""
-    more = ""
-    if len(holds) > 1:
-        others = dict.fromkeys(f"{h.method} from {h.task!r}" for h in holds[1:])
-        shown = ", ".join(list(others)[:3]) + (", ..." if len(others) > 3 else "")
-        more = f"; {len(holds) - 1} more hold(s) of the loop ({shown})"
-    return (
-        f"{holds[0].describe()} (limit {threshold:g}s): a synchronous call inside a coroutine "
-        f"stops every controller; run it on a thread{more}"
-    )
-
-
-class NotOffered(Exception):
-    """Raised by a scenario when something it needs is not available (driver or provider)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SuiteConfig:
-    """Knobs of a run. Waits are bounded by ``wait_timeout``; provider calls by ``call_timeout``."""
-
-    cluster_name: str = "conformance"
-    namespace: str = "default"
-    wait_timeout: float = 20.0
-    call_timeout: float = 10.0
-    scenario_timeout: float = 45.0
-    poll_interval: float = 0.1
-    period: float = 1.0  # node monitor / status update periods of the controllers
-    #: A provider call holding the event loop this long in one step breaks a rule (see observe).
-    loop_hold_threshold: float = DEFAULT_LOOP_HOLD_THRESHOLD
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Result:
-    capability: str
-    scenario: str
-    outcome: Outcome
-    reason: str = ""
-    rule: str = ""
-    seconds: float = 0.0
-    #: Checks the scenario could not verify in the cloud, ``"check (why)"``: Context.unverified.
-    unverified: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class Report:
-    provider: str
-    results: list[Result] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(r.outcome != "failed" for r in self.results)
-
-    def by_capability(self) -> dict[str, list[Result]]:
-        out: dict[str, list[Result]] = {}
-        for r in self.results:
-            out.setdefault(r.capability, []).append(r)
-        return out
-
-    def failures(self) -> list[Result]:
-        return [r for r in self.results if r.outcome == "failed"]
-
-    def unverified(self) -> list[str]:
-        """Every unverified check of the run, as ``scenario: check (why)``."""
-        return [f"{r.scenario}: {u}" for r in self.results for u in r.unverified]
-
-
-# ---------------------------------------------------------------- scenario context
-
-
-class Context:
-    """What a scenario gets: the provider (observed), the driver, an admin client, helpers."""
-
-    def __init__(
-        self,
-        provider: CloudProvider,
-        driver: ConformanceDriver | None,
-        client: kclient.KubeClient,
-        config: SuiteConfig,
-        observer: Observer,
-    ) -> None:
-        #: The provider, through the observer (every call is watched, as the controllers' are).
-        self.provider = (
-            provider
-            if isinstance(provider, ObservedProvider)
-            else ObservedProvider(provider, observer)
-        )
-        self.driver = driver
-        self.client = client
-        self.config = config
-        self.observer = observer
-        self.run_id = secrets.token_hex(3)
-        self._seq = 0
-        self.nodes: set[str] = set()
-        self.services: set[tuple[str, str]] = set()
-        #: Findings shared between the scenarios of one run (e.g. ``init-failed``).
-        self.notes: dict[str, str] = {}
-        #: Checks of the current scenario that could not be verified in the cloud.
-        self.unverified_checks: list[str] = []
-
-    def unverified(self, check: str, why: str) -> None:
-        """Record that ``check`` rests on the provider's own word because ``why`` (the driver
-        cannot inspect that part of the cloud). The scenario still passes; the report lists it."""
-        self.unverified_checks.append(f"{check} ({why})")
-
-    def name(self, prefix: str) -> str:
-        self._seq += 1
-        return f"cf-{prefix}-{self.run_id}-{self._seq}"
-
-    def need_driver(self) -> ConformanceDriver:
-        """The driver; without one the scenario fails (it is never silently passed or skipped)."""
-        if self.driver is None:
-            raise RuleViolation(
-                "driver-required",
-                "this scenario creates machines: supply a conformance driver "
-                "(--driver MODULE:ATTR)",
-            )
-        return self.driver
-
-    async def call(self, what: str, awaitable: Awaitable[Any]) -> Any:
-        """Await a provider call, bounded by ``call_timeout``; a timeout is a rule violation."""
-        try:
-            async with asyncio.timeout(self.config.call_timeout):
-                return await awaitable
-        except TimeoutError:
-            raise RuleViolation(
-                "calls-return-in-time", f"{what} did not return within {self.config.call_timeout}s"
-            ) from None
-
-    async def wait_for(self, check: Callable[[], Awaitable[Any]], rule: str, what: str) -> Any:
-        """Poll ``check`` until it returns a truthy value; else raise RuleViolation(rule, what)."""
-        deadline = time.monotonic() + self.config.wait_timeout
-        last: Any = None
-        while True:
-            last = await check()
-            if last:
-                return last
-            if time.monotonic() > deadline:
-                raise RuleViolation(rule, f"{what} (waited {self.config.wait_timeout:g}s)")
-            await asyncio.sleep(self.config.poll_interval)
-
-    # ---- Kubernetes objects
-
-    async def create_node(
-        self, machine: Machine, *, provider_id: str = "", tainted: bool = True
-    ) -> dict[str, Any]:
-        spec: dict[str, Any] = {}
-        if tainted:
-            spec["taints"] = [
-                {"key": wellknown.TAINT_UNINITIALIZED, "value": "true", "effect": "NoSchedule"}
-            ]
-        if provider_id:
-            spec["providerID"] = provider_id
-        body = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": machine.name, "labels": {"conformance.ccm.io/run": self.run_id}},
-            "spec": spec,
-            "status": {
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True",
-                        "reason": "KubeletReady",
-                        "message": "conformance",
-                        "lastHeartbeatTime": _now(),
-                        "lastTransitionTime": _now(),
-                    }
-                ]
-            },
-        }
-        self.nodes.add(machine.name)
-        return await self.client.create(kclient.NODES, body)
-
-    async def get_node(self, name: str) -> dict[str, Any] | None:
-        try:
-            return await self.client.get(kclient.NODES, name)
-        except errors.NotFoundError:
-            return None
-
-    async def set_ready(self, name: str, ready: bool) -> None:
-        cond = {
-            "type": "Ready",
-            "status": "True" if ready else "False",
-            "reason": "KubeletReady" if ready else "KubeletNotReady",
-            "message": "conformance",
-            "lastHeartbeatTime": _now(),
-            "lastTransitionTime": _now(),
-        }
-        await self.client.patch(
-            kclient.NODES, name, {"status": {"conditions": [cond]}}, subresource="status"
-        )
-
-    async def delete_node(self, name: str) -> None:
-        with contextlib.suppress(errors.NotFoundError):
-            await self.client.delete(kclient.NODES, name)
-        self.nodes.discard(name)
-
-    async def cleanup(self) -> None:
-        for name in list(self.nodes):
-            with contextlib.suppress(Exception):
-                await self.delete_node(name)
-        for namespace, name in list(self.services):
-            with contextlib.suppress(Exception):
-                await self.client.delete(kclient.SERVICES, name, namespace=namespace)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def node_view(name: str, provider_id: str = "", addresses: Iterable[NodeAddress] = ()) -> Node:
-    """A Node as the controllers hand it to a provider."""
-    return Node(
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name, "uid": str(uuid.uuid4())},
-            "spec": {"providerID": provider_id} if provider_id else {},
-            "status": {"addresses": [a.to_dict() for a in addresses]},
-        }
-    )
-
-
-def service_view(
-    namespace: str, name: str, *, ports: Sequence[tuple[str, int, int]] = (("http", 80, 30080),)
-) -> Service:
-    """A ``type: LoadBalancer`` Service as the service controller hands it to a provider."""
-    return Service(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())},
-            "spec": {
-                "type": "LoadBalancer",
-                "ports": [
-                    {"name": n, "protocol": "TCP", "port": p, "targetPort": p, "nodePort": np}
-                    for n, p, np in ports
-                ],
-            },
-        }
-    )
-
-
-# ---------------------------------------------------------------- scenarios
-
-ScenarioFn = Callable[[Context], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    capability: str
-    name: str
-    doc: str
-    fn: ScenarioFn
-
-
-SCENARIOS: list[Scenario] = []
-
-
-def scenario(capability: str, name: str) -> Callable[[ScenarioFn], ScenarioFn]:
-    def register(fn: ScenarioFn) -> ScenarioFn:
-        SCENARIOS.append(Scenario(capability, name, (fn.__doc__ or "").strip(), fn))
-        return fn
-
-    return register
-
-
-def _offered(ctx: Context, capability: str) -> Any:
-    cap = {
-        "instances-v2": ctx.provider.instances_v2,
-        "load-balancer": ctx.provider.load_balancer,
-        "routes": ctx.provider.routes,
-    }[capability]()
-    if cap is None:
-        raise NotOffered(f"the provider does not offer {capability}")
-    return cap
-
-
-# Importing the scenario modules registers them (order = report order).
-from ccm.testing.conformance import (  # noqa: E402
-    scenarios_hygiene,  # noqa: F401
-    scenarios_instances,  # noqa: F401
-    scenarios_lb,  # noqa: F401
-    scenarios_routes,  # noqa: F401
-)
-
-# ---------------------------------------------------------------- the runner
+#: The scenario modules whose import registered :data:`SCENARIOS`.
+_SCENARIO_MODULES = (scenarios_hygiene, scenarios_instances, scenarios_lb, scenarios_routes)
 
 
 def _options(kubeconfig: str, config: SuiteConfig) -> optionsmod.Options:
@@ -512,24 +224,3 @@ async def run_suite(
                 await driver.cleanup()
         await client.aclose()
     return report
-
-
-def ip_version(cidr: str) -> int:
-    return ipaddress.ip_network(cidr, strict=False).version
-
-
-__all__ += [
-    "BLOCKING_RULE",
-    "Context",
-    "LoadBalancerStatus",
-    "LoopHold",
-    "NotOffered",
-    "ObservedProvider",
-    "Observer",
-    "Route",
-    "describe_holds",
-    "node_view",
-    "play_scenario",
-    "scenario",
-    "service_view",
-]

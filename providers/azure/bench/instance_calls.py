@@ -1,8 +1,9 @@
-"""ARM requests and wall time of the Azure provider's instance calls for N VMs on the fake ARM
-server (TLS, real SDK clients, real bearer-token policy): single InstancesV2 calls against one
-InstancesBatch call.
+"""ARM requests and wall time of the Azure provider's instance calls for N VMs (or N scale set
+instances in two scale sets, ``vmss``) on the fake ARM server (TLS, real SDK clients, real
+bearer-token policy): single InstancesV2 calls against one InstancesBatch call.
 
     .venv/bin/python providers/azure/bench/instance_calls.py 100
+    .venv/bin/python providers/azure/bench/instance_calls.py 100 vmss
 """
 
 from __future__ import annotations
@@ -19,16 +20,22 @@ from ccm_azure.testing.world import AzureWorld, azure_json
 from ccm.cloudprovider import Node
 
 
-async def main(count: int) -> None:
+async def main(count: int, vmss: bool) -> None:
     async with FakeArm() as arm:
         os.environ["SSL_CERT_FILE"] = str(arm.ca_path)
         world = AzureWorld(arm)
-        names = [f"vm-{i}" for i in range(count)]
-        for i, name in enumerate(names):
-            world.create_vm(name, zone=str(i % 3 + 1))
-        provider = factory(azure_json(arm).encode())
+        nodes = []
+        for i in range(count):
+            if vmss:
+                vm = world.create_vmss_vm(f"pool{i % 2}", str(i), zone=str(i % 3 + 1))
+                pid = "azure://" + vm["id"]
+                nodes.append(Node({"metadata": {"name": f"n{i}"}, "spec": {"providerID": pid}}))
+            else:
+                world.create_vm(f"vm-{i}", zone=str(i % 3 + 1))
+                nodes.append(Node({"metadata": {"name": f"vm-{i}"}, "spec": {}}))
+        vm_type = "vmss" if vmss else "standard"
+        provider = factory(azure_json(arm, vmType=vm_type).encode())
         await provider.api.open()
-        nodes = [Node({"metadata": {"name": n}, "spec": {}}) for n in names]
         instances, batch = provider.instances_v2(), provider.instances_batch()
         await instances.instance_exists(nodes[0])  # the token, the connection
         for label, run in (
@@ -51,4 +58,4 @@ async def main(count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100))
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100, "vmss" in sys.argv[2:]))

@@ -32,6 +32,14 @@ async def make_provider(arm: FakeArm) -> AsyncIterator[Callable[..., Awaitable[A
     built: list[Any] = []
 
     async def make(**fields: Any) -> Any:
+        world = AzureWorld(arm)
+        if (
+            arm.get_resource(
+                world.resource_id("Microsoft.Network", "networkSecurityGroups", "nsg-1")
+            )
+            is None
+        ):
+            world.create_security_group()
         provider = factory(azure_json(arm, **fields).encode())
         built.append(provider)
         await provider.api.open()

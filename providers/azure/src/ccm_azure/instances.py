@@ -89,6 +89,9 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+text = _text
+
+
 def power_state(vm: Any) -> str:
     """The VM's power state (``running``, ``deallocated``, ...) from its instance view."""
     view = vm.instance_view

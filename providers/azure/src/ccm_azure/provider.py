@@ -3,8 +3,8 @@
 ``--cloud-provider azure --cloud-config /etc/kubernetes/azure.json`` (upstream's file,
 :mod:`ccm_azure.config`). The factory parses the file and makes no call; the SDK clients are
 created on the event loop at the first call (:class:`ccm_azure.api.AzureApi`). Capabilities:
-InstancesV2 and InstancesBatch (:mod:`ccm_azure.instances`), Routes when ``routeTableName`` is set
-(:mod:`ccm_azure.routes`).
+InstancesV2 and InstancesBatch for VMs and scale set instances (:mod:`ccm_azure.nodes`), Routes
+when ``routeTableName`` is set (:mod:`ccm_azure.routes`), LoadBalancer (:mod:`ccm_azure.lb`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from ccm.cloudprovider import (
     Routes,
 )
 from ccm_azure.api import AzureApi
-from ccm_azure.config import AzureConfig
+from ccm_azure.config import VM_TYPE_VMSS, AzureConfig
 from ccm_azure.instances import PROVIDER_NAME, AzureInstances
 from ccm_azure.lb import AzureLoadBalancers
+from ccm_azure.nodes import AzureNodes
 from ccm_azure.routes import AzureRoutes
+from ccm_azure.vmss import VmssInstances
 
 __all__ = ["AzureProvider", "factory"]
 
@@ -38,7 +40,11 @@ class AzureProvider(CloudProvider):
     def __init__(self, config: AzureConfig) -> None:
         self.config = config
         self.api = AzureApi(config)
-        self._instances = AzureInstances(self.api, config.resource_group)
+        self._instances = AzureNodes(
+            AzureInstances(self.api, config.resource_group),
+            VmssInstances(self.api, config.resource_group),
+            vmss=config.vm_set_type == VM_TYPE_VMSS,
+        )
         self._load_balancers = AzureLoadBalancers(self.api, config)
         self._routes = (
             AzureRoutes(

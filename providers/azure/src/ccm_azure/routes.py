@@ -21,9 +21,8 @@ from typing import Any
 from azure.mgmt.network import models as network
 
 from ccm import errors, wellknown
-from ccm.cloudprovider import Node, Route, Routes
+from ccm.cloudprovider import InstancesV2, Node, Route, Routes
 from ccm_azure.api import AzureApi, is_not_found
-from ccm_azure.instances import AzureInstances
 
 __all__ = ["SEPARATOR", "AzureRoutes", "node_of_route", "route_name"]
 
@@ -43,7 +42,7 @@ class AzureRoutes(Routes):
     """The routes of the cluster's route table."""
 
     def __init__(
-        self, api: AzureApi, instances: AzureInstances, *, table: str, group: str, location: str
+        self, api: AzureApi, instances: InstancesV2, *, table: str, group: str, location: str
     ) -> None:
         self.api = api
         self.instances = instances

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from ccm_azure.testing.arm import serve_in_thread
-from ccm_azure.testing.world import azure_json
+from ccm_azure.testing.world import AzureWorld, azure_json
 
 from ccm.testing.controlplane import ControlPlane
 
@@ -53,6 +53,7 @@ def test_ccm_conformance_passes_the_azure_provider_but_route_cluster_scoping(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     with serve_in_thread() as arm:
+        AzureWorld(arm).create_security_group()  # the cluster's, named by securityGroupName
         config = tmp_path / "azure.json"
         config.write_text(azure_json(arm))
         junit = tmp_path / "junit.xml"

@@ -34,6 +34,7 @@ def test_azure_provider_initializes_deletes_and_taints_nodes(
     core = kube_core
     with serve_in_thread() as arm:
         world = AzureWorld(arm, resource_group="RG-E2E", location="westeurope")
+        world.create_security_group()
         names = [unique_name("vm") for _ in range(4)]
         ips = [f"10.1.0.{i + 4}" for i in range(4)]
         pips = [f"52.1.0.{i + 4}" for i in range(4)]
@@ -127,6 +128,8 @@ def test_azure_provider_initializes_deletes_and_taints_nodes(
             assert pip is not None and pip["properties"]["ipAddress"] == ip
             uid = core.read_namespaced_service(svc_name, kube_namespace).metadata.uid
             assert pip["name"] == "e2e-a" + uid.replace("-", "")[:31]
+            (rule,) = world.security_rules().values()
+            assert rule["properties"]["destinationAddressPrefix"] == ip
 
             # 4. Deleted → Node and route deleted; deallocated → Node kept, tainted shutdown.
             _, _, doomed, stopped = names
@@ -153,6 +156,7 @@ def test_azure_provider_initializes_deletes_and_taints_nodes(
             core.delete_namespaced_service(svc_name, kube_namespace)
             wait(lambda: arm.get_resource(lb_id) is None, "the load balancer deleted")
             wait(lambda: arm.get_resource(pip["id"]) is None, "the Service's public IP deleted")
+            assert world.security_rules() == {}, "its security rule removed"
         log = daemon.log()
         assert arm.tokens_issued >= 1
     assert "subscription sub-1, resource group RG-E2E, location westeurope" in log

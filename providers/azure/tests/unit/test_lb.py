@@ -85,7 +85,8 @@ async def test_ensure_builds_the_shared_load_balancer_as_upstream_names_it(
     again = lb(arm)
     for part in ("frontendIPConfigurations", "loadBalancingRules", "probes"):
         assert names(again, part) == names(body, part)
-    assert len(arm.resources) == 2, "no second load balancer or public IP"
+    made = [k for k in arm.resources if "/networksecuritygroups/" not in k]
+    assert len(made) == 2, "no second load balancer or public IP"
 
     # A second Service: its own frontend and public IP on the same load balancer.
     b = service("2222-bbbb", 8080)
@@ -166,3 +167,17 @@ async def test_throttled_writes_are_retry_after_errors(
     with pytest.raises(errors.RetryAfterError) as caught:
         await lbs.ensure_load_balancer(CLUSTER, service("0001", 80), NODES)
     assert caught.value.delay == 9
+
+
+async def test_get_load_balancer_only_reads(make_provider: Any, arm: FakeArm) -> None:
+    from ccm import errors
+
+    lbs = (await make_provider()).load_balancer()
+    svc = service("0001", 80)
+    await lbs.ensure_load_balancer(CLUSTER, svc, NODES)
+    arm.delete_resource(PIP + "kubernetes-a0001")
+    arm.calls.clear()
+    with pytest.raises(errors.CloudProviderError, match="no address"):
+        await lbs.get_load_balancer(CLUSTER, svc)
+    assert not [c for c in arm.calls if not c.startswith("GET")], arm.calls
+    assert arm.get_resource(PIP + "kubernetes-a0001") is None

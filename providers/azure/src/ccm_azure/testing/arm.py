@@ -12,7 +12,8 @@ one seen is recorded in :attr:`FakeArm.api_versions`) with ARM's behaviour:
   write gives the resource a new etag;
 - ``DELETE`` and the VM actions (``deallocate``, ``powerOff``, ``start``) answer 202 with an
   ``Azure-AsyncOperation`` URL that reports ``InProgress`` once, then ``Succeeded``;
-- faults injected with :meth:`FakeArm.inject` (429 with ``Retry-After``, 5xx) are served first.
+- faults injected with :meth:`FakeArm.inject` (429 with ``Retry-After``, 5xx, 412) are served
+  first, to the next matching requests or to a share of them (``every``).
 
 It also serves a token endpoint (``/<tenant>/oauth2/v2.0/token``) for ``ClientSecretCredential``
 and the cloud metadata (``/metadata/endpoints``) that points the provider at it, so the real
@@ -47,6 +48,12 @@ _ACTION = re.compile(
     r"virtualMachines/[^/]+)/(?P<action>deallocate|powerOff|start)$",
     re.IGNORECASE,
 )
+# A scale set's NICs or public IPs, held under its instances.
+_VMSS_LIST = re.compile(
+    r"^(?P<ss>/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
+    r"virtualMachineScaleSets/[^/]+)/(?P<kind>networkInterfaces|publicIPAddresses)$",
+    re.IGNORECASE,
+)
 # A collection: .../providers/<namespace>/<type>[/<name>/<child type>]
 _COLLECTION = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/[^/]+/[^/]+(/[^/]+/[^/]+)?$",
@@ -56,7 +63,8 @@ _COLLECTION = re.compile(
 
 @dataclass
 class Fault:
-    """An answer served instead of the real one to the next ``times`` matching requests."""
+    """An answer served instead of the real one to the next ``times`` matching requests (with
+    ``every``: to every ``every``-th one, a share of the calls)."""
 
     method: str
     path_contains: str
@@ -64,7 +72,9 @@ class Fault:
     times: int = 1
     retry_after: str | None = None
     code: str = ""
+    every: int = 1
     seen: int = field(default=0)
+    matched: int = field(default=0)
 
 
 class FakeArm:
@@ -139,9 +149,20 @@ class FakeArm:
         """The VM's power state: ``running``, ``stopped``, ``deallocated``, ``deallocating``."""
         self.power[vm_id.lower()] = state
 
-    def inject(self, method: str, path_contains: str, status: int, *, times: int = 1,
-               retry_after: str | None = None, code: str = "") -> Fault:  # fmt: skip
-        fault = Fault(method.upper(), path_contains.lower(), status, times, retry_after, code)
+    def inject(
+        self,
+        method: str,
+        path_contains: str,
+        status: int,
+        *,
+        times: int = 1,
+        retry_after: str | None = None,
+        code: str = "",
+        every: int = 1,
+    ) -> Fault:
+        fault = Fault(
+            method.upper(), path_contains.lower(), status, times, retry_after, code, every
+        )
         self.faults.append(fault)
         return fault
 
@@ -171,6 +192,9 @@ class FakeArm:
                 and fault.method == request.method
                 and fault.path_contains in path.lower()
             ):
+                fault.matched += 1
+                if fault.matched % fault.every:
+                    continue
                 fault.seen += 1
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                 code = fault.code or ("TooManyRequests" if fault.status == 429 else "Fault")
@@ -210,6 +234,15 @@ class FakeArm:
 
     def _get(self, path: str, expand: str) -> web.Response:
         key = path.lower()
+        if (nested := _VMSS_LIST.match(path)) is not None:
+            prefix = nested["ss"].lower() + "/virtualmachines/"
+            kind = "/" + nested["kind"].lower() + "/"
+            items = [
+                self._view(r, expand)
+                for k, r in sorted(self.resources.items())
+                if k.startswith(prefix) and kind in k and "/" not in k.rsplit(kind, 1)[1]
+            ]
+            return web.json_response({"value": items})
         if _COLLECTION.match(path) and key not in self.resources:
             if (missing := self._parent_missing(path)) is not None:
                 return missing
@@ -267,6 +300,13 @@ class FakeArm:
         if request.headers.get("If-None-Match") == "*" and current is not None:
             return _error(412, "PreconditionFailed", "the resource exists")
         body = await request.json()
+        if current is not None:
+            # ARM keeps what a client cannot write (the read-only parts it left out).
+            for key, value in current.items():
+                body.setdefault(key, value)
+            view = current.get("properties", {}).get("instanceView")
+            if view is not None:
+                body.setdefault("properties", {}).setdefault("instanceView", view)
         _allocate(path, body)
         stored = self.put_resource(path, body)
         if "/virtualmachines/" in path.lower():

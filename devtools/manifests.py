@@ -7,8 +7,8 @@ schema shipped inside the ``kubernetes-validate`` package (no network), for the 
 
 Command line (``make manifests OVERLAY=fake``)::
 
-    python -m ccm.testing.manifests fake              # print the rendered, validated YAML
-    python -m ccm.testing.manifests --list            # the overlays
+    python -m devtools.manifests fake              # print the rendered, validated YAML
+    python -m devtools.manifests --list            # the overlays
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ __all__ = [
     "validate",
 ]
 
-#: The ``manifests/`` folder of the repository (ccm/testing/manifests.py → ../../manifests).
-MANIFESTS_DIR = Path(__file__).resolve().parents[2] / "manifests"
+#: The ``manifests/`` folder of the repository (devtools/manifests.py → ../manifests).
+MANIFESTS_DIR = Path(__file__).resolve().parents[1] / "manifests"
 
 
 class ManifestsError(errors.ConfigError):
@@ -220,9 +220,9 @@ def container_view(objects: Sequence[dict[str, Any]], root: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m ccm.testing.manifests``."""
+    """Entry point of ``python -m devtools.manifests``."""
     parser = argparse.ArgumentParser(
-        prog="python -m ccm.testing.manifests",
+        prog="python -m devtools.manifests",
         description="Render (kustomize build) and validate an overlay of manifests/; print YAML.",
     )
     parser.add_argument("overlay", nargs="?", default="fake", help="overlay name (default: fake)")

@@ -1,14 +1,14 @@
 """Render the Helm chart of ``charts/ccm`` with the pinned ``helm`` v4, built with Go on first use.
 
-Like kustomize (:mod:`ccm.testing.manifests`): ``$CCM_HELM`` (a binary path) is used as is;
+Like kustomize (:mod:`devtools.manifests`): ``$CCM_HELM`` (a binary path) is used as is;
 otherwise the binary cached in :func:`ccm.testing.assets.cached_assets_dir` is used when its
 version is ``HELM_VERSION`` of ``versions.env``, else it is built there from the Go module proxy
 (``helm.sh/helm/v4/cmd/helm``; one progress line, the Go caches make a rebuild quick).
 
 Command line (``make chart VALUES=...``)::
 
-    python -m ccm.testing.helm                         # default values: print the rendered YAML
-    python -m ccm.testing.helm -f my-values.yaml --set provider.name=private-cloud
+    python -m devtools.helm                         # default values: print the rendered YAML
+    python -m devtools.helm -f my-values.yaml --set provider.name=private-cloud
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from ccm.testing import assets, manifests
+from ccm.testing import assets
+from devtools import manifests
 
 __all__ = [
     "CHART_DIR",
@@ -39,8 +40,8 @@ __all__ = [
     "render_yaml",
 ]
 
-#: The chart folder of the repository (ccm/testing/helm.py → ../../charts/ccm).
-CHART_DIR = Path(__file__).resolve().parents[2] / "charts" / "ccm"
+#: The chart folder of the repository (devtools/helm.py → ../charts/ccm).
+CHART_DIR = Path(__file__).resolve().parents[1] / "charts" / "ccm"
 HELM_BINARY = "helm"
 _HELM_MODULE = "helm.sh/helm/v4"
 #: The release name and namespace ``render`` uses (the chart's objects are named after neither).
@@ -197,7 +198,7 @@ def render(*values: Mapping[str, Any], chart: Path = CHART_DIR) -> list[dict[str
 
 def lint(*values: Mapping[str, Any], chart: Path = CHART_DIR) -> None:
     """``helm lint --strict`` (values checked against ``values.schema.json``); raise
-    :class:`~ccm.testing.manifests.ManifestsError` with helm's output when it fails."""
+    :class:`~devtools.manifests.ManifestsError` with helm's output when it fails."""
     with tempfile.TemporaryDirectory(prefix="ccm-helm-values-") as tmp:
         result = _helm("lint", "--strict", str(chart), *_value_args(values, Path(tmp)))
     if result.returncode != 0:
@@ -207,9 +208,9 @@ def lint(*values: Mapping[str, Any], chart: Path = CHART_DIR) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m ccm.testing.helm``."""
+    """Entry point of ``python -m devtools.helm``."""
     parser = argparse.ArgumentParser(
-        prog="python -m ccm.testing.helm",
+        prog="python -m devtools.helm",
         description="Render (helm template) and validate the chart charts/ccm; print YAML.",
     )
     parser.add_argument("-f", "--values", action="append", default=[], help="a values file")
