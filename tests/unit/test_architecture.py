@@ -41,13 +41,15 @@ BREAKERS: dict[str, Breaker] = {
     "controllers-independent": Breaker("ccm.controllers.node", "ccm.controllers.route"),
     "core-not-testing": Breaker("ccm.app", "ccm.testing"),
     "testing-not-cli": Breaker("ccm.testing", "ccm.cli"),
+    "no-repo-tooling": Breaker("ccm.app", "devtools"),
     "kubernetes-asyncio": Breaker("ccm.controllers", "kubernetes_asyncio"),
     "contract-no-plumbing": Breaker("ccm.cloudprovider", "ccm.kube"),
     "providers": Breaker("minimal_provider", "ccm.controllers"),
 }
 
 #: The packages copied into the temporary directory (they shadow the installed ones there): ccm,
-#: and the sample provider the providers contract is broken in.
+#: and the sample provider the providers contract is broken in. The repository's tooling (bench,
+#: chaos, devtools) is found in the checkout, after the copy.
 COPIED = {
     "ccm": REPO / "ccm",
     "minimal_provider": REPO / "samples/minimal-provider/src/minimal_provider",
@@ -84,7 +86,7 @@ def _write_config(path: Path, config: dict[str, Any], contracts: list[dict[str, 
 def _lint_imports(tree: Path, config: Path) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("lint-imports")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "importlinter.cli"]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(REPO)])}
     return subprocess.run(
         [*command, "--config", str(config), "--no-cache"],
         cwd=tree,
