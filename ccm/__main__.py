@@ -1,6 +1,6 @@
 """``python -m ccm``: the same as the ``ccm`` command."""
 
-from ccm.app.main import main
+from ccm.cli import main
 
 if __name__ == "__main__":
     main()

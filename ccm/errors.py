@@ -1,16 +1,15 @@
 """One exception tree for ccm: what providers raise, what the Kubernetes edge raises, what the CLI
-reports.
+reports. Part of the provider contract and toolkit (with :mod:`ccm.cloudprovider`): audience,
+provider authors first.
 
 Ports the sentinel errors of upstream ``cloud.go`` (``InstanceNotFound``, ``NotImplemented``,
 ``ImplementedElsewhere``, ``DiskNotFound``) and ``api.RetryError`` as exception classes, and adds
-the
-Kubernetes API errors that ``ccm.kube`` translates at its boundary.
+the Kubernetes API errors that ``ccm.kube`` translates at its boundary.
 
 ::
 
     CCMError
-    ├── ConfigError                      bad flags, unreadable or malformed files (CLI: exit 1, one
-    line)
+    ├── ConfigError                      bad flags, unreadable or malformed files (CLI: exit 1)
     │   ├── UnknownProviderError         --cloud-provider names no installed provider
     │   └── ConfigFileError              a provider's --cloud-config: names the file and the field
     ├── CloudProviderError               anything a provider raises about the cloud
@@ -23,14 +22,15 @@ Kubernetes API errors that ``ccm.kube`` translates at its boundary.
     ├── CloudCallTimeoutError            a cloud call ran longer than --cloud-call-timeout
     └── KubeError                        the Kubernetes API said no, or could not be reached
         └── ApiError                     an HTTP status from the apiserver
-            ├── BadRequestError (400)  UnauthorizedError (401)  ForbiddenError (403)
-            ├── NotFoundError (404)    ConflictError (409)      AlreadyExistsError (409,
-            AlreadyExists)
-            ├── GoneError (410)        InvalidError (422)       TooManyRequestsError (429)
+            ├── BadRequestError (400)    UnauthorizedError (401)   ForbiddenError (403)
+            ├── NotFoundError (404)      ConflictError (409)       AlreadyExistsError (409)
+            ├── GoneError (410)          InvalidError (422)        TooManyRequestsError (429)
             └── ServerError (5xx)
 
-``NotImplemented`` is a Python builtin, so the contract's "unimplemented" error is
-``NotImplementedByProviderError`` (aliased as ``Unimplemented``).
+One name per concept: a provider raises :class:`InstanceNotFoundError` for a machine the cloud
+does not have; :class:`NotFoundError` is the apiserver's 404 for a Kubernetes object, raised by
+``ccm.kube`` and never by a provider. ``NotImplemented`` is a Python builtin, so the contract's
+"unimplemented" error is :class:`NotImplementedByProviderError`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ __all__ = [
     "ServerError",
     "TooManyRequestsError",
     "UnauthorizedError",
-    "Unimplemented",
     "UnknownProviderError",
     "api_error_for_status",
     "find_retry_after",
@@ -122,9 +121,6 @@ class NotImplementedByProviderError(CloudProviderError):
     """The provider does not implement this method."""
 
     default_message = "unimplemented"
-
-
-Unimplemented = NotImplementedByProviderError
 
 
 class ImplementedElsewhereError(CloudProviderError):

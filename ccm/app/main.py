@@ -1,21 +1,21 @@
-"""The ``ccm`` command: parse flags, build the provider, run the controller manager.
+"""The daemon behind the ``ccm`` command: parse flags, build the provider, run the controller
+manager. The command itself, with its ``conformance`` and ``doctor`` subcommands, is :mod:`ccm.cli`.
 
 Exit codes: 0 after a clean SIGTERM/SIGINT shutdown, 1 for bad configuration (one line on stderr, no
 traceback) and when the leader Lease is lost (as upstream), 2 for an unexpected crash.
 
 Embedding (upstream ``sample/basic_main.go`` and ``NewCloudControllerManagerCommand``): call
-:func:`run` with your own ``defaults`` (an ``Options``), ``prog`` name, controller map (ccm's
-``default_controllers()`` plus your own ``ControllerSpec`` s), client names and ``flag_sets``,
-after registering your provider with ``ccm.cloudprovider.register``. A provider's factory may
-contribute flags and controllers too (its ``flags`` and ``controllers`` attributes, see
-:mod:`ccm.cloudprovider.registry`).
+:func:`run` (or :func:`ccm.cli.run`, which adds the subcommands) with your own ``defaults`` (an
+``Options``), ``prog`` name, controller map (ccm's ``default_controllers()`` plus your own
+``ControllerSpec`` s), client names and ``flag_sets``, after registering your provider with
+``ccm.cloudprovider.register``. A provider's factory may contribute flags and controllers too (its
+``flags`` and ``controllers`` attributes, see :mod:`ccm.cloudprovider.registry`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import signal
 import sys
@@ -24,9 +24,7 @@ from typing import NoReturn
 
 import ccm
 from ccm import logs
-from ccm.app import cloudconfig, upstreamflags
-from ccm.app import manager as managermod
-from ccm.app import options as optionsmod
+from ccm.app import cloudconfig, manager, options, upstreamflags
 from ccm.cloudprovider import (
     BlockingPool,
     CloudProvider,
@@ -38,7 +36,7 @@ from ccm.cloudprovider import (
 from ccm.errors import CCMError, ConfigError
 from ccm.leaderelection import LeadershipLostError
 
-__all__ = ["main", "provider_extensions", "run", "version"]
+__all__ = ["provider_extensions", "run", "version"]
 
 _log = logging.getLogger("ccm.app")
 
@@ -49,9 +47,9 @@ def version() -> str:
 
 
 async def _serve(
-    opts: optionsmod.Options,
+    opts: options.Options,
     *,
-    controllers: dict[str, managermod.ControllerSpec] | None,
+    controllers: dict[str, manager.ControllerSpec] | None,
     client_names: dict[str, str] | None,
 ) -> int:
     """Run the daemon inside its pool for blocking SDK calls: created before the provider (whose
@@ -65,17 +63,17 @@ async def _serve(
 
 
 async def _serve_provider(
-    opts: optionsmod.Options,
+    opts: options.Options,
     *,
-    controllers: dict[str, managermod.ControllerSpec] | None,
+    controllers: dict[str, manager.ControllerSpec] | None,
     client_names: dict[str, str] | None,
 ) -> int:
     cloud = await init_cloud_provider(
         opts.cloud_provider, opts.cloud_config or None, flags=opts.extension_flags
     )
     try:
-        managermod.check_untagged(cloud, opts)
-        mgr = managermod.ControllerManager(
+        manager.check_untagged(cloud, opts)
+        mgr = manager.ControllerManager(
             opts, cloud, controllers=controllers, client_names=client_names
         )
         task = asyncio.current_task()
@@ -93,8 +91,8 @@ async def _serve_provider(
             loop.add_signal_handler(sig, on_signal, sig)
 
         def restart() -> None:
-            # The cloud config changed and the provider cannot reload it: stop as on SIGTERM
-            # (the Lease is released) and exit 0, so the DaemonSet starts us with the new file.
+            # The cloud config changed and the provider cannot reload it: stop as on SIGTERM (the
+            # Lease is released) and exit 0, so the DaemonSet starts us with the new file.
             if not stop_signal:
                 stop_signal.append(0)
                 task.cancel()
@@ -121,7 +119,7 @@ async def _serve_provider(
 
 
 def _config_watcher(
-    opts: optionsmod.Options, cloud: CloudProvider, restart: Callable[[], None]
+    opts: options.Options, cloud: CloudProvider, restart: Callable[[], None]
 ) -> cloudconfig.ConfigWatcher | None:
     if not opts.cloud_config or opts.cloud_config_poll_interval <= 0:
         return None
@@ -143,7 +141,7 @@ def _config_watcher(
 
 
 async def _run_manager(
-    mgr: managermod.ControllerManager, watcher: cloudconfig.ConfigWatcher | None
+    mgr: manager.ControllerManager, watcher: cloudconfig.ConfigWatcher | None
 ) -> None:
     """Run the controller manager, and beside it the cloud config watcher (if any)."""
     if watcher is None:
@@ -171,14 +169,14 @@ class _PreParser(argparse.ArgumentParser):
 
 
 def provider_extensions(
-    args: Sequence[str], defaults: optionsmod.Options | None = None
-) -> tuple[list[FlagSet], list[managermod.ControllerSpec]]:
+    args: Sequence[str], defaults: options.Options | None = None
+) -> tuple[list[FlagSet], list[manager.ControllerSpec]]:
     """The flags and controllers the factory of the provider named by ``--cloud-provider`` (or
     ``defaults``) contributes: its ``flags`` (one :class:`FlagSet` named after the provider) and
     ``controllers`` attributes. Raises ConfigError when the provider cannot be loaded, unless
     ``--help`` is asked."""
     pre = _PreParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--cloud-provider", default=(defaults or optionsmod.Options()).cloud_provider)
+    pre.add_argument("--cloud-provider", default=(defaults or options.Options()).cloud_provider)
     try:
         name = str(pre.parse_known_args(list(args))[0].cloud_provider or "")
     except ConfigError:
@@ -193,7 +191,7 @@ def provider_extensions(
         raise
     flags = tuple(getattr(factory, "flags", None) or ())
     specs = list(getattr(factory, "controllers", None) or ())
-    bad = [s for s in specs if not isinstance(s, managermod.ControllerSpec)]
+    bad = [s for s in specs if not isinstance(s, manager.ControllerSpec)]
     if bad:
         raise ConfigError(
             f'cloud provider "{name}": controllers must be ControllerSpec, got {bad[0]!r}'
@@ -206,8 +204,8 @@ def provider_extensions(
 
 
 def _merge_controllers(
-    base: Mapping[str, managermod.ControllerSpec], added: Sequence[managermod.ControllerSpec]
-) -> dict[str, managermod.ControllerSpec]:
+    base: Mapping[str, manager.ControllerSpec], added: Sequence[manager.ControllerSpec]
+) -> dict[str, manager.ControllerSpec]:
     specs = dict(base)
     for spec in added:
         taken = set(specs) | {a for s in specs.values() for a in s.aliases}
@@ -222,8 +220,8 @@ def run(
     argv: list[str] | None = None,
     *,
     prog: str = "ccm",
-    defaults: optionsmod.Options | None = None,
-    controllers: dict[str, managermod.ControllerSpec] | None = None,
+    defaults: options.Options | None = None,
+    controllers: dict[str, manager.ControllerSpec] | None = None,
     client_names: dict[str, str] | None = None,
     flag_sets: Sequence[FlagSet] = (),
 ) -> int:
@@ -235,29 +233,20 @@ def run(
     (``InitContext.flags``). The provider's factory may add both as well.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "conformance":
-        # ccm.app must not import ccm.testing (import-linter layers): load the suite lazily.
-        cli = importlib.import_module("ccm.testing.conformance.cli")
-        code: int = cli.main(args[1:])
-        return code
-    if args and args[0] == "doctor":
-        from ccm.doctor import cli as doctor_cli  # imported only for the subcommand
-
-        return doctor_cli.main(args[1:])
     if any(a == "--version" or a.startswith("--version=") for a in args):
         print(f"{prog} {version()}")
         return 0
     try:
         provider_flags, provider_specs = provider_extensions(args, defaults)
         specs = _merge_controllers(
-            controllers if controllers is not None else managermod.default_controllers(),
+            controllers if controllers is not None else manager.default_controllers(),
             provider_specs,
         )
-        opts = optionsmod.parse_args(
+        opts = options.parse_args(
             args,
             prog=prog,
             defaults=defaults,
-            controllers=optionsmod.ControllerCatalog.of(specs.values()),
+            controllers=options.ControllerCatalog.of(specs.values()),
             flag_sets=[*flag_sets, *provider_flags],
         )
         logs.configure(opts.logging_format, opts.verbosity)
@@ -274,8 +263,3 @@ def run(
     except Exception:
         logging.getLogger("ccm.app").exception("ccm crashed")
         return 2
-
-
-def main() -> None:
-    """Console-script entry point."""
-    sys.exit(run())

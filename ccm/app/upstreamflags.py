@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ccm.cloudprovider.strconv import parse_bool
+
 __all__ = [
     "CCM_GROUP",
     "DEST_PREFIX",
@@ -97,11 +99,10 @@ def format_duration(seconds: float) -> str:
 
 
 def _bool_value(text: str) -> bool:
-    if text in ("1", "t", "T", "true", "TRUE", "True"):
-        return True
-    if text in ("0", "f", "F", "false", "FALSE", "False"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
+    try:
+        return parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _format_default(action: argparse.Action, value: Any, is_duration: bool) -> str:

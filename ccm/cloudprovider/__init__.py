@@ -1,11 +1,14 @@
-"""The provider contract: the only package (with ccm.errors and ccm.wellknown) a provider
-imports.
+"""The provider contract and toolkit. Audience: provider authors; with :mod:`ccm.errors` (and the
+constants of :mod:`ccm.wellknown`) the only part of ccm a provider imports at run time, and
+:mod:`ccm.testing` in its tests. It does not depend on the runtime (``ccm.app``,
+``ccm.controllers``, ``ccm.kube``, ``ccm.leaderelection``).
 
-Besides the contract it holds the provider toolkit: :func:`run_blocking` and
-:class:`BlockingPool` (blocking SDKs on the framework's thread pool, re-exported here), and the
-submodules imported on demand (they load pydantic and tenacity): ``ccm.cloudprovider.config``
-(the ``--cloud-config`` model: YAML, JSON, gcfg INI), ``ccm.cloudprovider.retry`` (retries and
-throttling), ``ccm.cloudprovider.durations`` (Go durations) and ``ccm.cloudprovider.gcfg``.
+Besides the contract it holds the provider toolkit: :func:`run_blocking` and :class:`BlockingPool`
+(blocking SDKs on the framework's thread pool, re-exported here), and the submodules imported on
+demand (they load pydantic and tenacity): ``ccm.cloudprovider.config`` (the ``--cloud-config``
+model: YAML, JSON, gcfg INI), ``ccm.cloudprovider.retry`` (retries and throttling),
+``ccm.cloudprovider.durations`` (Go durations), ``ccm.cloudprovider.strconv`` (Go booleans) and
+``ccm.cloudprovider.gcfg``.
 
 ``METRICS_REGISTRY`` is the registry ``/metrics`` serves: a provider's own metrics registered in
 it (``prometheus_client.Counter("mycloud_api_calls", "...", registry=METRICS_REGISTRY)``) are

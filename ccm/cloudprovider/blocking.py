@@ -196,9 +196,9 @@ class BlockingPool:
         """Run ``fn(*args, **kwargs)`` on a pool thread and return (or raise) what it does.
 
         The caller's context variables are visible to ``fn`` (as with ``asyncio.to_thread``).
-        Cancelling the caller before a thread starts ``fn`` removes the call; cancelling it
-        while ``fn`` runs lets the thread finish and drops the outcome. Raises ``RuntimeError``
-        after :meth:`aclose`.
+        Cancelling the caller before a thread starts ``fn`` removes the call; cancelling it while
+        ``fn`` runs lets the thread finish and drops the outcome. Raises ``RuntimeError`` after
+        :meth:`aclose`.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()

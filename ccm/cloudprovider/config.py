@@ -20,14 +20,14 @@
         return MyCloud(MyCloudConfig.load(data))
 
 Field names are snake_case in Python and camelCase in YAML/JSON (both spellings are accepted; a
-trailing ``_``, as in ``global_``, is dropped from the camelCase name).
-Unknown keys are ignored, as upstream's readers do (set ``model_config["extra"] = "forbid"`` in a
-subclass to refuse them). In the INI form each section is a field holding a ``ProviderConfig``
-(``[Global]`` → ``global_: GlobalSection``), a section with subsections a
-``dict[str, Section]`` (``[ServiceOverride "1"]`` → ``service_override["1"]``), and a repeated
-variable fills a ``list`` field (any other field takes the last value); section and variable names
-match field names ignoring case, ``-`` and ``_``. The model's own scalar fields come from the
-section named by ``ini_root_section``, if any. See :mod:`ccm.cloudprovider.gcfg` for the syntax.
+trailing ``_``, as in ``global_``, is dropped from the camelCase name). Unknown keys are ignored, as
+upstream's readers do (set ``model_config["extra"] = "forbid"`` in a subclass to refuse them). In
+the INI form each section is a field holding a ``ProviderConfig`` (``[Global]`` →
+``global_: GlobalSection``), a section with subsections a ``dict[str, Section]``
+(``[ServiceOverride "1"]`` → ``service_override["1"]``), and a repeated variable fills a ``list``
+field (any other field takes the last value); section and variable names match field names ignoring
+case, ``-`` and ``_``. The model's own scalar fields come from the section named by
+``ini_root_section``, if any. See :mod:`ccm.cloudprovider.gcfg` for the syntax.
 
 Every problem is a :class:`ccm.errors.ConfigFileError` in one line:
 ``/etc/ccm/cloud.yaml: retries.attempts: Input should be greater than or equal to 1``. The file is

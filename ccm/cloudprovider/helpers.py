@@ -1,8 +1,8 @@
 """Helpers for providers and controllers: load-balancer names, provider IDs, legacy instance
 lookups.
 
-Ports ``cloud.go`` (``DefaultLoadBalancerName``, ``GetInstanceProviderID``) and
-``node/helpers`` provider-ID parsing.
+Ports ``cloud.go`` (``DefaultLoadBalancerName``, ``GetInstanceProviderID``) and ``node/helpers``
+provider-ID parsing.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ __all__ = ["default_load_balancer_name", "get_instance_provider_id", "split_prov
 
 def default_load_balancer_name(service: Service) -> str:
     """``"a"`` + the Service UID without dashes, truncated to 32 characters (GCE needs a leading
-    letter,
-    AWS at most 32 bytes)."""
+    letter, AWS at most 32 bytes)."""
     name = "a" + service.uid.replace("-", "")
     return name[:32]
 

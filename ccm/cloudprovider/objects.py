@@ -1,12 +1,9 @@
 """Read-only views of the Kubernetes objects handed to providers.
 
 Upstream hands providers pointers into the informer cache and asks them, in a comment, not to mutate
-them.
-ccm hands them deep-frozen copies instead: a provider cannot corrupt the controllers' cache even by
-mistake.
-``raw`` is the frozen object (mappings are ``MappingProxyType``, lists are tuples); ``to_dict()``
-returns a
-fresh mutable deep copy for a provider that needs one.
+them. ccm hands them deep-frozen copies instead: a provider cannot corrupt the controllers' cache
+even by mistake. ``raw`` is the frozen object (mappings are ``MappingProxyType``, lists are
+tuples); ``to_dict()`` returns a fresh mutable deep copy for a provider that needs one.
 """
 
 from __future__ import annotations

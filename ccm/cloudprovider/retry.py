@@ -150,8 +150,8 @@ def parse_retry_after(value: str | float | None) -> float | None:
 
 
 def classify_http_status(status: int, *, retry_after: str | float | None = None) -> Verdict:
-    """The verdict for an HTTP status: 429 throttled (with ``Retry-After``), 404 not found,
-    other 4xx fatal, 5xx transient except 501 Not Implemented, anything else fatal."""
+    """The verdict for an HTTP status: 429 throttled (with ``Retry-After``), 404 not found, other
+    4xx fatal, 5xx transient except 501 Not Implemented, anything else fatal."""
     if status == 429:
         return throttled(parse_retry_after(retry_after))
     if status == 404:

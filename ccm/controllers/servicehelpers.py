@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ccm import wellknown
+from ccm.cloudprovider.strconv import parse_bool
 
 __all__ = [
     "add_finalizer_patch",
@@ -31,7 +32,6 @@ __all__ = [
     "node_not_deleted",
     "node_untainted",
     "nodes_sufficiently_equal",
-    "parse_bool",
     "remove_finalizer_patch",
     "service_key",
     "should_sync_updated_node",
@@ -145,15 +145,6 @@ def needs_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 
 # -- which Nodes ---------------------------------------------------------------------------------
-
-
-def parse_bool(value: str) -> bool:
-    """Go's ``strconv.ParseBool``; raise ValueError for anything else."""
-    if value in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if value in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
-    raise ValueError(f"invalid boolean {value!r}")
 
 
 def node_included(node: Mapping[str, Any]) -> bool:

@@ -1,4 +1,5 @@
-"""``ccm doctor``: read-only troubleshooting of a cluster running (or meant to run) the ccm.
+"""``ccm doctor``: read-only troubleshooting of a cluster running (or meant to run) the ccm. Part
+of the runtime's command; audience: the operator.
 
 One check per operator question, each answering with a verdict (ok / warn / fail), the objects at
 fault and the fix in one line. Modules: :mod:`~ccm.doctor.model` (scope, verdicts, the shared

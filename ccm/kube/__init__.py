@@ -1,5 +1,6 @@
-"""The Kubernetes edge of ccm, speaking dicts: the one apiserver client of the daemon, the doctor,
-the conformance suite and the testing kit.
+"""The runtime's Kubernetes edge, speaking dicts: the one apiserver client of the daemon, the
+doctor, the conformance suite, the testing kit, the bench and the chaos run. Audience: this
+repository's maintainers (and programs that add a controller); a provider never imports it.
 
 Modules (import the module, then use its names: ``from ccm.kube import client``):
 

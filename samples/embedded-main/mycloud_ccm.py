@@ -29,9 +29,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ccm import names, wellknown
-from ccm.app.main import run
 from ccm.app.manager import ControllerContext, ControllerSpec, Runnable, default_controllers
 from ccm.app.options import Options
+from ccm.cli import run
 from ccm.cloudprovider import (
     CloudProvider,
     Flag,

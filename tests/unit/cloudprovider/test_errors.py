@@ -12,7 +12,6 @@ from ccm.errors import (
     InstanceNotFoundError,
     NotImplementedByProviderError,
     RetryAfterError,
-    Unimplemented,
     find_retry_after,
 )
 
@@ -37,10 +36,6 @@ def test_sentinel_errors_carry_the_upstream_message(
     assert str(cls("custom")) == "custom"
     assert issubclass(cls, CloudProviderError)
     assert issubclass(cls, CCMError)
-
-
-def test_unimplemented_is_an_alias() -> None:
-    assert Unimplemented is NotImplementedByProviderError
 
 
 def test_retry_after_error_keeps_its_delay() -> None:

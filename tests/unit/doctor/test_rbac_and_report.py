@@ -152,7 +152,7 @@ def test_missing_kubeconfig_exits_3(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_ccm_dispatches_the_doctor_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
-    from ccm.app import main
+    from ccm import cli as main
 
     assert main.run(["doctor", "--check", "nope"]) == cli.EXIT_USAGE
     assert capsys.readouterr().err.startswith("ccm doctor: error:")

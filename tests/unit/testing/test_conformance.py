@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from ccm import cli as appmain
 from ccm import errors
-from ccm.app import main as appmain
 from ccm.cloudprovider import CloudProvider, Route
 from ccm.testing.conformance import cli, driver, suite
 from ccm.testing.conformance.fake_driver import FakeCloudDriver, fake_driver_factory

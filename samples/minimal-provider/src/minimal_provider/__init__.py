@@ -33,8 +33,8 @@ class MinimalProvider(CloudProvider):
         return self
 
     def _machine(self, node: Node) -> dict[str, Any] | None:
-        # spec.providerID, once set, names the machine: a machine re-created under the same
-        # name is another machine, and the old Node must not be answered for by the new one.
+        # spec.providerID, once set, names the machine: a machine re-created under the same name is
+        # another machine, and the old Node must not be answered for by the new one.
         if node.provider_id:
             return next(
                 (m for m in self.machines.values() if f"minimal://{m['id']}" == node.provider_id),
