@@ -197,8 +197,6 @@ _NOT_YET_SPLIT: frozenset[str] = frozenset(
         "ccm/controllers/nodelifecycle.py",
         "ccm/controllers/route.py",
         "ccm/controllers/service.py",
-        "ccm/kube/client.py",
-        "ccm/kube/fake.py",
     }
 )
 
