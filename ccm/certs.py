@@ -15,7 +15,7 @@ carry key identifiers (``SubjectKeyIdentifier``, and ``AuthorityKeyIdentifier`` 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
+import datetime as dt
 import ipaddress
 import warnings
 from collections.abc import Sequence
@@ -48,7 +48,7 @@ Usage = Literal["server", "client"]
 #: An IP SAN: text (``"127.0.0.1"``, ``"::1"``) or an :mod:`ipaddress` address.
 IPAddressLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 
-DEFAULT_VALIDITY: Final = _dt.timedelta(days=365)
+DEFAULT_VALIDITY: Final = dt.timedelta(days=365)
 
 _EXTENDED_KEY_USAGE: Final = {
     "server": ExtendedKeyUsageOID.SERVER_AUTH,
@@ -128,8 +128,8 @@ def self_signed(
     usage: Usage = "server",
     dns_names: Sequence[str] = (),
     ip_addresses: Sequence[IPAddressLike] = (),
-    valid_for: _dt.timedelta = DEFAULT_VALIDITY,
-    backdate: _dt.timedelta = _dt.timedelta(minutes=5),
+    valid_for: dt.timedelta = DEFAULT_VALIDITY,
+    backdate: dt.timedelta = dt.timedelta(minutes=5),
 ) -> KeyPair:
     """A self-signed leaf certificate (not a CA) for ``usage``, with the given SANs.
 
@@ -143,8 +143,8 @@ def self_signed(
 def new_ca(
     common_name: str,
     *,
-    valid_for: _dt.timedelta = DEFAULT_VALIDITY,
-    backdate: _dt.timedelta = _dt.timedelta(hours=1),
+    valid_for: dt.timedelta = DEFAULT_VALIDITY,
+    backdate: dt.timedelta = dt.timedelta(hours=1),
 ) -> KeyPair:
     """A self-signed CA (``KeyUsage`` digital signature, certificate and CRL signing)."""
     return _make(name(common_name), None, None, [], valid_for, backdate, key_ids=True)
@@ -158,8 +158,8 @@ def issue(
     organizations: Sequence[str] = (),
     dns_names: Sequence[str] = (),
     ip_addresses: Sequence[IPAddressLike] = (),
-    valid_for: _dt.timedelta = DEFAULT_VALIDITY,
-    backdate: _dt.timedelta = _dt.timedelta(hours=1),
+    valid_for: dt.timedelta = DEFAULT_VALIDITY,
+    backdate: dt.timedelta = dt.timedelta(hours=1),
 ) -> KeyPair:
     """A leaf certificate with a fresh key, signed by ``ca`` (made by :func:`new_ca`).
 
@@ -183,8 +183,8 @@ def _make(
     ca: KeyPair | None,
     usage: Usage | None,
     sans: list[x509.GeneralName],
-    valid_for: _dt.timedelta,
-    backdate: _dt.timedelta,
+    valid_for: dt.timedelta,
+    backdate: dt.timedelta,
     *,
     key_ids: bool,
 ) -> KeyPair:
@@ -193,7 +193,7 @@ def _make(
     key = new_key()
     public_key = key.public_key()
     is_ca = usage is None
-    now = _dt.datetime.now(_dt.UTC)
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

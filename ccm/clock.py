@@ -7,7 +7,7 @@ Controllers take time only from here.
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
+import datetime as dt
 import time
 
 __all__ = ["monotonic", "now_rfc3339", "now_rfc3339_micro", "sleep", "utcnow", "wall"]
@@ -29,8 +29,8 @@ def wall() -> float:
     return time.time()
 
 
-def utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.UTC)
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def now_rfc3339() -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as _dt
+import datetime as dt
 import inspect
 import logging
 import os
@@ -89,14 +89,14 @@ def generate_self_signed_cert(
     common_name: str | None = None,
     dns_names: Sequence[str] = ("localhost",),
     ip_addresses: Sequence[str] = ("127.0.0.1",),
-    valid_for: _dt.timedelta = certs.DEFAULT_VALIDITY,
+    valid_for: dt.timedelta = certs.DEFAULT_VALIDITY,
 ) -> tuple[bytes, bytes]:
     """A self-signed serving certificate and its key, PEM-encoded: ``(cert, key)``.
 
     Like upstream ``GenerateSelfSignedCertKey``: ``CN=localhost@<unix time>``, SANs for the given
     names and addresses, valid for a year. ECDSA P-256 (instant to generate).
     """
-    now = _dt.datetime.now(_dt.UTC)
+    now = dt.datetime.now(dt.UTC)
     cn = common_name or f"{dns_names[0] if dns_names else 'localhost'}@{int(now.timestamp())}"
     pair = certs.self_signed(
         cn, usage="server", dns_names=dns_names, ip_addresses=ip_addresses, valid_for=valid_for

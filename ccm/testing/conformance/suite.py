@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from ccm import errors, names
-from ccm.app import manager as managermod
-from ccm.app import options as optionsmod
+from ccm.app import manager as appmanager
+from ccm.app import options as appoptions
 from ccm.cloudprovider import CloudProvider, LoadBalancerStatus, Route
 from ccm.kube import client as kclient
 
@@ -87,8 +87,8 @@ __all__ = [
 _SCENARIO_MODULES = (scenarios_hygiene, scenarios_instances, scenarios_lb, scenarios_routes)
 
 
-def _options(kubeconfig: str, config: SuiteConfig) -> optionsmod.Options:
-    return optionsmod.Options(
+def _options(kubeconfig: str, config: SuiteConfig) -> appoptions.Options:
+    return appoptions.Options(
         cloud_provider="conformance",
         kubeconfig=kubeconfig,
         cluster_name=config.cluster_name,
@@ -102,11 +102,11 @@ def _options(kubeconfig: str, config: SuiteConfig) -> optionsmod.Options:
     )
 
 
-def _controllers() -> dict[str, managermod.ControllerSpec]:
+def _controllers() -> dict[str, appmanager.ControllerSpec]:
     """The controllers the suite runs: all but the route controller, whose scenarios call the
     provider's Routes directly (the suite allocates no pod CIDRs); leaving it out of the map, not
     disabling it, keeps the run's log from saying the route controller was skipped."""
-    specs = managermod.default_controllers()
+    specs = appmanager.default_controllers()
     specs.pop(names.NODE_ROUTE_CONTROLLER, None)
     return specs
 
@@ -197,7 +197,7 @@ async def run_suite(
     report = Report(provider=provider.provider_name)
     client = await kclient.KubeClient.connect(kubeconfig=kubeconfig, user_agent="ccm/conformance")
     ctx = Context(observed, driver, client, config, observer)
-    mgr = managermod.ControllerManager(
+    mgr = appmanager.ControllerManager(
         _options(kubeconfig, config), observed, controllers=_controllers()
     )
     manager_task = asyncio.create_task(mgr.run(), name="conformance/controller-manager")
