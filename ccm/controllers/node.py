@@ -50,13 +50,12 @@ from ccm.cloudprovider import (
     NodeAddress,
     get_instance_provider_id,
 )
-from ccm.controllers import base, batching, cloudapi, nodeutil, priority
+from ccm.controllers import base, batching, cloudapi, failures, nodeutil, priority
 from ccm.controllers.base import PeriodicLoop, WorkQueueLoop
 from ccm.errors import (
     CCMError,
     CloudCallTimeoutError,
     CloudProviderError,
-    ConflictError,
     NotFoundError,
     NotImplementedByProviderError,
 )
@@ -70,8 +69,8 @@ _log = logging.getLogger("ccm.controllers.node")
 
 T = TypeVar("T")
 
-# : Conflict retries of the initialization write (upstream UpdateNodeSpecBackoff: 20 steps of ~50
-# ms).
+#: Conflict retries of the initialization write (upstream UpdateNodeSpecBackoff: 20 steps of
+#: about 50 ms).
 _CONFLICT_RETRIES = 20
 _CONFLICT_BACKOFF = 0.05
 
@@ -204,32 +203,38 @@ class CloudNodeController:
         try:
             metadata = await self._instance_metadata(node, urgent=True)
         except CloudProviderError as exc:
-            raise NodeInitializationError(
-                f"failed to get instance metadata for node {name}: {exc}"
+            raise failures.with_context(
+                f"failed to get instance metadata for node {name}: {exc}",
+                exc,
+                NodeInitializationError,
             ) from exc
         if metadata is None:
             _log.info("Skip sync node %s because cloud provided nil metadata", name)
             return
 
         current: Mapping[str, Any] = node
-        for attempt in range(_CONFLICT_RETRIES):
+
+        async def write() -> Mapping[str, Any] | None:
             if nodeutil.find_taint(current, wellknown.TAINT_UNINITIALIZED) is None:
-                return  # someone else initialized it meanwhile
+                return None  # someone else initialized it meanwhile
             patch = nodeutil.initialization_patch(current, metadata)
-            try:
-                updated = await self._client.patch(kclient.NODES, name, patch, patch_type="merge")
-                break
-            except NotFoundError:
-                return
-            except ConflictError:
-                if attempt == _CONFLICT_RETRIES - 1:
-                    raise
-                await clock.sleep(_CONFLICT_BACKOFF * (1 + attempt % 2))
-                try:
-                    current = await self._client.get(kclient.NODES, name)
-                except NotFoundError:
-                    return
-        else:  # pragma: no cover - the loop either breaks or raises
+            return await self._client.patch(kclient.NODES, name, patch, patch_type="merge")
+
+        async def reread() -> None:
+            nonlocal current
+            current = await self._client.get(kclient.NODES, name)
+
+        try:
+            updated = await failures.retry_on_conflict(
+                write,
+                attempts=_CONFLICT_RETRIES,
+                backoff=lambda attempt: _CONFLICT_BACKOFF * (1 + attempt % 2),
+                reread=reread,
+                what=f"node {name}",
+            )
+        except NotFoundError:
+            return
+        if updated is None:
             return
 
         created = _creation_age(updated)
@@ -353,9 +358,11 @@ class CloudNodeController:
                         cloudapi.ZONES,
                     )
                 except CloudProviderError as by_name:
-                    raise NodeInitializationError(
+                    raise failures.with_context(
                         "failed to get zone from cloud provider: Zone: Error fetching by "
-                        f"providerID: {by_id} Error fetching by NodeName: {by_name}"
+                        f"providerID: {by_id} Error fetching by NodeName: {by_name}",
+                        by_name,
+                        NodeInitializationError,
                     ) from by_name
             zone_name, region = zone.failure_domain, zone.region
         return InstanceMetadata(
@@ -380,9 +387,11 @@ class CloudNodeController:
             try:
                 return list(await self._call(instances.node_addresses(name), "node_addresses"))
             except CloudProviderError as by_name:
-                raise NodeInitializationError(
+                raise failures.with_context(
                     f"error fetching node by provider ID: {by_id}, and error by node name: "
-                    f"{by_name}"
+                    f"{by_name}",
+                    by_name,
+                    NodeInitializationError,
                 ) from by_name
 
     async def _instance_type_v1(self, instances: Instances, provider_id: str, name: str) -> str:
@@ -397,9 +406,11 @@ class CloudNodeController:
             try:
                 return str(await self._call(instances.instance_type(name), "instance_type"))
             except CloudProviderError as by_name:
-                raise NodeInitializationError(
+                raise failures.with_context(
                     f"InstanceType: Error fetching by providerID: {by_id} Error fetching by "
-                    f"NodeName: {by_name}"
+                    f"NodeName: {by_name}",
+                    by_name,
+                    NodeInitializationError,
                 ) from by_name
 
     # --- addresses ------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ from ccm.cloudprovider import (
     get_instance_provider_id,
     split_provider_id,
 )
-from ccm.controllers import base, batching, cloudapi, nodeutil
+from ccm.controllers import base, batching, cloudapi, failures, nodeutil
 from ccm.controllers.base import PeriodicLoop
 from ccm.errors import (
     CCMError,
@@ -561,7 +561,8 @@ class CloudNodeLifecycleController:
         the cached Node (no API call when it needs no change) and re-reads it after a conflict."""
         name = str(cached["metadata"]["name"])
         current: Mapping[str, Any] = cached
-        for attempt in range(_TAINT_ATTEMPTS):
+
+        async def write() -> None:
             taints = change(current)
             if taints is None:
                 return
@@ -569,19 +570,22 @@ class CloudNodeLifecycleController:
                 "metadata": {"resourceVersion": current["metadata"].get("resourceVersion")},
                 "spec": {"taints": taints or None},
             }
-            try:
-                await self._client.patch(kclient.NODES, name, body, patch_type="strategic")
-                return
-            except NotFoundError:
-                return
-            except ConflictError:
-                if attempt == _TAINT_ATTEMPTS - 1:
-                    raise
-            await clock.sleep(_TAINT_BACKOFF)
-            try:
-                current = await self._client.get(kclient.NODES, name)
-            except NotFoundError:
-                return
+            await self._client.patch(kclient.NODES, name, body, patch_type="strategic")
+
+        async def reread() -> None:
+            nonlocal current
+            current = await self._client.get(kclient.NODES, name)
+
+        try:
+            await failures.retry_on_conflict(
+                write,
+                attempts=_TAINT_ATTEMPTS,
+                backoff=lambda _attempt: _TAINT_BACKOFF,
+                reread=reread,
+                what=f"the taints of node {name}",
+            )
+        except NotFoundError:
+            return
 
 
 def _changed_since(cached: Mapping[str, Any], current: Mapping[str, Any]) -> str:

@@ -44,9 +44,9 @@ from typing import Any, Literal, Protocol
 
 from ccm import clock, logs, metrics, names, wellknown
 from ccm.cloudprovider import NodeAddress, Route, Routes
-from ccm.controllers import base, cloudapi, nodeutil
+from ccm.controllers import base, cloudapi, failures, nodeutil
 from ccm.controllers.base import PeriodicLoop
-from ccm.errors import ConflictError, NotFoundError
+from ccm.errors import NotFoundError
 from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
 from ccm.kube import workqueue
@@ -67,7 +67,7 @@ _log = logging.getLogger("ccm.controllers.route")
 
 #: Upstream ``maxConcurrentRouteOperations``: create+delete cloud calls in flight per reconcile.
 MAX_CONCURRENT_ROUTE_OPERATIONS = 200
-# : Upstream ``updateNetworkConditionBackoff``: 5 attempts, 100 ms, jitter 1.0.
+#: Upstream ``updateNetworkConditionBackoff``: 5 attempts, 100 ms, jitter 1.0.
 _CONDITION_RETRIES = 5
 _CONDITION_BACKOFF = 0.1
 
@@ -277,38 +277,36 @@ class RouteController:
             _log.info("Shutting down route controller")
 
     async def _run_worker(self, queue: workqueue.WorkQueue[str]) -> None:
-        """The single worker of the watch-based mode (the whole cluster is one key)."""
+        """The single worker of the watch-based mode (the whole cluster is one key). The key is
+        forgotten before the pass, as upstream: an event queued during the pass is then
+        rate-limited afresh instead of being forgotten with this one."""
         queue.add(ROUTES_KEY)  # a first pass even when there is no Node to trigger one
-        try:
-            while True:
-                try:
-                    key = await queue.get()
-                except workqueue.ShutDown:
-                    return
-                # Forget before the pass, as upstream: an event queued during the pass is then
-                # rate-limited afresh instead of being forgotten with this one.
-                queue.forget(key)
-                try:
-                    await self.reconcile_node_routes()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    _log.info(
-                        "Couldn't reconcile node routes: %s, requeuing", exc, extra=logs.err(exc)
-                    )
-                    queue.add_rate_limited(key)
-                finally:
-                    queue.done(key)
-        finally:
-            queue.shutdown()
+        await base.WorkQueueLoop(
+            name="route",
+            queue=queue,
+            reconcile=self._reconcile_key,
+            logger=_log,
+            recorder=self._recorder,
+            forget_first=True,
+        ).run()
+
+    async def _reconcile_key(self, _key: str) -> None:
+        await self.reconcile_node_routes()
 
     async def _reconcile_step(self) -> None:
+        """One period of the periodic mode: the failure switch without a queue (every failure
+        waits for the next period)."""
         try:
             await self.reconcile_node_routes()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            _log.error("Couldn't reconcile node routes: %s", exc, extra=logs.err(exc))
+            failed: Exception | None = exc
+        else:
+            failed = None
+        failures.settle(
+            failed, controller="route", key=ROUTES_KEY, recorder=self._recorder, logger=_log
+        )
 
     async def reconcile_node_routes(self) -> None:
         """One full pass: list the cloud's routes and the cached Nodes, then reconcile."""
@@ -322,7 +320,7 @@ class RouteController:
             )
 
         except Exception as exc:
-            raise RuntimeError(f"error listing routes: {exc}") from exc
+            raise failures.with_context(f"error listing routes: {exc}", exc, RuntimeError) from exc
         nodes = sorted(self._nodes.list(), key=_name)
         await self.reconcile(nodes, list(routes))
 
@@ -605,7 +603,8 @@ class RouteController:
             routes_created,
             dict(current) if current is not None else None,
         )
-        for attempt in range(_CONDITION_RETRIES):
+
+        async def write() -> None:
             now = clock.now_rfc3339()
             condition = {
                 "type": wellknown.CONDITION_NETWORK_UNAVAILABLE,
@@ -615,24 +614,22 @@ class RouteController:
                 "lastTransitionTime": now,
                 "lastHeartbeatTime": now,
             }
-            try:
-                await self._client.patch(
-                    kclient.NODES,
-                    name,
-                    {"status": {"conditions": [condition]}},
-                    subresource="status",
-                    patch_type="strategic",
-                )
-                return
-            except NotFoundError:
-                _log.info("Node %s is gone, not updating its network condition", name)
-                return
-            except ConflictError as exc:
-                if attempt == _CONDITION_RETRIES - 1:
-                    _log.error("Error updating node %s: %s", name, exc, extra=logs.err(exc))
-                    return
-                _log.log(logs.v(4), "Error updating node %s, retrying: %s", name, exc)
-                await clock.sleep(_CONDITION_BACKOFF * (1 + random.random()))
-            except Exception as exc:
-                _log.error("Error updating node %s: %s", name, exc, extra=logs.err(exc))
-                return
+            await self._client.patch(
+                kclient.NODES,
+                name,
+                {"status": {"conditions": [condition]}},
+                subresource="status",
+                patch_type="strategic",
+            )
+
+        try:
+            await failures.retry_on_conflict(
+                write,
+                attempts=_CONDITION_RETRIES,
+                backoff=lambda _attempt: _CONDITION_BACKOFF * (1 + random.random()),
+                what=f"node {name}",
+            )
+        except NotFoundError:
+            _log.info("Node %s is gone, not updating its network condition", name)
+        except Exception as exc:
+            _log.error("Error updating node %s: %s", name, exc, extra=logs.err(exc))

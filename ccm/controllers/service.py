@@ -40,7 +40,7 @@ from typing import Any, Protocol, TypeVar
 
 from ccm import clock, logs, metrics, names, wellknown
 from ccm.cloudprovider import CloudProvider, LoadBalancer, LoadBalancerStatus, Node, Service
-from ccm.controllers import base, cloudapi, priority
+from ccm.controllers import base, cloudapi, failures, priority
 from ccm.controllers import servicehelpers as helpers
 from ccm.controllers.base import WorkQueueLoop
 from ccm.errors import CCMError, CloudCallTimeoutError, ImplementedElsewhereError, NotFoundError
@@ -372,8 +372,10 @@ class ServiceController:
                     self._balancer.get_load_balancer(self._cluster_name, view), "get_load_balancer"
                 )
             except Exception as exc:
-                raise ServiceSyncError(
-                    f"failed to check if load balancer exists before cleanup: {exc}"
+                raise failures.with_context(
+                    f"failed to check if load balancer exists before cleanup: {exc}",
+                    exc,
+                    ServiceSyncError,
                 ) from exc
             if exists:
                 _log.log(logs.v(2), "Deleting existing load balancer for service %s", key)
@@ -397,13 +399,17 @@ class ServiceController:
                         self._cloud.provider_name,
                     )
                 except Exception as exc:
-                    raise ServiceSyncError(f"failed to delete load balancer: {exc}") from exc
+                    raise failures.with_context(
+                        f"failed to delete load balancer: {exc}", exc, ServiceSyncError
+                    ) from exc
             # The finalizer goes only once the load balancer is gone.
             try:
                 await self._remove_finalizer(svc)
             except Exception as exc:
-                raise ServiceSyncError(
-                    f"failed to remove load balancer cleanup finalizer: {exc}"
+                raise failures.with_context(
+                    f"failed to remove load balancer cleanup finalizer: {exc}",
+                    exc,
+                    ServiceSyncError,
                 ) from exc
             self._event(
                 svc,
@@ -424,8 +430,8 @@ class ServiceController:
             try:
                 await self._add_finalizer(svc)
             except Exception as exc:
-                raise ServiceSyncError(
-                    f"failed to add load balancer cleanup finalizer: {exc}"
+                raise failures.with_context(
+                    f"failed to add load balancer cleanup finalizer: {exc}", exc, ServiceSyncError
                 ) from exc
             try:
                 status = await self._ensure_load_balancer(svc, view, key)
@@ -439,8 +445,9 @@ class ServiceController:
                 )
                 return op
             except Exception as exc:
-                # ``from exc`` keeps a RetryAfterError findable by the retry switch.
-                raise ServiceSyncError(f"failed to ensure load balancer: {exc}") from exc
+                raise failures.with_context(
+                    f"failed to ensure load balancer: {exc}", exc, ServiceSyncError
+                ) from exc
             if status is None:
                 raise ServiceSyncError("service status returned by EnsureLoadBalancer is nil")
             new_status = status.to_dict()
@@ -455,7 +462,9 @@ class ServiceController:
         except NotFoundError:
             pass  # the Service went away right after its finalizer was removed
         except Exception as exc:
-            raise ServiceSyncError(f"failed to update load balancer status: {exc}") from exc
+            raise failures.with_context(
+                f"failed to update load balancer status: {exc}", exc, ServiceSyncError
+            ) from exc
         return op
 
     async def _ensure_load_balancer(
