@@ -6,12 +6,13 @@ periodic loop that never overlaps itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from ccm import clock, dryrun, fencing, logs, metrics
+from ccm import clock, dryrun, fencing, logs, metrics, names, wellknown
 from ccm.cloudprovider import LoadBalancerStatus
 from ccm.controllers import cloudapi, failures
 from ccm.controllers.failures import RECONCILE_TOTAL, Recorder
@@ -30,6 +31,7 @@ __all__ = [
     "WorkQueueLoop",
     "call_cloud",
     "run_bounded",
+    "running",
 ]
 
 
@@ -220,6 +222,21 @@ async def run_bounded(
     async with asyncio.TaskGroup() as tg:
         for i in range(max(1, workers)):
             tg.create_task(worker(), name=f"{name}/{i}")
+
+
+@contextlib.contextmanager
+def running(controller: str) -> Iterator[None]:
+    """Show the controller named ``controller`` (``names.CLOUD_NODE_CONTROLLER``, ...) as running
+    in ``running_managed_controllers`` while the block runs. The ``name`` label comes from one
+    place, :data:`ccm.names.CONTROLLERS`."""
+    gauge = metrics.RUNNING_MANAGED_CONTROLLERS.labels(
+        names.BY_NAME[controller].metric_name, wellknown.COMPONENT_NAME
+    )
+    gauge.set(1)
+    try:
+        yield
+    finally:
+        gauge.set(0)
 
 
 class WorkQueueLoop(Generic[K]):

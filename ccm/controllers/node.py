@@ -149,23 +149,20 @@ class CloudNodeController:
     async def _run(self) -> None:
         _log.info("Waiting for informer caches to sync")
         await self._nodes.wait_for_sync()
-        metrics.RUNNING_MANAGED_CONTROLLERS.labels("cloud-node", wellknown.COMPONENT_NAME).set(1)
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._loop.run(), name="cloud-node/workers")
-                tg.create_task(
-                    PeriodicLoop(
+            with base.running(self.name):
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._loop.run(), name="cloud-node/workers")
+                    tg.create_task(
+                        PeriodicLoop(
+                            name="cloud-node/status",
+                            period=self._status_update_frequency,
+                            step=self.update_node_status,
+                            logger=_log,
+                        ).run(),
                         name="cloud-node/status",
-                        period=self._status_update_frequency,
-                        step=self.update_node_status,
-                        logger=_log,
-                    ).run(),
-                    name="cloud-node/status",
-                )
+                    )
         finally:
-            metrics.RUNNING_MANAGED_CONTROLLERS.labels("cloud-node", wellknown.COMPONENT_NAME).set(
-                0
-            )
             if self._coalescer is not None:
                 await self._coalescer.aclose()
 

@@ -59,7 +59,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from ccm import clock, logs, metrics, names, wellknown
+from ccm import clock, logs, names, wellknown
 from ccm.cloudprovider import (
     CloudProvider,
     InstancesBatch,
@@ -102,8 +102,6 @@ SHUTDOWN_TAINT: Mapping[str, str] = {
 #: Attempts of a taint write (upstream: 5 conflict retries, 100 ms apart).
 _TAINT_ATTEMPTS = 5
 _TAINT_BACKOFF = 0.1
-
-_METRIC_NAME = "cloud-node-lifecycle"
 
 T = TypeVar("T")
 
@@ -224,9 +222,7 @@ class CloudNodeLifecycleController:
     async def _run(self) -> None:
         _log.info("Waiting for informer caches to sync")
         await self._nodes.wait_for_sync()
-        gauge = metrics.RUNNING_MANAGED_CONTROLLERS.labels(_METRIC_NAME, wellknown.COMPONENT_NAME)
-        gauge.set(1)
-        try:
+        with base.running(self.name):
             await PeriodicLoop(
                 name="cloud-node-lifecycle/monitor",
                 period=self._period,
@@ -234,8 +230,6 @@ class CloudNodeLifecycleController:
                 sliding=True,
                 logger=_log,
             ).run()
-        finally:
-            gauge.set(0)
 
     # --- the sweep ------------------------------------------------------------------------------
 

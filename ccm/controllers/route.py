@@ -254,26 +254,24 @@ class RouteController:
     async def _run(self) -> None:
         _log.info("Starting route controller")
         await self._nodes.wait_for_sync()
-        metric_name = names.BY_NAME[self.name].metric_name
-        metrics.RUNNING_MANAGED_CONTROLLERS.labels(metric_name, wellknown.COMPONENT_NAME).set(1)
         try:
-            if self.queue is not None:
-                _log.info(
-                    "Reconciling routes on Node changes (%s), at most every %gs",
-                    WATCH_BASED_FEATURE_GATE,
-                    MIN_ROUTE_RESYNC_INTERVAL,
-                )
-                await self._run_worker(self.queue)
-            else:
-                await PeriodicLoop(
-                    name="route/reconcile",
-                    period=self._period,
-                    step=self._reconcile_step,
-                    sliding=False,
-                    logger=_log,
-                ).run()
+            with base.running(self.name):
+                if self.queue is not None:
+                    _log.info(
+                        "Reconciling routes on Node changes (%s), at most every %gs",
+                        WATCH_BASED_FEATURE_GATE,
+                        MIN_ROUTE_RESYNC_INTERVAL,
+                    )
+                    await self._run_worker(self.queue)
+                else:
+                    await PeriodicLoop(
+                        name="route/reconcile",
+                        period=self._period,
+                        step=self._reconcile_step,
+                        sliding=False,
+                        logger=_log,
+                    ).run()
         finally:
-            metrics.RUNNING_MANAGED_CONTROLLERS.labels(metric_name, wellknown.COMPONENT_NAME).set(0)
             _log.info("Shutting down route controller")
 
     async def _run_worker(self, queue: workqueue.WorkQueue[str]) -> None:

@@ -58,8 +58,6 @@ T = TypeVar("T")
 MIN_RETRY_DELAY = 5.0
 MAX_RETRY_DELAY = 300.0
 
-_METRIC_NAME = "service"  # running_managed_controllers{name="service"}
-
 
 class ServiceSyncError(CCMError):
     """A sync of one Service failed; the message is what the Warning event shows."""
@@ -219,14 +217,12 @@ class ServiceController:
         _log.info("Starting service controller")
         await self._services.wait_for_sync()
         await self._nodes.wait_for_sync()
-        gauge = metrics.RUNNING_MANAGED_CONTROLLERS.labels(_METRIC_NAME, wellknown.COMPONENT_NAME)
-        gauge.set(1)
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._service_loop.run(), name="service/workers")
-                tg.create_task(self._node_loop.run(), name="service/node-worker")
+            with base.running(self.name):
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._service_loop.run(), name="service/workers")
+                    tg.create_task(self._node_loop.run(), name="service/node-worker")
         finally:
-            gauge.set(0)
             _log.info("Shutting down service controller")
 
     async def process_service_key(self, key: str) -> None:
