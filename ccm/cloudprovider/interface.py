@@ -193,8 +193,9 @@ class LoadBalancer(Protocol):
 
     async def get_load_balancer(
         self, cluster_name: str, service: Service
-    ) -> tuple[LoadBalancerStatus | None, bool]:
-        """``(status, exists)``; must report ``exists=True`` for any load balancer ensure
+    ) -> LoadBalancerStatus | None:
+        """The status of the Service's load balancer, or ``None`` when it does not exist. Must
+        answer a status (equal to the one ensure returned) for any load balancer that ensure
         created."""
         ...
 

@@ -364,8 +364,12 @@ class ServiceController:
             op = Operation.DELETE
             new_status = {}
             try:
-                _, exists = await self._call(
-                    self._balancer.get_load_balancer(self._cluster_name, view), "get_load_balancer"
+                exists = (
+                    await self._call(
+                        self._balancer.get_load_balancer(self._cluster_name, view),
+                        "get_load_balancer",
+                    )
+                    is not None
                 )
             except Exception as exc:
                 raise failures.with_context(
@@ -612,9 +616,12 @@ class ServiceController:
             except Exception as exc:
                 # It is only an error if the load balancer still exists.
                 try:
-                    _, exists = await self._call(
-                        self._balancer.get_load_balancer(self._cluster_name, view),
-                        "get_load_balancer",
+                    exists = (
+                        await self._call(
+                            self._balancer.get_load_balancer(self._cluster_name, view),
+                            "get_load_balancer",
+                        )
+                        is not None
                     )
                 except Exception as get_exc:
                     _log.error(

@@ -276,13 +276,13 @@ class AzureLoadBalancers(LoadBalancer):
 
     async def get_load_balancer(
         self, cluster_name: str, service: Service
-    ) -> tuple[LoadBalancerStatus | None, bool]:
+    ) -> LoadBalancerStatus | None:
         lb = await self._read(self.lb_name(cluster_name, service))
         fip = self.get_load_balancer_name(cluster_name, service)
         if lb is None or not any(f.name == fip for f in lb.frontend_ip_configurations or ()):
-            return None, False
+            return None
         pip = None if _internal(service) else await self._public_ip(cluster_name, service)
-        return self._status(lb, service, pip), True
+        return self._status(lb, service, pip)
 
     async def ensure_load_balancer(
         self, cluster_name: str, service: Service, nodes: Sequence[Node]
