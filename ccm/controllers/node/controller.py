@@ -1,33 +1,5 @@
-"""The cloud node controller (``cloud-node-controller``): initializes Nodes that carry the
-``node.cloudprovider.kubernetes.io/uninitialized`` taint, then keeps their addresses fresh.
-
-Ports ``controllers/node/node_controller.go`` of k8s.io/cloud-provider (UPSTREAM_SPEC §2.1), with
-these
-deliberate differences:
-- initialization is ONE JSON merge patch of the Node (providerID, labels and the taint removal
-  together, guarded
-  by the Node's resourceVersion) instead of a full ``Update``; on conflict the Node is read again;
-- addresses are written with a merge patch of ``nodes/status`` (lists replaced whole, no
-  strategic-merge
-  ordering surprises);
-- a failed initialization also records a Warning event ``FailedToInitializeNode`` on the Node
-  (upstream only
-  logs), so ``kubectl describe node`` tells why the taint stays;
-- the periodic address refresh skips a Node whose InstancesV2 metadata is ``None`` with a log line
-  (upstream
-  dereferences nil and panics);
-- when the provider offers the optional InstancesBatch capability (with InstancesV2), concurrent
-  ``instance_metadata`` requests (initializations and address refreshes) are coalesced into
-  ``instance_metadata_batch`` calls (:mod:`ccm.controllers.batching`); each Node keeps the
-  semantics of the single call. A call with room also asks for the uninitialized Nodes waiting
-  next in the work queue (read-ahead, keyed by the Node's resourceVersion), so a burst of new
-  Nodes costs about one call per ``max_batch_size`` Nodes whatever the apiserver's write latency;
-- initialization comes first: a tainted Node's key goes to the work queue's high lane (untainted
-  Nodes, which a start-up or relist re-adds by the thousand, to the low lane); while a Node is
-  being initialized the address refresh makes one cloud call at a time
-  (:class:`ccm.controllers.priority.PriorityGate`), and its batched metadata request goes ahead of
-  the refresh's waiting ones.
-"""
+"""The cloud node controller itself: the work queue of Node keys, the initialization of a tainted
+Node in one guarded write, and the periodic address refresh (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -43,21 +15,20 @@ from ccm import clock, logs, metrics, names, wellknown
 from ccm.cloudprovider import (
     CloudProvider,
     InstanceMetadata,
-    Instances,
     InstancesBatch,
     InstancesV2,
     Node,
     NodeAddress,
-    get_instance_provider_id,
 )
 from ccm.controllers import base, batching, cloudapi, failures, nodeutil, priority
 from ccm.controllers.base import PeriodicLoop, WorkQueueLoop
+from ccm.controllers.node import metadata
+from ccm.controllers.node.metadata import NodeInitializationError
 from ccm.errors import (
     CCMError,
     CloudCallTimeoutError,
     CloudProviderError,
     NotFoundError,
-    NotImplementedByProviderError,
 )
 from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
@@ -75,15 +46,11 @@ _CONFLICT_RETRIES = 20
 _CONFLICT_BACKOFF = 0.05
 
 
-class NodeInitializationError(CCMError):
-    """Initialization of a Node failed; the taint stays and the Node is retried."""
-
-
 class KubeWriter(base.KubeGetter, base.KubePatcher, Protocol):
     """The slice of ``ccm.kube.client.KubeClient`` this controller uses."""
 
 
-Recorder = base.Recorder
+Recorder = failures.Recorder
 
 
 class CloudNodeController:
@@ -324,91 +291,9 @@ class CloudNodeController:
         instances = self._cloud.instances()
         if instances is None:
             raise NodeInitializationError("failed to get instances from cloud provider")
-        provider_id = view.provider_id
-        if not provider_id:
-            try:
-                provider_id = await self._call(
-                    get_instance_provider_id(self._cloud, instances, view.name), "instance_id"
-                )
-            except NotImplementedByProviderError:
-                _log.warning(
-                    "cloud provider does not set node provider ID, using node name to discover "
-                    "node %s",
-                    view.name,
-                )
-        addresses = await self._addresses_v1(instances, provider_id, view.name)
-        instance_type = await self._instance_type_v1(instances, provider_id, view.name)
-        zone_name = region = ""
-        zones = self._cloud.zones()
-        if zones is not None:
-            try:
-                zone = await self._call(
-                    zones.get_zone_by_provider_id(provider_id),
-                    "get_zone_by_provider_id",
-                    cloudapi.ZONES,
-                )
-            except CloudProviderError as by_id:
-                try:
-                    zone = await self._call(
-                        zones.get_zone_by_node_name(view.name),
-                        "get_zone_by_node_name",
-                        cloudapi.ZONES,
-                    )
-                except CloudProviderError as by_name:
-                    raise failures.with_context(
-                        "failed to get zone from cloud provider: Zone: Error fetching by "
-                        f"providerID: {by_id} Error fetching by NodeName: {by_name}",
-                        by_name,
-                        NodeInitializationError,
-                    ) from by_name
-            zone_name, region = zone.failure_domain, zone.region
-        return InstanceMetadata(
-            provider_id=provider_id,
-            instance_type=instance_type,
-            node_addresses=tuple(addresses),
-            zone=zone_name,
-            region=region,
+        return await metadata.legacy_instance_metadata(
+            self._cloud, instances, view, call_timeout=self._cloud_timeout
         )
-
-    async def _addresses_v1(
-        self, instances: Instances, provider_id: str, name: str
-    ) -> list[NodeAddress]:
-        try:
-            return list(
-                await self._call(
-                    instances.node_addresses_by_provider_id(provider_id),
-                    "node_addresses_by_provider_id",
-                )
-            )
-        except CloudProviderError as by_id:
-            try:
-                return list(await self._call(instances.node_addresses(name), "node_addresses"))
-            except CloudProviderError as by_name:
-                raise failures.with_context(
-                    f"error fetching node by provider ID: {by_id}, and error by node name: "
-                    f"{by_name}",
-                    by_name,
-                    NodeInitializationError,
-                ) from by_name
-
-    async def _instance_type_v1(self, instances: Instances, provider_id: str, name: str) -> str:
-        try:
-            return str(
-                await self._call(
-                    instances.instance_type_by_provider_id(provider_id),
-                    "instance_type_by_provider_id",
-                )
-            )
-        except CloudProviderError as by_id:
-            try:
-                return str(await self._call(instances.instance_type(name), "instance_type"))
-            except CloudProviderError as by_name:
-                raise failures.with_context(
-                    f"InstanceType: Error fetching by providerID: {by_id} Error fetching by "
-                    f"NodeName: {by_name}",
-                    by_name,
-                    NodeInitializationError,
-                ) from by_name
 
     # --- addresses ------------------------------------------------------------------------------
 
@@ -495,7 +380,9 @@ class CloudNodeController:
         instances = self._cloud.instances()
         if instances is None:
             raise NodeInitializationError("failed to get instances from cloud provider")
-        return await self._addresses_v1(instances, view.provider_id, view.name)
+        return await metadata.legacy_addresses(
+            instances, view.provider_id, view.name, call_timeout=self._cloud_timeout
+        )
 
 
 def _version_key(view: Node) -> tuple[str, str, str]:
