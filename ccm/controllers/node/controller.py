@@ -98,6 +98,7 @@ class CloudNodeController:
             workers=workers,
             logger=_log,
             key_field="node",
+            recorder=recorder,
         )
         nodes.add_handler(on_add=self._enqueue, on_update=lambda _old, new: self._enqueue(new))
 

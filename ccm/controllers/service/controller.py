@@ -82,6 +82,7 @@ class ServiceController(ServiceSync, NodeSync):
             workers=self._workers,
             logger=_log,
             key_field="service",
+            recorder=recorder,
         )
         self._node_loop = WorkQueueLoop(
             name="service-node",
@@ -90,6 +91,7 @@ class ServiceController(ServiceSync, NodeSync):
             workers=1,  # one node sync at a time, as upstream
             logger=_log,
             key_field="node",
+            recorder=recorder,
         )
         services.add_handler(
             on_add=self._on_service_add,
