@@ -1,12 +1,10 @@
 """The provider contract: ``CloudProvider`` and its optional capabilities.
 
 Ports ``cloud.go`` of k8s.io/cloud-provider. Upstream accessors return ``(impl, supported)``; here
-each
-accessor returns the capability object or ``None`` (unsupported), and the base class returns
-``None`` for all of
-them, so a provider overrides only what it has. Capabilities are Protocols with async methods; a
-provider may
-implement them on the provider object itself (``return self``) or on separate objects.
+each accessor returns the capability object or ``None`` (unsupported), and the base class returns
+``None`` for all of them, so a provider overrides only what it has. Capabilities are Protocols with
+async methods; a provider may implement them on the provider object itself (``return self``) or on
+separate objects.
 
 Rules for every method:
 - Node and Service arguments are read-only views (:mod:`ccm.cloudprovider.objects`).
@@ -193,8 +191,9 @@ class LoadBalancer(Protocol):
 
     async def get_load_balancer(
         self, cluster_name: str, service: Service
-    ) -> tuple[LoadBalancerStatus | None, bool]:
-        """``(status, exists)``; must report ``exists=True`` for any load balancer ensure
+    ) -> LoadBalancerStatus | None:
+        """The status of the Service's load balancer, or ``None`` when it does not exist. Must
+        answer a status (equal to the one ensure returned) for any load balancer that ensure
         created."""
         ...
 
@@ -207,8 +206,7 @@ class LoadBalancer(Protocol):
         self, cluster_name: str, service: Service, nodes: Sequence[Node]
     ) -> LoadBalancerStatus:
         """Create or update the load balancer; idempotent. Raise RetryAfterError to be requeued
-        after a
-        fixed delay, ImplementedElsewhereError when another controller owns this Service."""
+        after a fixed delay, ImplementedElsewhereError when another controller owns this Service."""
         ...
 
     async def update_load_balancer(
@@ -258,12 +256,10 @@ class InitContext:
     """What ``CloudProvider.initialize`` receives on the elected leader.
 
     ``client_factory(name)`` returns a Kubernetes client for the named component (an object from
-    ``ccm.kube``;
-    typed loosely so the contract does not depend on Kubernetes plumbing). ``stopping`` is set when
-    the
-    controllers stop; background work the provider starts must end then. ``flags`` holds the values
-    of the flags added to the command line (:mod:`ccm.cloudprovider.flags`), keyed by name without
-    the leading dashes.
+    ``ccm.kube``; typed loosely so the contract does not depend on Kubernetes plumbing).
+    ``stopping`` is set when the controllers stop; background work the provider starts must end
+    then. ``flags`` holds the values of the flags added to the command line
+    (:mod:`ccm.cloudprovider.flags`), keyed by name without the leading dashes.
     """
 
     cluster_name: str = "kubernetes"
@@ -276,10 +272,8 @@ class CloudProvider(abc.ABC):  # noqa: B024 - every capability is optional
     """Base class of every provider. Subclass it and override the capabilities you offer.
 
     Lifecycle: the registry's factory builds the provider at process start (do not call the cloud
-    there
-    unless you must validate credentials); ``initialize`` runs on the leader after election, just
-    before the
-    controllers start; ``aclose`` runs at shutdown.
+    there unless you must validate credentials); ``initialize`` runs on the leader after election,
+    just before the controllers start; ``aclose`` runs at shutdown.
     """
 
     #: The provider name, used as the providerID prefix ``<name>://``.

@@ -28,8 +28,7 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeAddress:
     """One entry of ``node.status.addresses``: ``type`` is Hostname, InternalIP, ExternalIP,
-    InternalDNS
-    or ExternalDNS."""
+    InternalDNS or ExternalDNS."""
 
     type: str
     address: str
@@ -47,12 +46,10 @@ class InstanceMetadata:
     """What InstancesV2.instance_metadata returns for a Node.
 
     ``provider_id`` is written to ``spec.providerID`` when the Node has none (format
-    ``<provider>://<id>``; it
-    must be stable). ``instance_type``, ``zone`` and ``region`` become the GA and beta labels when
-    non-empty.
-    ``node_addresses`` becomes ``status.addresses``. ``additional_labels`` are added at
-    initialization, except
-    keys in the ``kubernetes.io``/``k8s.io`` namespaces and keys already on the Node.
+    ``<provider>://<id>``; it must be stable). ``instance_type``, ``zone`` and ``region`` become the
+    GA and beta labels when non-empty. ``node_addresses`` becomes ``status.addresses``.
+    ``additional_labels`` are added at initialization, except keys in the
+    ``kubernetes.io``/``k8s.io`` namespaces and keys already on the Node.
     """
 
     provider_id: str = ""

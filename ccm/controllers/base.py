@@ -1,28 +1,22 @@
-"""Building blocks shared by the controllers: the work-queue loop with the one retry switch, and the
+"""Building blocks shared by the controllers: the bounded cloud call, the work-queue loop that
+applies the one failure switch (:mod:`ccm.controllers.failures`) to every reconcile, and the
 periodic loop that never overlaps itself.
-
-The retry switch (controller-runtime's, adapted to upstream CCM behaviour):
-success → ``forget``; :class:`ccm.errors.RetryAfterError` anywhere in the cause chain → requeue
-after exactly its
-delay; any other ``Exception`` → rate-limited requeue with the queue's per-key backoff. Each outcome
-is counted in
-``ccm_reconcile_total{controller,result}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from prometheus_client import Counter
-
-from ccm import clock, dryrun, fencing, logs, metrics
+from ccm import clock, dryrun, fencing, logs, metrics, names, wellknown
 from ccm.cloudprovider import LoadBalancerStatus
-from ccm.controllers import cloudapi
-from ccm.errors import CloudCallTimeoutError, find_retry_after
+from ccm.controllers import cloudapi, failures
+from ccm.controllers.failures import RECONCILE_TOTAL, Recorder
+from ccm.errors import CloudCallTimeoutError, RetryAfterError, find_retry_after
 from ccm.kube import client as kclient
 from ccm.kube import workqueue
 
@@ -37,13 +31,8 @@ __all__ = [
     "WorkQueueLoop",
     "call_cloud",
     "run_bounded",
+    "running",
 ]
-
-
-class Recorder(Protocol):
-    """What controllers need of ``ccm.kube.events.EventRecorder``."""
-
-    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None: ...
 
 
 class KubeGetter(Protocol):
@@ -121,6 +110,11 @@ async def call_cloud(
     checked against the leader's lease first, and again once the budget admits it: a replica that
     may no longer lead raises :class:`ccm.fencing.NotLeaderError` without calling the provider.
 
+    This is the boundary where a provider's error is typed: an error that wraps a
+    :class:`ccm.errors.RetryAfterError` (in its ``__cause__`` or ``__context__``) is raised as a
+    ``RetryAfterError`` with the same delay and message, so that nothing after this call needs to
+    look inside an exception.
+
     In a dry run (:mod:`ccm.dryrun`) a call that changes the cloud is logged and counted instead
     of made, and answers as a success would: an empty :class:`LoadBalancerStatus` for
     ``ensure_load_balancer``, ``None`` for the others.
@@ -152,10 +146,18 @@ async def call_cloud(
         answer = await _bounded(awaitable, seconds, method)
     except BaseException as exc:
         budget.record(capability, method, clock.monotonic() - start, exc)
+        typed = isinstance(exc, _TYPED)
+        retry = None if typed else find_retry_after(exc)
+        if retry is not None and isinstance(exc, Exception):
+            raise RetryAfterError(str(exc) or str(retry), retry.delay) from exc
         raise
     budget.record(capability, method, clock.monotonic() - start, None)
     return answer
 
+
+#: Errors that keep their own type even when a RetryAfterError is in their chain: the throttle
+#: itself, cancellation, and a call that overran its bound (nothing is known about the cloud then).
+_TYPED = (RetryAfterError, asyncio.CancelledError, CloudCallTimeoutError)
 
 #: What a cloud-changing call answers in a dry run (absent: ``None``).
 _DRY_RUN_ANSWERS: Mapping[str, object] = {"ensure_load_balancer": LoadBalancerStatus()}
@@ -222,16 +224,29 @@ async def run_bounded(
             tg.create_task(worker(), name=f"{name}/{i}")
 
 
-RECONCILE_TOTAL = Counter(
-    "ccm_reconcile_total",
-    "Reconciliations by controller and outcome (success, retry_after, error).",
-    ["controller", "result"],
-    registry=metrics.REGISTRY,
-)
+@contextlib.contextmanager
+def running(controller: str) -> Iterator[None]:
+    """Show the controller named ``controller`` (``names.CLOUD_NODE_CONTROLLER``, ...) as running
+    in ``running_managed_controllers`` while the block runs. The ``name`` label comes from one
+    place, :data:`ccm.names.CONTROLLERS`."""
+    gauge = metrics.RUNNING_MANAGED_CONTROLLERS.labels(
+        names.BY_NAME[controller].metric_name, wellknown.COMPONENT_NAME
+    )
+    gauge.set(1)
+    try:
+        yield
+    finally:
+        gauge.set(0)
 
 
 class WorkQueueLoop(Generic[K]):
-    """Runs ``workers`` tasks that take keys from ``queue`` and call ``reconcile(key)``."""
+    """Runs ``workers`` tasks that take keys from ``queue``, call ``reconcile(key)`` and apply the
+    failure switch (:func:`ccm.controllers.failures.settle`) to its outcome.
+
+    ``recorder`` receives the Warning Event of a terminal failure. ``forget_first`` forgets a
+    key's rate-limit history when a worker takes it rather than after a success, so that a key
+    queued again during the reconcile is rate-limited afresh (the route controller's single key).
+    """
 
     def __init__(
         self,
@@ -242,6 +257,8 @@ class WorkQueueLoop(Generic[K]):
         workers: int = 1,
         logger: logging.Logger | None = None,
         key_field: str = "key",
+        recorder: Recorder | None = None,
+        forget_first: bool = False,
     ) -> None:
         self.name = name
         self.queue = queue
@@ -250,6 +267,8 @@ class WorkQueueLoop(Generic[K]):
         self._reconcile = reconcile
         self._workers = max(1, workers)
         self._log = logger or logging.getLogger(f"ccm.controllers.{name}")
+        self._recorder = recorder
+        self._forget_first = forget_first
 
     async def run(self) -> None:
         """Run the workers until cancelled; shuts the queue down on the way out."""
@@ -282,38 +301,32 @@ class WorkQueueLoop(Generic[K]):
             await self._process(key)
 
     async def _process(self, key: K) -> None:
+        if self._forget_first:
+            self.queue.forget(key)
         try:
             await self._reconcile(key)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            retry = find_retry_after(exc)
-            if retry is not None:
-                RECONCILE_TOTAL.labels(self.name, "retry_after").inc()
-                self._log.warning(
-                    "error syncing '%s': %s, requeuing after %.3gs",
-                    key,
-                    exc,
-                    retry.delay,
-                    extra=logs.err(exc),
-                )
-                self.queue.add_after(key, retry.delay)
-            else:
-                RECONCILE_TOTAL.labels(self.name, "error").inc()
-                self._log.info("error syncing '%s': %s, requeuing", key, exc, extra=logs.err(exc))
-                self.queue.add_rate_limited(key)
-            return
-        RECONCILE_TOTAL.labels(self.name, "success").inc()
-        self.queue.forget(key)
+            failed: Exception | None = exc
+        else:
+            failed = None
+        failures.settle(
+            failed,
+            controller=self.name,
+            key=key,
+            queue=self.queue,
+            recorder=self._recorder,
+            logger=self._log,
+        )
 
 
 class PeriodicLoop:
     """Calls ``step()`` every ``period`` seconds until cancelled; never overlaps itself.
 
     ``sliding=True`` waits ``period`` after each step ends (upstream ``wait.Until``);
-    ``sliding=False`` keeps a
-    fixed rate (``wait.NonSlidingUntil``), skipping ticks a slow step overran. Errors are logged,
-    not raised.
+    ``sliding=False`` keeps a fixed rate (``wait.NonSlidingUntil``), skipping ticks a slow step
+    overran. Errors are logged, not raised.
     """
 
     def __init__(

@@ -1,11 +1,9 @@
 """Pure helpers on Node dicts shared by the node-facing controllers: taints, provided-node-ip,
-address
-comparison and the patches that initialize a Node.
+address comparison and the patches that initialize a Node.
 
 Ports ``node/helpers/{address,taints,labels}.go`` and the modifier logic of
 ``controllers/node/node_controller.go``. Nothing here does I/O; every function takes cached objects
-and
-returns new values without mutating its inputs.
+and returns new values without mutating its inputs.
 """
 
 from __future__ import annotations
@@ -101,10 +99,8 @@ def addresses_from_provided_node_ip(
     """Filter and reorder cloud addresses by the provided node IP(s).
 
     Cloud addresses equal to a given IP come first (keeping their types); then the cloud addresses
-    whose type
-    matched none of the given IPs. Other addresses of a matched type are dropped. Raises ValueError
-    when a
-    given IP is not among the cloud addresses or the annotation is malformed.
+    whose type matched none of the given IPs. Other addresses of a matched type are dropped. Raises
+    ValueError when a given IP is not among the cloud addresses or the annotation is malformed.
     """
     try:
         node_ips = parse_provided_node_ip(provided)
@@ -129,8 +125,7 @@ def addresses_from_provided_node_ip(
 
 def addresses_changed(old: Sequence[NodeAddress], new: Sequence[NodeAddress]) -> bool:
     """Upstream ``nodeAddressesChangeDetected``: lengths differ, or some (type, address) of ``new``
-    is not the
-    last address of that type in ``old`` (a map by type, so it is lossy for several
+    is not the last address of that type in ``old`` (a map by type, so it is lossy for several
     addresses of one type)."""
     if len(old) != len(new):
         return True
@@ -164,12 +159,10 @@ def initialization_patch(node: Mapping[str, Any], metadata: InstanceMetadata) ->
     """The JSON merge patch that initializes ``node`` from the cloud's ``metadata`` in ONE write.
 
     Sets ``spec.providerID`` when the Node has none, the instance-type/zone/region labels (GA and
-    beta) when
-    non-empty, the additional labels that are allowed and not already present, and removes the
-    uninitialized
-    taint — all together, so no observer ever sees the taint gone without the labels. The Node's
-    ``resourceVersion`` is included as a precondition (a concurrent write makes the patch fail with
-    409).
+    beta) when non-empty, the additional labels that are allowed and not already present, and
+    removes the uninitialized taint — all together, so no observer ever sees the taint gone without
+    the labels. The Node's ``resourceVersion`` is included as a precondition (a concurrent write
+    makes the patch fail with 409).
 
     Raises ValueError when the provided-node-ip annotation does not match the cloud's addresses.
     """

@@ -24,6 +24,7 @@ from ccm.cloudprovider.strconv import parse_bool
 __all__ = [
     "add_finalizer_patch",
     "has_lb_finalizer",
+    "is_served",
     "load_balancer_status_equal",
     "loggable_node_names",
     "needs_cleanup",
@@ -34,11 +35,13 @@ __all__ = [
     "nodes_sufficiently_equal",
     "remove_finalizer_patch",
     "service_key",
+    "should_delete_load_balancer",
     "should_sync_updated_node",
     "split_key",
     "stable_node_set",
     "status_patch",
     "wants_load_balancer",
+    "wants_node_sync",
 ]
 
 #: Upstream ``maxNodeNamesToLog``.
@@ -91,6 +94,29 @@ def needs_cleanup(svc: Mapping[str, Any]) -> bool:
     if _meta(svc).get("deletionTimestamp"):
         return True
     return _spec(svc).get("type") != "LoadBalancer"
+
+
+def should_delete_load_balancer(svc: Mapping[str, Any]) -> bool:
+    """Whether a sync of this Service takes the delete branch: it no longer wants a load balancer,
+    waits for the cleanup of one, or is being deleted (upstream ``syncLoadBalancerIfNeeded``;
+    ccm also deletes for a Service being deleted without our finalizer)."""
+    return (
+        not wants_load_balancer(svc)
+        or needs_cleanup(svc)
+        or bool(_meta(svc).get("deletionTimestamp"))
+    )
+
+
+def wants_node_sync(svc: Mapping[str, Any]) -> bool:
+    """Whether a node sync may update this Service's load balancer: it wants one and is neither
+    being deleted nor waiting for the cleanup of one (those belong to the delete path)."""
+    return not should_delete_load_balancer(svc)
+
+
+def is_served(svc: Mapping[str, Any]) -> bool:
+    """Whether a Service wanting a load balancer shows one already (a sync of it is a resync)."""
+    ingress = ((svc.get("status") or _EMPTY).get("loadBalancer") or _EMPTY).get("ingress")
+    return bool(ingress) and wants_node_sync(svc)
 
 
 def _port_equal(x: Mapping[str, Any], y: Mapping[str, Any]) -> bool:

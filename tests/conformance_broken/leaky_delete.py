@@ -17,7 +17,7 @@ class LeakyDelete(FakeCloud):
 
     async def get_load_balancer(
         self, cluster_name: str, service: Service
-    ) -> tuple[LoadBalancerStatus | None, bool]:
+    ) -> LoadBalancerStatus | None:
         if self.get_load_balancer_name(cluster_name, service) in self.forgotten:
-            return None, False
+            return None
         return await super().get_load_balancer(cluster_name, service)

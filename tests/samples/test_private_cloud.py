@@ -347,7 +347,7 @@ async def test_load_balancer_lifecycle_and_vip_pool(
 ) -> None:
     svc = service("web", "1111-2222")
     nodes = [node("b", internal_ip="10.0.0.2"), node("a", internal_ip="10.0.0.1")]
-    assert await provider.get_load_balancer(CLUSTER, svc) == (None, False)
+    assert await provider.get_load_balancer(CLUSTER, svc) is None
 
     first = await provider.ensure_load_balancer(CLUSTER, svc, nodes)
     again = await provider.ensure_load_balancer(CLUSTER, svc, nodes)
@@ -361,7 +361,7 @@ async def test_load_balancer_lifecycle_and_vip_pool(
     assert lbs[0]["cluster"] == CLUSTER
     assert [n["name"] for n in lbs[0]["nodes"]] == ["a", "b"]
     assert lbs[0]["ports"][0]["nodePort"] == 30080
-    assert await provider.get_load_balancer(CLUSTER, svc) == (first, True)
+    assert await provider.get_load_balancer(CLUSTER, svc) == first
 
     await provider.update_load_balancer(CLUSTER, svc, nodes[:1])
     assert [n["name"] for n in (await admin("load_balancers"))[0]["nodes"]] == ["b"]
@@ -370,7 +370,7 @@ async def test_load_balancer_lifecycle_and_vip_pool(
     await provider.ensure_load_balancer_deleted(CLUSTER, svc)  # idempotent
     assert await admin("load_balancers") == []
     assert all(v["loadBalancer"] is None for v in await admin("vips"))
-    assert await provider.get_load_balancer(CLUSTER, svc) == (None, False)
+    assert await provider.get_load_balancer(CLUSTER, svc) is None
 
 
 async def test_update_of_a_missing_load_balancer_is_an_error(

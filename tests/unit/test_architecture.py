@@ -193,10 +193,6 @@ SIZE_ROOTS = ("ccm", "providers", "bench", "samples", "devtools")
 _NOT_YET_SPLIT: frozenset[str] = frozenset(
     {
         "bench/harness.py",
-        "ccm/controllers/node.py",
-        "ccm/controllers/nodelifecycle.py",
-        "ccm/controllers/route.py",
-        "ccm/controllers/service.py",
     }
 )
 

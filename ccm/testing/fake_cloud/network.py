@@ -28,12 +28,12 @@ class FakeCloudNetwork(FakeCloudInstances):
 
     async def get_load_balancer(
         self, cluster_name: str, service: Service
-    ) -> tuple[LoadBalancerStatus | None, bool]:
+    ) -> LoadBalancerStatus | None:
         await self._call("get", service.key, *self._lb_identifiers(cluster_name, service))
         lb = self.load_balancers.get(self.get_load_balancer_name(cluster_name, service))
         if lb is None:
-            return None, False
-        return self._lb_status(lb), True
+            return None
+        return self._lb_status(lb)
 
     async def ensure_load_balancer(
         self, cluster_name: str, service: Service, nodes: Sequence[Node]

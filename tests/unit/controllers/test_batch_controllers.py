@@ -21,9 +21,9 @@ from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
 from ccm.kube.fake import FakeKubeClient
 from ccm.testing.fake_cloud import FakeCall, FakeCapabilities, FakeCloud
-from tests.unit.controllers.test_node import Recorder
 from tests.unit.controllers.test_node import make_node as make_tainted_node
 from tests.unit.controllers.test_nodelifecycle import make_node as make_lifecycle_node
+from tests.unit.recorder import Recorder
 
 SHUTDOWN = {"key": wellknown.TAINT_SHUTDOWN, "effect": "NoSchedule"}
 

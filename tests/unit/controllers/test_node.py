@@ -7,8 +7,8 @@ behaviour is the same; ccm-specific behaviour (one write, events on failure) has
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -26,19 +26,9 @@ from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
 from ccm.kube.fake import FakeKubeClient
 from ccm.testing.fake_cloud import FakeCapabilities, FakeCloud
+from tests.unit.recorder import Recorder
 
 UNINIT = {"key": wellknown.TAINT_UNINITIALIZED, "value": "true", "effect": "NoSchedule"}
-
-
-@dataclass
-class Recorder:
-    events: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-        self.events.append((obj["metadata"]["name"], event_type, reason, message))
-
-    def reasons(self) -> list[str]:
-        return [e[2] for e in self.events]
 
 
 @dataclass

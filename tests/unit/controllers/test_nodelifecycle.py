@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -27,21 +27,11 @@ from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
 from ccm.kube.fake import FakeKubeClient
 from ccm.testing.fake_cloud import FakeCall, FakeCapabilities, FakeCloud, FakeInstance
+from tests.unit.recorder import Recorder
 
 PID = "fake://node0"
 SHUTDOWN = {"key": wellknown.TAINT_SHUTDOWN, "effect": "NoSchedule"}
 OTHER_TAINT = {"key": "example.com/dedicated", "value": "db", "effect": "NoExecute"}
-
-
-@dataclass
-class Recorder:
-    events: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-        self.events.append((obj["metadata"]["name"], event_type, reason, message))
-
-    def reasons(self) -> list[str]:
-        return [e[2] for e in self.events]
 
 
 @dataclass

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -25,19 +25,12 @@ from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
 from ccm.kube.fake import FakeKubeClient
 from ccm.testing.fake_cloud import FakeCall, FakeCloud
+from tests.unit.recorder import Recorder
 
 CLUSTER = "my-k8s"
 V4 = ipaddress.ip_network("10.120.0.0/16")
 V6 = ipaddress.ip_network("ace:cab:deca::/8", strict=False)
 NUA = wellknown.CONDITION_NETWORK_UNAVAILABLE
-
-
-@dataclass
-class Recorder:
-    events: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-        self.events.append((obj["metadata"]["name"], event_type, reason, message))
 
 
 @dataclass

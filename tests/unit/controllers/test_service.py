@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -29,24 +29,11 @@ from ccm.kube import fake as kfake
 from ccm.kube import informer as kinformer
 from ccm.kube.fake import FakeKubeClient
 from ccm.testing.fake_cloud import FakeCapabilities, FakeCloud
+from tests.unit.recorder import Recorder
 
 FIN = wellknown.FINALIZER_LOAD_BALANCER_CLEANUP
 NS = "default"
 CLUSTER = "kubernetes"
-
-
-@dataclass
-class Recorder:
-    events: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-        self.events.append((obj["metadata"]["name"], event_type, reason, message))
-
-    def reasons(self, name: str | None = None) -> list[str]:
-        return [e[2] for e in self.events if name is None or e[0] == name]
-
-    def messages(self, reason: str) -> list[str]:
-        return [e[3] for e in self.events if e[2] == reason]
 
 
 @dataclass

@@ -592,3 +592,38 @@ def test_patches_touch_only_our_finalizer_and_the_ingress() -> None:
         "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}
     }
     assert h.status_patch({}) == {"status": {"loadBalancer": {"ingress": None}}}
+
+
+def _ingress(s: dict[str, Any]) -> None:
+    s["status"] = {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}}
+
+
+@pytest.mark.parametrize(
+    ("service", "delete", "served"),
+    [
+        pytest.param(svc(), False, False, id="wants-a-load-balancer"),
+        pytest.param(svc("s", "LoadBalancer", _ingress), False, True, id="already-served"),
+        pytest.param(svc("s", "ClusterIP", _ingress), True, False, id="not-a-load-balancer"),
+        pytest.param(
+            svc("s", "LoadBalancer", spec(loadBalancerClass="other")),
+            True,
+            False,
+            id="another-class",
+        ),
+        pytest.param(
+            svc("s", "ClusterIP", meta(finalizers=[FIN])), True, False, id="needs-cleanup"
+        ),
+        pytest.param(
+            svc("s", "LoadBalancer", _ingress, meta(deletionTimestamp="2026-01-01T00:00:00Z")),
+            True,
+            False,
+            id="being-deleted-without-finalizer",
+        ),
+    ],
+)
+def test_the_delete_branch_the_node_sync_and_served(
+    service: Any, delete: bool, served: bool
+) -> None:
+    assert h.should_delete_load_balancer(service) is delete
+    assert h.wants_node_sync(service) is not delete
+    assert h.is_served(service) is served

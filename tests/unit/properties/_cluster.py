@@ -5,32 +5,18 @@ recorder; plus :func:`reconcile`, which runs one reconcile call and checks what 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ccm import errors, wellknown
 from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
 from ccm.kube.fake import FakeKubeClient
+from tests.unit.recorder import Recorder
 
 UNINIT = {"key": wellknown.TAINT_UNINITIALIZED, "value": "true", "effect": "NoSchedule"}
-
-
-@dataclass
-class Recorder:
-    events: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-    def event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-        self.events.append((obj["metadata"]["name"], event_type, reason, message))
-
-    def warnings(self, name: str, since: int = 0) -> list[tuple[str, str]]:
-        return [
-            (reason, message)
-            for who, kind, reason, message in self.events[since:]
-            if who == name and kind == wellknown.EVENT_WARNING
-        ]
 
 
 @dataclass

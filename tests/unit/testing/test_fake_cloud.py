@@ -797,7 +797,7 @@ async def test_ensure_creates_a_load_balancer_with_an_ip_from_the_pool(cloud: Fa
     assert lb.ports[0].port == 80
     assert lb.ports[0].node_port == 30080
     assert cloud.load_balancer_for("default/web") is lb
-    assert await cloud.get_load_balancer("kubernetes", svc) == (status, True)
+    assert await cloud.get_load_balancer("kubernetes", svc) == status
 
 
 async def test_ensure_is_idempotent(cloud: FakeCloud) -> None:
@@ -845,7 +845,7 @@ async def test_delete_is_idempotent_and_frees_the_ip() -> None:
         await fake.ensure_load_balancer("k", svc_c, [])
     await fake.ensure_load_balancer_deleted("k", svc_a)
     await fake.ensure_load_balancer_deleted("k", svc_a)
-    assert await fake.get_load_balancer("k", svc_a) == (None, False)
+    assert await fake.get_load_balancer("k", svc_a) is None
     assert ingress_ip(await fake.ensure_load_balancer("k", svc_c, [])) in (
         "192.0.2.1",
         "192.0.2.2",
@@ -1347,7 +1347,7 @@ async def test_replicas_with_a_shared_status_file_act_on_one_cloud(tmp_path: Pat
 
     new_leader = FakeCloudFactory(_config(tmp_path, extra))
     await new_leader.initialize(InitContext())
-    assert (await new_leader.get_load_balancer("kubernetes", web))[1]
+    assert await new_leader.get_load_balancer("kubernetes", web) is not None
     await new_leader.ensure_load_balancer_deleted("kubernetes", web)
     await new_leader.create_route(
         "kubernetes", "u1", Route(target_node="n1", destination_cidr="10.1.0.0/24")
@@ -1355,14 +1355,14 @@ async def test_replicas_with_a_shared_status_file_act_on_one_cloud(tmp_path: Pat
 
     # The deposed leader wakes up: it sees the current cloud, and its own change lands in it
     # without undoing the new leader's.
-    assert await old_leader.get_load_balancer("kubernetes", web) == (None, False)
+    assert await old_leader.get_load_balancer("kubernetes", web) is None
     await old_leader.ensure_load_balancer("kubernetes", api, [node("n1")])
     status = FakeCloudStatus.read(tmp_path / "status.json")
     assert status is not None
     assert [lb.service for lb in status.load_balancers.values()] == ["default/api"]
     assert len(status.routes["kubernetes"]) == 1
     assert len(await new_leader.list_routes("kubernetes")) == 1
-    assert (await new_leader.get_load_balancer("kubernetes", api))[1]
+    assert await new_leader.get_load_balancer("kubernetes", api) is not None
 
 
 # A process that changes the shared cloud while another one is reading it: it holds the lock,

@@ -96,13 +96,13 @@ class AWSLoadBalancers:
 
     async def get_load_balancer(
         self, cluster_name: str, service: Service
-    ) -> tuple[LoadBalancerStatus | None, bool]:
+    ) -> LoadBalancerStatus | None:
         if elbrules.is_external(service):
-            return None, False
+            return None
         description = await self._describe(self.get_load_balancer_name(cluster_name, service))
         if description is None:
-            return None, False
-        return self._status(description), True
+            return None
+        return self._status(description)
 
     # -- pieces ----------------------------------------------------------------------------------
 

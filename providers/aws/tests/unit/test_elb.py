@@ -91,14 +91,14 @@ async def test_ensure_update_delete_a_classic_elb(
     svc = service()
     name = "a" + svc.uid.replace("-", "")[:31]
     assert lb.get_load_balancer_name(CLUSTER, svc) == name
-    assert await lb.get_load_balancer(CLUSTER, svc) == (None, False)
+    assert await lb.get_load_balancer(CLUSTER, svc) is None
 
     status = await lb.ensure_load_balancer(CLUSTER, svc, setup["nodes"])
     (described,) = console.elb.describe_load_balancers(LoadBalancerNames=[name])[
         "LoadBalancerDescriptions"
     ]
     assert [i.hostname for i in status.ingress] == [described["DNSName"]]
-    assert (await lb.get_load_balancer(CLUSTER, svc))[1] is True
+    assert await lb.get_load_balancer(CLUSTER, svc) is not None
     assert sorted(described["Subnets"]) == sorted(network["subnets"].values())
     assert sorted(
         (d["Listener"]["LoadBalancerPort"], d["Listener"]["InstancePort"])
@@ -154,7 +154,7 @@ async def test_ensure_update_delete_a_classic_elb(
         Filters=[{"Name": "group-name", "Values": [f"k8s-elb-{name}"]}]
     )["SecurityGroups"]
     assert groups == []
-    assert await lb.get_load_balancer(CLUSTER, changed) == (None, False)
+    assert await lb.get_load_balancer(CLUSTER, changed) is None
 
 
 async def test_internal_elb_uses_internal_role_subnets(
@@ -194,12 +194,12 @@ async def test_external_types_are_implemented_elsewhere_and_nlb_is_refused(
         svc = service(annotations={ANNOTATION_TYPE: kind})
         with pytest.raises(ImplementedElsewhereError):
             await lb.ensure_load_balancer(CLUSTER, svc, setup["nodes"])
-        assert await lb.get_load_balancer(CLUSTER, svc) == (None, False)
+        assert await lb.get_load_balancer(CLUSTER, svc) is None
         await lb.ensure_load_balancer_deleted(CLUSTER, svc)
     nlb = service(annotations={ANNOTATION_TYPE: "nlb"})
     with pytest.raises(CloudProviderError, match="nlb is not supported"):
         await lb.ensure_load_balancer(CLUSTER, nlb, setup["nodes"])
-    assert await lb.get_load_balancer(CLUSTER, nlb) == (None, False)
+    assert await lb.get_load_balancer(CLUSTER, nlb) is None
 
 
 async def test_udp_is_refused_before_anything_is_created(
@@ -209,7 +209,7 @@ async def test_udp_is_refused_before_anything_is_created(
     svc = service(protocol="UDP")
     with pytest.raises(CloudProviderError, match="Protocol UDP not supported"):
         await lb.ensure_load_balancer(CLUSTER, svc, setup["nodes"])
-    assert await lb.get_load_balancer(CLUSTER, svc) == (None, False)
+    assert await lb.get_load_balancer(CLUSTER, svc) is None
 
 
 def _admitting(console: Ec2Console, groups: list[str], source: str) -> set[str]:

@@ -262,17 +262,17 @@ class AzureLoadBalancers(LoadBalancer):
 
     async def get_load_balancer(
         self, cluster_name: str, service: Service
-    ) -> tuple[LoadBalancerStatus | None, bool]:
+    ) -> LoadBalancerStatus | None:
         lb = await self._read(self.lb_name(cluster_name, service))
         if lb is None or not any(
             lbparts.owns(service, str(f.name)) for f in lb.frontend_ip_configurations or ()
         ):
-            return None, False
+            return None
         pip = None
         if not svcopts.is_internal(service):
             options = svcopts.lenient(service)
             pip = await self._read_pip(*self._pip_where(cluster_name, service, options))
-        return self._status(lb, service, pip), True
+        return self._status(lb, service, pip)
 
     async def ensure_load_balancer(
         self, cluster_name: str, service: Service, nodes: Sequence[Node]

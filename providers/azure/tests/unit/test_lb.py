@@ -59,7 +59,7 @@ async def test_ensure_builds_the_shared_load_balancer_as_upstream_names_it(
     lbs = (await make_provider()).load_balancer()
     a = service("1111-aaaa", 80, 443)
     assert lbs.get_load_balancer_name(CLUSTER, a) == "a1111aaaa"
-    assert await lbs.get_load_balancer(CLUSTER, a) == (None, False)
+    assert await lbs.get_load_balancer(CLUSTER, a) is None
     status = await lbs.ensure_load_balancer(CLUSTER, a, NODES)
     pip = arm.get_resource(PIP + "kubernetes-a1111aaaa")
     assert pip is not None
@@ -80,7 +80,7 @@ async def test_ensure_builds_the_shared_load_balancer_as_upstream_names_it(
         ("n1", "10.0.0.4"),
         ("n2", "10.0.0.5"),
     }
-    assert await lbs.get_load_balancer(CLUSTER, a) == (status, True)
+    assert await lbs.get_load_balancer(CLUSTER, a) == status
     assert await lbs.ensure_load_balancer(CLUSTER, a, NODES) == status
     again = lb(arm)
     for part in ("frontendIPConfigurations", "loadBalancingRules", "probes"):

@@ -237,12 +237,12 @@ class PrivateCloudProvider(CloudProvider):
 
     async def get_load_balancer(
         self, cluster_name: str, service: Service
-    ) -> tuple[LoadBalancerStatus | None, bool]:
+    ) -> LoadBalancerStatus | None:
         try:
             lb = await self._call("GET", self._lb_path(cluster_name, service))
         except _NotFoundError:
-            return None, False
-        return self._status(lb), True
+            return None
+        return self._status(lb)
 
     async def ensure_load_balancer(
         self, cluster_name: str, service: Service, nodes: Sequence[Node]

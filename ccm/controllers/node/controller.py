@@ -1,33 +1,5 @@
-"""The cloud node controller (``cloud-node-controller``): initializes Nodes that carry the
-``node.cloudprovider.kubernetes.io/uninitialized`` taint, then keeps their addresses fresh.
-
-Ports ``controllers/node/node_controller.go`` of k8s.io/cloud-provider (UPSTREAM_SPEC §2.1), with
-these
-deliberate differences:
-- initialization is ONE JSON merge patch of the Node (providerID, labels and the taint removal
-  together, guarded
-  by the Node's resourceVersion) instead of a full ``Update``; on conflict the Node is read again;
-- addresses are written with a merge patch of ``nodes/status`` (lists replaced whole, no
-  strategic-merge
-  ordering surprises);
-- a failed initialization also records a Warning event ``FailedToInitializeNode`` on the Node
-  (upstream only
-  logs), so ``kubectl describe node`` tells why the taint stays;
-- the periodic address refresh skips a Node whose InstancesV2 metadata is ``None`` with a log line
-  (upstream
-  dereferences nil and panics);
-- when the provider offers the optional InstancesBatch capability (with InstancesV2), concurrent
-  ``instance_metadata`` requests (initializations and address refreshes) are coalesced into
-  ``instance_metadata_batch`` calls (:mod:`ccm.controllers.batching`); each Node keeps the
-  semantics of the single call. A call with room also asks for the uninitialized Nodes waiting
-  next in the work queue (read-ahead, keyed by the Node's resourceVersion), so a burst of new
-  Nodes costs about one call per ``max_batch_size`` Nodes whatever the apiserver's write latency;
-- initialization comes first: a tainted Node's key goes to the work queue's high lane (untainted
-  Nodes, which a start-up or relist re-adds by the thousand, to the low lane); while a Node is
-  being initialized the address refresh makes one cloud call at a time
-  (:class:`ccm.controllers.priority.PriorityGate`), and its batched metadata request goes ahead of
-  the refresh's waiting ones.
-"""
+"""The cloud node controller itself: the work queue of Node keys, the initialization of a tainted
+Node in one guarded write, and the periodic address refresh (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -43,22 +15,20 @@ from ccm import clock, logs, metrics, names, wellknown
 from ccm.cloudprovider import (
     CloudProvider,
     InstanceMetadata,
-    Instances,
     InstancesBatch,
     InstancesV2,
     Node,
     NodeAddress,
-    get_instance_provider_id,
 )
-from ccm.controllers import base, batching, cloudapi, nodeutil, priority
+from ccm.controllers import base, batching, cloudapi, failures, nodeutil, priority
 from ccm.controllers.base import PeriodicLoop, WorkQueueLoop
+from ccm.controllers.node import metadata
+from ccm.controllers.node.metadata import NodeInitializationError
 from ccm.errors import (
     CCMError,
     CloudCallTimeoutError,
     CloudProviderError,
-    ConflictError,
     NotFoundError,
-    NotImplementedByProviderError,
 )
 from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
@@ -70,21 +40,17 @@ _log = logging.getLogger("ccm.controllers.node")
 
 T = TypeVar("T")
 
-# : Conflict retries of the initialization write (upstream UpdateNodeSpecBackoff: 20 steps of ~50
-# ms).
+#: Conflict retries of the initialization write (upstream UpdateNodeSpecBackoff: 20 steps of
+#: about 50 ms).
 _CONFLICT_RETRIES = 20
 _CONFLICT_BACKOFF = 0.05
-
-
-class NodeInitializationError(CCMError):
-    """Initialization of a Node failed; the taint stays and the Node is retried."""
 
 
 class KubeWriter(base.KubeGetter, base.KubePatcher, Protocol):
     """The slice of ``ccm.kube.client.KubeClient`` this controller uses."""
 
 
-Recorder = base.Recorder
+Recorder = failures.Recorder
 
 
 class CloudNodeController:
@@ -132,6 +98,7 @@ class CloudNodeController:
             workers=workers,
             logger=_log,
             key_field="node",
+            recorder=recorder,
         )
         nodes.add_handler(on_add=self._enqueue, on_update=lambda _old, new: self._enqueue(new))
 
@@ -150,23 +117,20 @@ class CloudNodeController:
     async def _run(self) -> None:
         _log.info("Waiting for informer caches to sync")
         await self._nodes.wait_for_sync()
-        metrics.RUNNING_MANAGED_CONTROLLERS.labels("cloud-node", wellknown.COMPONENT_NAME).set(1)
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._loop.run(), name="cloud-node/workers")
-                tg.create_task(
-                    PeriodicLoop(
+            with base.running(self.name):
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._loop.run(), name="cloud-node/workers")
+                    tg.create_task(
+                        PeriodicLoop(
+                            name="cloud-node/status",
+                            period=self._status_update_frequency,
+                            step=self.update_node_status,
+                            logger=_log,
+                        ).run(),
                         name="cloud-node/status",
-                        period=self._status_update_frequency,
-                        step=self.update_node_status,
-                        logger=_log,
-                    ).run(),
-                    name="cloud-node/status",
-                )
+                    )
         finally:
-            metrics.RUNNING_MANAGED_CONTROLLERS.labels("cloud-node", wellknown.COMPONENT_NAME).set(
-                0
-            )
             if self._coalescer is not None:
                 await self._coalescer.aclose()
 
@@ -204,32 +168,38 @@ class CloudNodeController:
         try:
             metadata = await self._instance_metadata(node, urgent=True)
         except CloudProviderError as exc:
-            raise NodeInitializationError(
-                f"failed to get instance metadata for node {name}: {exc}"
+            raise failures.with_context(
+                f"failed to get instance metadata for node {name}: {exc}",
+                exc,
+                NodeInitializationError,
             ) from exc
         if metadata is None:
             _log.info("Skip sync node %s because cloud provided nil metadata", name)
             return
 
         current: Mapping[str, Any] = node
-        for attempt in range(_CONFLICT_RETRIES):
+
+        async def write() -> Mapping[str, Any] | None:
             if nodeutil.find_taint(current, wellknown.TAINT_UNINITIALIZED) is None:
-                return  # someone else initialized it meanwhile
+                return None  # someone else initialized it meanwhile
             patch = nodeutil.initialization_patch(current, metadata)
-            try:
-                updated = await self._client.patch(kclient.NODES, name, patch, patch_type="merge")
-                break
-            except NotFoundError:
-                return
-            except ConflictError:
-                if attempt == _CONFLICT_RETRIES - 1:
-                    raise
-                await clock.sleep(_CONFLICT_BACKOFF * (1 + attempt % 2))
-                try:
-                    current = await self._client.get(kclient.NODES, name)
-                except NotFoundError:
-                    return
-        else:  # pragma: no cover - the loop either breaks or raises
+            return await self._client.patch(kclient.NODES, name, patch, patch_type="merge")
+
+        async def reread() -> None:
+            nonlocal current
+            current = await self._client.get(kclient.NODES, name)
+
+        try:
+            updated = await failures.retry_on_conflict(
+                write,
+                attempts=_CONFLICT_RETRIES,
+                backoff=lambda attempt: _CONFLICT_BACKOFF * (1 + attempt % 2),
+                reread=reread,
+                what=f"node {name}",
+            )
+        except NotFoundError:
+            return
+        if updated is None:
             return
 
         created = _creation_age(updated)
@@ -322,85 +292,9 @@ class CloudNodeController:
         instances = self._cloud.instances()
         if instances is None:
             raise NodeInitializationError("failed to get instances from cloud provider")
-        provider_id = view.provider_id
-        if not provider_id:
-            try:
-                provider_id = await self._call(
-                    get_instance_provider_id(self._cloud, instances, view.name), "instance_id"
-                )
-            except NotImplementedByProviderError:
-                _log.warning(
-                    "cloud provider does not set node provider ID, using node name to discover "
-                    "node %s",
-                    view.name,
-                )
-        addresses = await self._addresses_v1(instances, provider_id, view.name)
-        instance_type = await self._instance_type_v1(instances, provider_id, view.name)
-        zone_name = region = ""
-        zones = self._cloud.zones()
-        if zones is not None:
-            try:
-                zone = await self._call(
-                    zones.get_zone_by_provider_id(provider_id),
-                    "get_zone_by_provider_id",
-                    cloudapi.ZONES,
-                )
-            except CloudProviderError as by_id:
-                try:
-                    zone = await self._call(
-                        zones.get_zone_by_node_name(view.name),
-                        "get_zone_by_node_name",
-                        cloudapi.ZONES,
-                    )
-                except CloudProviderError as by_name:
-                    raise NodeInitializationError(
-                        "failed to get zone from cloud provider: Zone: Error fetching by "
-                        f"providerID: {by_id} Error fetching by NodeName: {by_name}"
-                    ) from by_name
-            zone_name, region = zone.failure_domain, zone.region
-        return InstanceMetadata(
-            provider_id=provider_id,
-            instance_type=instance_type,
-            node_addresses=tuple(addresses),
-            zone=zone_name,
-            region=region,
+        return await metadata.legacy_instance_metadata(
+            self._cloud, instances, view, call_timeout=self._cloud_timeout
         )
-
-    async def _addresses_v1(
-        self, instances: Instances, provider_id: str, name: str
-    ) -> list[NodeAddress]:
-        try:
-            return list(
-                await self._call(
-                    instances.node_addresses_by_provider_id(provider_id),
-                    "node_addresses_by_provider_id",
-                )
-            )
-        except CloudProviderError as by_id:
-            try:
-                return list(await self._call(instances.node_addresses(name), "node_addresses"))
-            except CloudProviderError as by_name:
-                raise NodeInitializationError(
-                    f"error fetching node by provider ID: {by_id}, and error by node name: "
-                    f"{by_name}"
-                ) from by_name
-
-    async def _instance_type_v1(self, instances: Instances, provider_id: str, name: str) -> str:
-        try:
-            return str(
-                await self._call(
-                    instances.instance_type_by_provider_id(provider_id),
-                    "instance_type_by_provider_id",
-                )
-            )
-        except CloudProviderError as by_id:
-            try:
-                return str(await self._call(instances.instance_type(name), "instance_type"))
-            except CloudProviderError as by_name:
-                raise NodeInitializationError(
-                    f"InstanceType: Error fetching by providerID: {by_id} Error fetching by "
-                    f"NodeName: {by_name}"
-                ) from by_name
 
     # --- addresses ------------------------------------------------------------------------------
 
@@ -487,7 +381,9 @@ class CloudNodeController:
         instances = self._cloud.instances()
         if instances is None:
             raise NodeInitializationError("failed to get instances from cloud provider")
-        return await self._addresses_v1(instances, view.provider_id, view.name)
+        return await metadata.legacy_addresses(
+            instances, view.provider_id, view.name, call_timeout=self._cloud_timeout
+        )
 
 
 def _version_key(view: Node) -> tuple[str, str, str]:

@@ -1,55 +1,6 @@
-"""The cloud node lifecycle controller (``cloud-node-lifecycle-controller``): deletes Nodes whose
-instance is gone from the cloud and taints Nodes whose instance is shut down.
-
-Ports ``controllers/nodelifecycle/node_lifecycle_controller.go`` of k8s.io/cloud-provider
-(UPSTREAM_SPEC §2.2). Every ``--node-monitor-period`` (sliding, like ``wait.Until``) one sweep looks
-at every cached Node:
-
-- Ready ``True`` → the shutdown taint is removed when the cached Node carries it (no API call
-  otherwise);
-- Ready ``False``/``Unknown``/missing → the cloud is asked whether the instance exists
-  (InstancesV2 ``instance_exists``, or Instances ``instance_exists_by_provider_id`` with the
-  providerID of the Node, else the one from ``instance_id``; ``InstanceNotFoundError`` there means
-  "gone"). Gone → Normal event ``DeletingNode`` and DELETE of the Node (Warning
-  ``DeletingNodeFailed`` on failure). Exists and shut down → the taint
-  ``node.cloudprovider.kubernetes.io/shutdown:NoSchedule`` is added.
-
-Never delete on doubt: a cloud error, a cloud call running longer than ``cloud_timeout`` or an
-``InstanceNotFoundError`` raised by ``instance_exists`` leaves the Node alone, with a log line
-giving the reason (upstream behaviour).
-
-Deliberate differences from upstream:
-
-- the Nodes of one sweep are checked concurrently, at most ``concurrency`` (the ccm flag
-  ``--concurrent-node-lifecycle-syncs``, default :data:`DEFAULT_CONCURRENCY`) at a time, so a
-  slow cloud makes a sweep take ``ceil(nodes / concurrency) x latency`` instead of
-  ``nodes x latency``; a sweep still never overlaps the next one
-  (:class:`~ccm.controllers.base.PeriodicLoop`);
-- every cloud call is bounded by ``cloud_timeout`` (``--cloud-call-timeout``);
-- when the provider offers the optional InstancesBatch capability (with InstancesV2), a sweep
-  asks ``instance_exists_batch`` (then ``instance_shutdown_batch`` for the Nodes that exist) in
-  chunks of ``max_batch_size`` instead of one call per Node; per Node nothing changes (an
-  Exception for a Node is doubt: never deleted);
-- a decision is never taken on the snapshot the sweep started from alone, since the cloud may
-  take seconds to answer: before the DELETE the Node is read afresh from the apiserver and kept
-  when it turned Ready, was replaced (another UID) or changed its providerID meanwhile; the DELETE
-  carries preconditions on that read's UID and resourceVersion, so any later write to the Node
-  makes it fail. Such a Node is logged and decided again on the next sweep (no retry loop, no
-  ``DeletingNodeFailed`` event), as is a Node already gone (404);
-- taints are written with a strategic merge patch of ``spec.taints`` guarded by the Node's
-  resourceVersion (5 attempts, a fresh GET after a conflict), and the shutdown taint is added only
-  when the cached Node lacks it (upstream GETs the Node on every sweep) and the Node it is written
-  to is still not Ready (the guard makes a Node that turned Ready meanwhile fail the write, and
-  the fresh read then shows it Ready);
-- the shutdown taint of a NotReady Node is removed on the sweep that finds its instance existing
-  and no longer shut down (upstream removes it only once the Node is Ready, so a Node whose
-  kubelet does not come back keeps claiming a shut-down instance); a cloud error or timeout on the
-  shutdown check leaves the taint as it is;
-- a Node whose instance the cloud reports gone while its ``spec.providerID`` is malformed (not
-  ``<provider>://<id>``) is not deleted: the answer is about an identifier that cannot name an
-  instance. A Warning event ``InvalidProviderID`` and an error log line say so (once per Node UID
-  and providerID; later sweeps log at -v 2).
-"""
+"""The node lifecycle controller itself: the sweep over every cached Node, the decision per Node
+on the cloud's answers (:mod:`.cloud`) and the Kubernetes writes it leads to (delete the Node,
+add or remove the shutdown taint). See the package docstring for the behaviour."""
 
 from __future__ import annotations
 
@@ -57,133 +8,34 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-from ccm import clock, logs, metrics, names, wellknown
-from ccm.cloudprovider import (
-    CloudProvider,
-    InstancesBatch,
-    Node,
-    get_instance_provider_id,
-    split_provider_id,
-)
-from ccm.controllers import base, batching, cloudapi, nodeutil
+from ccm import clock, logs, names, wellknown
+from ccm.cloudprovider import CloudProvider, InstancesBatch, Node, split_provider_id
+from ccm.controllers import base, batching, cloudapi, failures
 from ccm.controllers.base import PeriodicLoop
-from ccm.errors import (
-    CCMError,
-    CloudCallTimeoutError,
-    CloudProviderError,
-    ConflictError,
-    InstanceNotFoundError,
-    NotFoundError,
-    NotImplementedByProviderError,
-)
+from ccm.controllers.nodelifecycle import cloud, rules
+from ccm.errors import CCMError, ConflictError, NotFoundError
 from ccm.kube import client as kclient
 from ccm.kube import informer as kinformer
 
-__all__ = [
-    "DEFAULT_CONCURRENCY",
-    "SHUTDOWN_TAINT",
-    "CloudNodeLifecycleController",
-    "get_provider_id",
-]
+__all__ = ["DEFAULT_CONCURRENCY", "CloudNodeLifecycleController", "KubeWriter"]
 
 _log = logging.getLogger("ccm.controllers.nodelifecycle")
 
 #: Nodes whose cloud state is checked at the same time within one sweep (ccm addition).
 DEFAULT_CONCURRENCY = 10
 
-#: The taint of a Node whose instance is shut down (upstream ``ShutdownTaint``).
-SHUTDOWN_TAINT: Mapping[str, str] = {
-    "key": wellknown.TAINT_SHUTDOWN,
-    "effect": wellknown.TAINT_EFFECT_NO_SCHEDULE,
-}
-
 #: Attempts of a taint write (upstream: 5 conflict retries, 100 ms apart).
 _TAINT_ATTEMPTS = 5
 _TAINT_BACKOFF = 0.1
-
-_METRIC_NAME = "cloud-node-lifecycle"
-
-T = TypeVar("T")
 
 
 class KubeWriter(base.KubeGetter, base.KubePatcher, base.KubeDeleter, Protocol):
     """The slice of ``ccm.kube.client.KubeClient`` this controller uses."""
 
 
-Recorder = base.Recorder
-
-
-async def get_provider_id(
-    cloud: CloudProvider, node: Node, *, call_timeout: float | None = None
-) -> str:
-    """The provider ID of ``node``: its ``spec.providerID``, else the cloud's (upstream
-    ``getProviderID``).
-
-    InstancesV2: ``instance_metadata(node).provider_id`` (``""`` when the metadata is ``None``);
-    Instances: :func:`ccm.cloudprovider.get_instance_provider_id`, whose ``InstanceNotFoundError``
-    and ``NotImplementedByProviderError`` pass through unchanged.
-    """
-    if node.provider_id:
-        return node.provider_id
-    v2 = cloud.instances_v2()
-    if v2 is not None:
-        md = await base.call_cloud(
-            v2.instance_metadata(node),
-            call_timeout,
-            "instance_metadata",
-            capability=cloudapi.INSTANCES,
-        )
-        return md.provider_id if md is not None else ""
-    instances = cloud.instances()
-    if instances is None:
-        raise CloudProviderError("failed to get instances from cloud provider")
-    return await base.call_cloud(
-        get_instance_provider_id(cloud, instances, node.name),
-        call_timeout,
-        "instance_id",
-        capability=cloudapi.INSTANCES,
-    )
-
-
-def ready_status(node: Mapping[str, Any]) -> str:
-    """The status of the Node's Ready condition; ``Unknown`` when it has none."""
-    cond = nodeutil.node_condition(node, wellknown.CONDITION_READY)
-    if cond is None:
-        return "Unknown"
-    return str(cond.get("status") or "Unknown")
-
-
-def _has_shutdown_taint(node: Mapping[str, Any]) -> bool:
-    return any(_is_shutdown_taint(t) for t in (node.get("spec") or {}).get("taints") or ())
-
-
-def _with_shutdown_taint(node: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """The Node's taints plus the shutdown taint, or None when it already has it or is Ready (the
-    cloud's "shut down" answer may predate the kubelet's Ready report)."""
-    if _has_shutdown_taint(node) or ready_status(node) == "True":
-        return None
-    taints = [dict(t) for t in (node.get("spec") or {}).get("taints") or ()]
-    taints.append(dict(SHUTDOWN_TAINT))
-    return taints
-
-
-def _is_shutdown_taint(taint: Mapping[str, Any]) -> bool:
-    """Upstream ``MatchTaint``: same key and effect."""
-    return bool(
-        taint.get("key") == SHUTDOWN_TAINT["key"]
-        and taint.get("effect") == SHUTDOWN_TAINT["effect"]
-    )
-
-
-def _without_shutdown_taint(node: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """The Node's taints without the shutdown taint, or None when it has none."""
-    if not _has_shutdown_taint(node):
-        return None
-    return [
-        dict(t) for t in (node.get("spec") or {}).get("taints") or () if not _is_shutdown_taint(t)
-    ]
+Recorder = failures.Recorder
 
 
 class CloudNodeLifecycleController:
@@ -224,9 +76,7 @@ class CloudNodeLifecycleController:
     async def _run(self) -> None:
         _log.info("Waiting for informer caches to sync")
         await self._nodes.wait_for_sync()
-        gauge = metrics.RUNNING_MANAGED_CONTROLLERS.labels(_METRIC_NAME, wellknown.COMPONENT_NAME)
-        gauge.set(1)
-        try:
+        with base.running(self.name):
             await PeriodicLoop(
                 name="cloud-node-lifecycle/monitor",
                 period=self._period,
@@ -234,8 +84,6 @@ class CloudNodeLifecycleController:
                 sliding=True,
                 logger=_log,
             ).run()
-        finally:
-            gauge.set(0)
 
     # --- the sweep ------------------------------------------------------------------------------
 
@@ -259,9 +107,9 @@ class CloudNodeLifecycleController:
         for node in nodes:
             view = Node(node)
             seen.add((view.uid, view.provider_id))
-            if ready_status(node) == "True" and not _has_shutdown_taint(node):
+            if rules.ready_status(node) == "True" and not rules.has_shutdown_taint(node):
                 continue  # the common case: nothing to do
-            if batch is not None and ready_status(node) != "True":
+            if batch is not None and rules.ready_status(node) != "True":
                 to_ask.append(node)
                 continue
             jobs.append(functools.partial(check, node))
@@ -286,9 +134,9 @@ class CloudNodeLifecycleController:
     async def _monitor_node(self, node: Mapping[str, Any]) -> None:
         view = Node(node)
         name = view.name
-        if ready_status(node) == "True":
+        if rules.ready_status(node) == "True":
             try:
-                await self._update_taints(node, _without_shutdown_taint)
+                await self._update_taints(node, rules.without_shutdown_taint)
             except (CCMError, TimeoutError) as exc:
                 _log.error("error patching node taints: %s", exc, extra=logs.err(exc))
             return
@@ -297,7 +145,7 @@ class CloudNodeLifecycleController:
             exists = await self._instance_exists(view)
         except (CCMError, TimeoutError) as exc:
             _log.error(
-                "error checking if node %s exists: %s", name, _reason(exc), extra=logs.err(exc)
+                "error checking if node %s exists: %s", name, rules.reason(exc), extra=logs.err(exc)
             )
             return
 
@@ -311,7 +159,10 @@ class CloudNodeLifecycleController:
             shutdown = await self._instance_shutdown(view)
         except (CCMError, TimeoutError) as exc:
             _log.error(
-                "error checking if node %s is shutdown: %s", name, _reason(exc), extra=logs.err(exc)
+                "error checking if node %s is shutdown: %s",
+                name,
+                rules.reason(exc),
+                extra=logs.err(exc),
             )
             return
         await self._set_shutdown_taint(node, shutdown)
@@ -354,7 +205,7 @@ class CloudNodeLifecycleController:
             _log.error(
                 "error checking if node %s exists: %s",
                 view.name,
-                _reason(answer),
+                rules.reason(answer),
                 extra=logs.err(answer),
             )
             return False
@@ -377,7 +228,7 @@ class CloudNodeLifecycleController:
             _log.error(
                 "error checking if node %s is shutdown: %s",
                 view.name,
-                _reason(answer),
+                rules.reason(answer),
                 extra=logs.err(answer),
             )
             return
@@ -393,15 +244,15 @@ class CloudNodeLifecycleController:
         one whose instance exists and runs again, without waiting for Ready. Errors are logged."""
         name = Node(node).name
         if not shutdown:
-            if not _has_shutdown_taint(node):
+            if not rules.has_shutdown_taint(node):
                 return  # the common case: no API call
             try:
-                await self._update_taints(node, _without_shutdown_taint)
+                await self._update_taints(node, rules.without_shutdown_taint)
             except (CCMError, TimeoutError) as exc:
                 _log.error("error patching node taints: %s", exc, extra=logs.err(exc))
             return
         try:
-            await self._update_taints(node, _with_shutdown_taint)
+            await self._update_taints(node, rules.with_shutdown_taint)
         except (CCMError, TimeoutError) as exc:
             _log.error(
                 "failed to apply shutdown taint to node %s, it may have been deleted. (%s)",
@@ -412,51 +263,11 @@ class CloudNodeLifecycleController:
 
     # --- cloud ----------------------------------------------------------------------------------
 
-    async def _call(self, awaitable: Awaitable[T], what: str) -> T:
-        return await base.call_cloud(
-            awaitable, self._cloud_timeout, what, capability=cloudapi.INSTANCES
-        )
-
     async def _instance_exists(self, node: Node) -> bool:
-        """Upstream ``ensureNodeExistsByProviderID``."""
-        v2 = self._cloud.instances_v2()
-        if v2 is not None:
-            return bool(await self._call(v2.instance_exists(node), "instance_exists"))
-        instances = self._cloud.instances()
-        if instances is None:
-            raise CloudProviderError("instances interface not supported in the cloud provider")
-        try:
-            provider_id = await get_provider_id(self._cloud, node, call_timeout=self._cloud_timeout)
-        except InstanceNotFoundError:
-            return False
-        return bool(
-            await self._call(
-                instances.instance_exists_by_provider_id(provider_id),
-                "instance_exists_by_provider_id",
-            )
-        )
+        return await cloud.instance_exists(self._cloud, node, call_timeout=self._cloud_timeout)
 
     async def _instance_shutdown(self, node: Node) -> bool:
-        """Upstream ``shutdownInCloudProvider``."""
-        v2 = self._cloud.instances_v2()
-        if v2 is not None:
-            return bool(await self._call(v2.instance_shutdown(node), "instance_shutdown"))
-        instances = self._cloud.instances()
-        if instances is None:
-            raise CloudProviderError("cloud provider does not support instances")
-        try:
-            provider_id = await get_provider_id(self._cloud, node, call_timeout=self._cloud_timeout)
-        except InstanceNotFoundError:
-            return False
-        try:
-            return bool(
-                await self._call(
-                    instances.instance_shutdown_by_provider_id(provider_id),
-                    "instance_shutdown_by_provider_id",
-                )
-            )
-        except NotImplementedByProviderError:
-            return False
+        return await cloud.instance_shutdown(self._cloud, node, call_timeout=self._cloud_timeout)
 
     # --- Kubernetes -----------------------------------------------------------------------------
 
@@ -508,7 +319,7 @@ class CloudNodeLifecycleController:
                 "not deleting node %s: unable to read it again: %s", name, exc, extra=logs.err(exc)
             )
             return
-        changed = _changed_since(cached, current)
+        changed = rules.changed_since(cached, current)
         if changed:
             _log.info(
                 "not deleting node %r although the cloud provider reports no instance: %s; "
@@ -561,7 +372,8 @@ class CloudNodeLifecycleController:
         the cached Node (no API call when it needs no change) and re-reads it after a conflict."""
         name = str(cached["metadata"]["name"])
         current: Mapping[str, Any] = cached
-        for attempt in range(_TAINT_ATTEMPTS):
+
+        async def write() -> None:
             taints = change(current)
             if taints is None:
                 return
@@ -569,37 +381,19 @@ class CloudNodeLifecycleController:
                 "metadata": {"resourceVersion": current["metadata"].get("resourceVersion")},
                 "spec": {"taints": taints or None},
             }
-            try:
-                await self._client.patch(kclient.NODES, name, body, patch_type="strategic")
-                return
-            except NotFoundError:
-                return
-            except ConflictError:
-                if attempt == _TAINT_ATTEMPTS - 1:
-                    raise
-            await clock.sleep(_TAINT_BACKOFF)
-            try:
-                current = await self._client.get(kclient.NODES, name)
-            except NotFoundError:
-                return
+            await self._client.patch(kclient.NODES, name, body, patch_type="strategic")
 
+        async def reread() -> None:
+            nonlocal current
+            current = await self._client.get(kclient.NODES, name)
 
-def _changed_since(cached: Mapping[str, Any], current: Mapping[str, Any]) -> str:
-    """Why the apiserver's ``current`` Node must not be deleted on an answer about ``cached``
-    (empty when nothing relevant changed)."""
-    before, now = Node(cached), Node(current)
-    if before.uid and now.uid != before.uid:
-        return "it was replaced meanwhile by a Node with another UID"
-    if now.provider_id != before.provider_id:
-        return f"its providerID changed meanwhile to {now.provider_id!r}"
-    if ready_status(current) == "True":
-        return "it turned Ready meanwhile"
-    return ""
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, CloudCallTimeoutError):
-        return f"timed out waiting for the cloud provider: {exc}"
-    if isinstance(exc, TimeoutError):
-        return "timed out waiting for the cloud provider"
-    return str(exc) or type(exc).__name__
+        try:
+            await failures.retry_on_conflict(
+                write,
+                attempts=_TAINT_ATTEMPTS,
+                backoff=lambda _attempt: _TAINT_BACKOFF,
+                reread=reread,
+                what=f"the taints of node {name}",
+            )
+        except NotFoundError:
+            return
