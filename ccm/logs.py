@@ -25,7 +25,7 @@ import types
 from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
-__all__ = ["bind", "configure", "err", "fields", "v"]
+__all__ = ["OBJECT_FIELDS", "bind", "configure", "err", "fields", "shared_context", "v"]
 
 _FIELDS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "ccm_log_fields", default=types.MappingProxyType({})
@@ -48,6 +48,20 @@ def bind(**bound: Any) -> Iterator[None]:
         yield
     finally:
         _FIELDS.reset(token)
+
+
+#: The fields that name the one object a line is about (a work-queue key).
+OBJECT_FIELDS = frozenset({"node", "service", "route", "key"})
+
+
+def shared_context() -> contextvars.Context:
+    """A copy of the current context without the :data:`OBJECT_FIELDS`, for a task that works for
+    many objects at once (a batch call started by whichever worker came first): its lines keep the
+    controller but do not claim to be about that worker's object."""
+    context = contextvars.copy_context()
+    kept = {k: val for k, val in _FIELDS.get().items() if k not in OBJECT_FIELDS}
+    context.run(_FIELDS.set, types.MappingProxyType(kept))
+    return context
 
 
 def fields() -> Mapping[str, Any]:

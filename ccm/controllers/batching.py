@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ccm import clock
+from ccm import clock, logs
 from ccm.controllers import base, cloudapi
 from ccm.errors import CloudProviderError
 
@@ -237,7 +237,10 @@ class Coalescer(Generic[I, R]):
         self._schedule(partial_now=True)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=f"batch/{self._what}/{what}")
+        # The task serves every queued request, not the one whose worker happened to start it.
+        task = asyncio.create_task(
+            coro, name=f"batch/{self._what}/{what}", context=logs.shared_context()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

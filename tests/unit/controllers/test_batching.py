@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from ccm import logs
 from ccm.controllers import batching
 from ccm.errors import CloudCallTimeoutError, CloudProviderError, InstanceNotFoundError
 
@@ -379,3 +380,24 @@ async def test_a_failing_read_ahead_leaves_the_batch_alone(
 def test_read_ahead_needs_a_key() -> None:
     with pytest.raises(ValueError, match="go together"):
         batching.Coalescer(Backend(), max_size=2, seconds=1.0, what="x", read_ahead=Ahead())
+
+
+@pytest.mark.looptime
+async def test_a_batch_call_logs_under_its_controller_not_under_the_worker_that_started_it() -> (
+    None
+):
+    seen: list[dict[str, object]] = []
+
+    async def fn(items: Sequence[int]) -> Sequence[int]:
+        seen.append(dict(logs.fields()))
+        return [i * 10 for i in items]
+
+    c = batching.Coalescer(fn, max_size=10, seconds=30.0, what="thing_batch", window=0.005)
+
+    async def request(item: int) -> int:
+        with logs.bind(node=f"node-{item}"):
+            return await c.submit(item)
+
+    with logs.bind(controller="cloud-node-controller"):
+        assert await asyncio.gather(request(1), request(2)) == [10, 20]
+    assert seen == [{"controller": "cloud-node-controller"}]
