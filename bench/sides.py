@@ -1,0 +1,129 @@
+"""How to start one implementation (ccm or the upstream Go CCM) on the bench's control plane."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench import upstream
+from ccm.testing.controlplane import ControlPlane
+from ccm.testing.daemon import free_port
+
+CONTROLLERS = "cloud-node-controller,service-lb-controller"
+
+
+class Side:
+    """How to start one implementation."""
+
+    def __init__(
+        self,
+        name: str,
+        cp: ControlPlane,
+        work: Path,
+        latency: float,
+        ensure: float | None = None,
+        *,
+        cloud_qps: float = 0.0,
+        batch: bool = False,
+    ) -> None:
+        self.ensure = ensure
+        self.cloud_qps = cloud_qps  # token bucket over all fake cloud calls (burst 1); 0: none
+        self.batch = batch  # ccm only: the fake offers InstancesBatch
+        self.name = name
+        self.cp = cp
+        self.work = work
+        self.latency = latency
+        self.port = 0
+        self.metrics_token = ""
+
+    def command(self, settings: dict[str, str], *, leader_lease: str | None = None) -> list[str]:
+        common = [
+            "--cloud-provider=fake",
+            f"--kubeconfig={self.cp.kubeconfig_path}",
+            f"--controllers={CONTROLLERS}",
+            "--configure-cloud-routes=false",
+            *[f"--{k}={v}" for k, v in settings.items()],
+        ]
+        if leader_lease:
+            common += [
+                "--leader-elect=true",
+                f"--leader-elect-resource-name={leader_lease}",
+                "--leader-elect-resource-namespace=kube-system",
+            ]
+        else:
+            common.append("--leader-elect=false")
+        if self.name == "ccm":
+            self.port = free_port()
+            config = self.work / "fake-cloud.yaml"
+            config.write_text(
+                json.dumps(
+                    {
+                        "capabilities": {
+                            "routes": False,
+                            "zones": False,
+                            "instances": False,
+                            "instancesBatch": self.batch,
+                        },
+                        "defaultInstance": {"instanceType": "fake.medium"},
+                        "latency": {"*": self.latency}
+                        | ({} if self.ensure is None else {"create": self.ensure}),
+                        "recordCalls": False,
+                        "loadBalancer": {"ipPool": "100.64.0.0/16"},
+                    }
+                    | ({"rateLimit": {"qps": self.cloud_qps, "burst": 1}} if self.cloud_qps else {})
+                )
+            )
+            return [
+                sys.executable,
+                "-m",
+                "ccm",
+                *common,
+                f"--cloud-config={config}",
+                f"--secure-port={self.port}",
+                "--bind-address=127.0.0.1",
+            ]
+        binary = upstream.build()
+        return [
+            str(binary),
+            *common,
+            f"--fake-latency={int(self.latency * 1000)}ms",
+            *(
+                []
+                if self.ensure is None
+                else [f"--fake-ensure-latency={int(self.ensure * 1000)}ms"]
+            ),
+            *([f"--fake-qps={self.cloud_qps}", "--fake-burst=1"] if self.cloud_qps else []),
+            "--secure-port=0",
+            "--webhook-secure-port=0",
+        ]
+
+    @contextlib.contextmanager
+    def run(
+        self, settings: dict[str, str], *, log_name: str, leader_lease: str | None = None
+    ) -> Iterator[subprocess.Popen[bytes]]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
+        log = (self.work / f"{log_name}.log").open("wb")
+        proc = subprocess.Popen(
+            self.command(settings, leader_lease=leader_lease),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        log.close()
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
