@@ -40,10 +40,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import upstream
+from bench import curve, upstream
+from bench.profile import keep as keep_profile
 from bench.report import markdown, plot
 from bench.scenarios import handover, lb_convergence, node_init, raw_patch
-from bench.sides import Side
+from bench.sides import Side, ccm_identity
 from bench.workload import RESULTS, Api, create_services
 from ccm.testing.controlplane import ControlPlane
 
@@ -82,14 +83,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900.0, help="per node-init run")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument(
-        "--py-spy", action="store_true", help="profile the ccm runs with py-spy (speedscope JSON)"
+        "--py-spy",
+        action="store_true",
+        help="profile the ccm node-init runs with py-spy (pip install py-spy): collapsed stacks, "
+        "a top-functions summary and an SVG flame graph in --out",
     )
     p.add_argument("--build-only", action="store_true", help="build the upstream CCM and exit")
+    p.add_argument(
+        "--curve",
+        action="store_true",
+        help="the cost curve: node-init at each --curve-nodes size and LoadBalancer convergence "
+        "at each --curve-lbs size, both sides, equal settings (bench/curve.py)",
+    )
+    p.add_argument("--curve-nodes", default="1000,5000,20000", help="curve: Node counts")
+    p.add_argument("--curve-lbs", default="1000,5000", help="curve: LoadBalancer Service counts")
+    p.add_argument(
+        "--apf",
+        action="store_true",
+        help="leave the apiserver's API Priority and Fairness on (default limits) and run the "
+        "sides as ServiceAccount identities; 429s are counted per run",
+    )
+    p.add_argument(
+        "--ccm-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop ccm runs on (uvloop: pip install uvloop)",
+    )
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.build_only:
         print(upstream.build())
         return 0
-    if args.quick:
+    if args.quick and args.curve:
+        args.curve_nodes, args.curve_lbs, args.timeout = "20,40", "10", 120.0
+    elif args.quick:
         args.nodes, args.services, args.settings = 20, 20, "equal"
         args.scenarios = "node-init,raw-patch"
         args.timeout = 120.0
@@ -100,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sides = [s for s in sides if s != "upstream"]  # cannot build it here; ccm side only
     if "upstream" in sides:
         upstream.build()
+    if args.curve:
+        return curve.run(args, sides)
     equal = {
         "kube-api-qps": str(args.qps),
         "kube-api-burst": str(args.burst),
@@ -117,18 +146,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency_ms": args.latency_ms,
         "cloud_qps": args.cloud_qps,
         "equal_settings": equal,
+        "ccm_loop": args.ccm_loop,
+        "apf": args.apf,
         "sides": sides,
         "node_init": [],
     }
     work = Path(tempfile.mkdtemp(prefix="ccm-bench-"))
     doc["work_dir"] = str(work)
-    extra = [
-        "--enable-priority-and-fairness=false",
-        "--max-requests-inflight=0",
-        "--max-mutating-requests-inflight=0",
-    ]
+    extra = [] if args.apf else curve.NO_APF
     with ControlPlane(extra_apiserver_args=extra, audit_policy=None) as cp:
         api = Api(cp)
+        kubeconfig = ccm_identity(cp) if args.apf else None
         doc["apiserver"] = json.loads(cp.request("GET", "/version")[1]).get("gitVersion")
         token = cp.metrics_reader_token("bench-metrics-reader")
         if services and "node-init" in scenarios:
@@ -144,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.latency_ms / 1000,
                     cloud_qps=args.cloud_qps,
                     batch=label == "batch",
+                    kubeconfig=kubeconfig,
+                    loop=args.ccm_loop,
                 )
                 side.metrics_token = token
                 if "node-init" not in scenarios:
@@ -167,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
                 doc["node_init"].append(r)
+                if r.get("profile"):
+                    r["profile"] = [str(p) for p in keep_profile(Path(r["profile"]), args.out)]
         if "raw-patch" in scenarios and "upstream" in sides:
             doc["raw_patch"] = raw_patch(api, cp, args.nodes)
             print(f"bench: raw-patch {doc['raw_patch']}", file=sys.stderr, flush=True)

@@ -1,14 +1,17 @@
 """What the bench measures of a running side: RSS and CPU from ``/proc``, ``/healthz`` round
-trips, and ccm's own event-loop lag histogram from ``/metrics``."""
+trips, ccm's own event-loop lag histogram from ``/metrics``, and the start-up milestones."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import ssl
 import threading
 import time
 from typing import Any
+
+from bench.workload import Api, any_initialized, lease_holder
 
 
 def proc_stats(pid: int) -> dict[str, float]:
@@ -17,8 +20,13 @@ def proc_stats(pid: int) -> dict[str, float]:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    return {"rss_mib": round(rss / 1024, 1), "cpu_s": round(cpu, 2)}
+    user, system = int(fields[11]) / ticks, int(fields[12]) / ticks
+    return {
+        "rss_mib": round(rss / 1024, 1),
+        "cpu_s": round(user + system, 2),
+        "cpu_user_s": round(user, 2),
+        "cpu_sys_s": round(system, 2),
+    }
 
 
 class LagProbe(threading.Thread):
@@ -103,3 +111,42 @@ def event_loop_lag(port: int, token: str) -> dict[str, Any]:
         "p99_le_ms": bound(0.99) * 1000,
         "over_50ms": int(slow),
     }
+
+
+class StartupProbe(threading.Thread):
+    """Start-up milestones of a side started with leader election, polled every 50 ms from
+    ``started`` (the process start, ``time.monotonic()``): seconds until the Lease names a holder
+    and until the first of the run's Nodes carries the instance-type label, and the process's CPU
+    seconds then (start-up: interpreter, imports, informer sync). Stops polling a
+    milestone once seen, and stops altogether at both or at :attr:`stop`."""
+
+    def __init__(self, api: Api, *, lease: str, tag: str, started: float, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.api = api
+        self.pid = pid
+        self.first_node_cpu_s: float | None = None
+        self.lease = lease
+        self.tag = tag
+        self.started = started
+        self.lease_s: float | None = None
+        self.first_node_s: float | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while (self.lease_s is None or self.first_node_s is None) and not self.stop.wait(0.05):
+            try:
+                if self.lease_s is None and lease_holder(self.api, self.lease):
+                    self.lease_s = round(time.monotonic() - self.started, 3)
+                if self.first_node_s is None and any_initialized(self.api, self.tag):
+                    self.first_node_s = round(time.monotonic() - self.started, 3)
+                    with contextlib.suppress(OSError):
+                        self.first_node_cpu_s = proc_stats(self.pid)["cpu_s"]
+            except (OSError, http.client.HTTPException, RuntimeError):
+                continue
+
+    def summary(self) -> dict[str, float | None]:
+        return {
+            "lease_held_s": self.lease_s,
+            "first_node_s": self.first_node_s,
+            "first_node_cpu_s": self.first_node_cpu_s,
+        }

@@ -18,6 +18,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{doc['nodes']} Nodes, {doc['services']} Services cached, cloud latency "
         f"{doc['latency_ms']} ms per call"
         + (f", cloud API limited to {doc['cloud_qps']:g} calls/s" if doc.get("cloud_qps") else "")
+        + (", ccm on uvloop" if doc.get("ccm_loop") == "uvloop" else "")
+        + (", API Priority and Fairness on" if doc.get("apf") else "")
         + f"; kube-apiserver {doc['apiserver']}.",
         "",
         "| run | side | s to all | Nodes/s | node writes/Node | event writes/Node "
@@ -132,6 +134,140 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel("Nodes initialised")
     ax.set_title(f"{doc['nodes']} tainted Nodes, {doc['latency_ms']} ms per cloud call")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def curve_markdown(doc: dict[str, Any]) -> str:
+    """The cost curve's table: one row per (kind, N, side), per-object figures."""
+    settings = doc["equal_settings"]
+    lines = [
+        f"Run {doc['started']} on {doc['machine']}; command `{doc['command']}`.",
+        f"kube-apiserver {doc.get('apiserver')}, API Priority and Fairness "
+        + ("on (defaults; sides as ServiceAccount identities)" if doc["apf"] else "off")
+        + (", ccm on uvloop" if doc.get("ccm_loop") == "uvloop" else "")
+        + f"; {doc['latency_ms']:g} ms per cloud call, {doc['ensure_ms']:g} ms per ensure; "
+        f"both sides at QPS {settings['kube-api-qps']}, burst {settings['kube-api-burst']}, "
+        f"{settings['concurrent-node-syncs']} workers; leader election on for the Node runs.",
+        "",
+        "| objects | N | side | s to all | objects/s | CPU s | CPU ms/object "
+        "| CPU ms/object after start-up | idle RSS MiB | RSS MiB/1,000 | writes/object "
+        "| Events/object | loop lag p99 | 429s | start → Lease s | start → first Node s "
+        "| start-up CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in doc["points"]:
+        startup = p.get("startup") or {}
+        lag = p.get("lag_p99_le_ms")
+        lines.append(
+            f"| {'Nodes' if p['kind'] == 'nodes' else 'LB Services'} | {p['n']:,} | {p['side']} "
+            f"| {p['seconds_to_all']} | {p.get('throughput_per_s') or '—'} | {p['cpu_s']} "
+            f"| {p['cpu_ms_per_object']} | {p.get('cpu_ms_per_object_after_startup') or '—'} "
+            f"| {p['rss_mib']} | {p['rss_mib_per_1000']} "
+            f"| {p['writes_per_object']} | {p['events_per_object']} "
+            f"| {'—' if lag is None else f'≤ {lag:g} ms'} | {p['http_429']} "
+            f"| {startup.get('lease_held_s', '—')} | {startup.get('first_node_s', '—')} "
+            f"| {startup.get('first_node_cpu_s', '—')} |"
+        )
+    ratios = []
+    for p in doc["points"]:
+        if p["side"] != "ccm":
+            continue
+        u = next(
+            (
+                q
+                for q in doc["points"]
+                if q["side"] == "upstream" and q["kind"] == p["kind"] and q["n"] == p["n"]
+            ),
+            None,
+        )
+        if u and p["cpu_ms_per_object"] and u["cpu_ms_per_object"]:
+            ratios.append(
+                f"| {'Nodes' if p['kind'] == 'nodes' else 'LB Services'} {p['n']:,} "
+                f"| {_ratio(p['cpu_ms_per_object'], u['cpu_ms_per_object'])} "
+                f"| {_ratio(p['rss_mib'], u['rss_mib'])} "
+                f"| {_ratio(u['seconds_to_all'], p['seconds_to_all'])} |"
+            )
+    if ratios:
+        lines += [
+            "",
+            "| ccm / upstream | CPU per object (goal ≤ 1.0) | idle RSS (goal ≤ 1.0) "
+            "| speed (upstream s / ccm s) |",
+            "|---|---|---|---|",
+            *ratios,
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def curve_plot(doc: dict[str, Any], path: Path) -> bool:
+    """Six panels against N (log scale): time to all, CPU per object, RSS per 1,000 objects,
+    writes + Events per object, ccm's loop lag p99, start-up milestones."""
+    if not doc["points"]:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    panels = (
+        ("seconds_to_all", "s to initialise all"),
+        ("cpu_ms_per_object", "CPU ms per object"),
+        ("rss_mib_per_1000", "idle RSS MiB per 1,000 objects"),
+        ("api_per_object", "apiserver writes + Events per object"),
+        ("lag_p99_le_ms", "event-loop lag p99 (ms, ccm)"),
+        ("startup", "s from process start (Nodes runs)"),
+    )
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    colors = {"ccm": "tab:blue", "upstream": "tab:orange"}
+    for ax, (key, title) in zip(axes.flat, panels, strict=True):
+        for side in doc["sides"]:
+            for kind, style in (("nodes", "-o"), ("lb", "--s")):
+                pts = [p for p in doc["points"] if p["side"] == side and p["kind"] == kind]
+                what = "Nodes" if kind == "nodes" else "LB Services"
+                if key == "startup":
+                    if kind != "nodes":
+                        continue
+                    for field, mark in (("lease_held_s", "-^"), ("first_node_s", "-o")):
+                        xy = [
+                            (p["n"], p["startup"].get(field))
+                            for p in pts
+                            if p["startup"].get(field) is not None
+                        ]
+                        if xy:
+                            ax.plot(
+                                *zip(*xy, strict=True),
+                                mark,
+                                color=colors.get(side),
+                                label=f"{side} {field.removesuffix('_s').replace('_', ' ')}",
+                            )
+                    continue
+                if key == "api_per_object":
+                    xy = [
+                        (p["n"], (p["writes_per_object"] or 0) + (p["events_per_object"] or 0))
+                        for p in pts
+                    ]
+                else:
+                    xy = [(p["n"], p[key]) for p in pts if p.get(key) is not None]
+                if xy:
+                    ax.plot(
+                        *zip(*xy, strict=True),
+                        style,
+                        color=colors.get(side),
+                        label=f"{side} {what}",
+                    )
+        ax.set_xscale("log")
+        ax.set_xlabel("N")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=7)
+    fig.suptitle(
+        "ccm vs upstream cost curve" + (" (API Priority and Fairness on)" if doc["apf"] else "")
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from bench import upstream
-from bench.metrics import LagProbe, event_loop_lag, proc_stats
+from bench.metrics import LagProbe, StartupProbe, event_loop_lag, proc_stats
 from bench.sides import Side
 from bench.workload import (
     LABEL,
@@ -19,6 +19,7 @@ from bench.workload import (
     create_nodes,
     delete_nodes,
     diff_counts,
+    lease_holder,
     parallel,
     still_tainted,
     uninitialized,
@@ -35,10 +36,15 @@ def node_init(
     label: str,
     timeout: float,
     profile: str | None = None,
+    leader_lease: str | None = None,
 ) -> dict[str, Any]:
+    """Fresh tainted Nodes, then the side; until every Node is initialised. With
+    ``leader_lease`` the side runs with leader election on that Lease and the result also holds
+    its start-up milestones (``startup``: Lease held, first Node initialised)."""
     tag = f"b{int(time.time() * 1000) % 10**9:x}"
     _, create_s = create_nodes(api, tag, nodes)
     before = api.write_counts()
+    throttled_before = api.throttled()
     curve: list[tuple[float, int]] = []
     poll = 0.25 if nodes <= 500 else 0.5
     result: dict[str, Any] = {
@@ -48,14 +54,20 @@ def node_init(
         "nodes": nodes,
         "create_seconds": round(create_s, 2),
     }
-    with side.run(settings, log_name=f"{side.name}-{label}-{tag}") as proc:
+    with side.run(
+        settings, log_name=f"{side.name}-{label}-{tag}", leader_lease=leader_lease
+    ) as proc:
         started = time.monotonic()
         spy = None
+        startup = None
+        if leader_lease:
+            startup = StartupProbe(api, lease=leader_lease, tag=tag, started=started, pid=proc.pid)
+            startup.start()
         probe = LagProbe(side.port) if side.name == "ccm" else None
         if probe is not None:
             probe.start()
         if profile and side.name == "ccm":
-            out = side.work / f"ccm-{label}-{tag}.speedscope.json"
+            out = side.work / f"ccm-{label}-n{nodes}-{tag}.stacks.txt"
             spy = subprocess.Popen(
                 [
                     profile,
@@ -66,7 +78,7 @@ def node_init(
                     "50",
                     "--nonblocking",
                     "--format",
-                    "speedscope",
+                    "raw",
                     "-o",
                     str(out),
                 ],
@@ -97,6 +109,10 @@ def node_init(
             result["healthz_rtt"] = probe.summary()
             if side.metrics_token:
                 result["event_loop_lag"] = event_loop_lag(side.port, side.metrics_token)
+        if startup is not None:
+            startup.stop.set()
+            startup.join(timeout=10)
+            result["startup"] = startup.summary()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=30)
@@ -108,10 +124,15 @@ def node_init(
         event_writes = sum(v for k, v in writes.items() if k.split(" ")[1].startswith("events"))
         result["node_writes_per_node"] = round(node_writes / max(1, nodes - left), 2)
         result["event_writes_per_node"] = round(event_writes / max(1, nodes - left), 2)
+        result["throttled"] = diff_counts(api.throttled(), throttled_before)
         if proc.poll() is None:
             result["idle"] = proc_stats(proc.pid)
     result["curve"] = curve
     delete_nodes(api, tag)
+    if leader_lease:
+        api.request(
+            "DELETE", f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{leader_lease}"
+        )
     return result
 
 
@@ -150,10 +171,16 @@ def raw_patch(api: Api, cp: ControlPlane, nodes: int, workers: int = 16) -> dict
 
 
 def lb_convergence(
-    api: Api, side: Side, *, services: int, label: str, timeout: float
+    api: Api,
+    side: Side,
+    *,
+    services: int,
+    label: str,
+    timeout: float,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """``services`` LoadBalancer Services in a fresh namespace; seconds from process start until
-    every one has an ingress in its status."""
+    every one has an ingress in its status (the side at its defaults unless ``settings``)."""
     namespace = f"lb-{side.name}-{int(time.time() * 1000) % 10**9:x}"
     api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
 
@@ -167,7 +194,8 @@ def lb_convergence(
     parallel(list(range(services)), one)
     result: dict[str, Any] = {"side": side.name, "settings_label": label, "services": services}
     curve: list[tuple[float, int]] = []
-    with side.run({}, log_name=f"{side.name}-lb-{namespace}") as proc:
+    before, throttled_before = api.write_counts(), api.throttled()
+    with side.run(settings or {}, log_name=f"{side.name}-lb-{namespace}") as proc:
         started = time.monotonic()
         done = 0
         while done < services and time.monotonic() - started < timeout and proc.poll() is None:
@@ -182,6 +210,24 @@ def lb_convergence(
         result["seconds_to_all"] = (
             round(time.monotonic() - started, 2) if done == services else None
         )
+        if side.name == "ccm" and side.metrics_token:
+            result["event_loop_lag"] = event_loop_lag(side.port, side.metrics_token)
+        time.sleep(3.0)  # settle: events flushed
+        writes = diff_counts(api.write_counts(), before)
+        result["apiserver_writes"] = writes
+        result["writes_per_service"] = round(
+            sum(v for k, v in writes.items() if k.split(" ")[1].startswith("services"))
+            / max(1, done),
+            2,
+        )
+        result["event_writes_per_service"] = round(
+            sum(v for k, v in writes.items() if k.split(" ")[1].startswith("events"))
+            / max(1, done),
+            2,
+        )
+        result["throttled"] = diff_counts(api.throttled(), throttled_before)
+        if proc.poll() is None:
+            result["idle"] = proc_stats(proc.pid)
     result["curve"] = curve
     # Nothing deletes a namespace's contents here (no kube-controller-manager), and a Service the
     # side left with its finalizer would be work for the next side: strip and delete each.
@@ -202,15 +248,6 @@ def lb_convergence(
         raise RuntimeError(f"{len(left)} Services left in {namespace}")
     api.request("DELETE", f"/api/v1/namespaces/{namespace}")
     return result
-
-
-def lease_holder(api: Api, name: str) -> str:
-    status, raw = api.request(
-        "GET", f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}"
-    )
-    if status != 200:
-        return ""
-    return str(json.loads(raw).get("spec", {}).get("holderIdentity") or "")
 
 
 def handover(api: Api, side: Side, *, timeout: float = 45.0) -> dict[str, Any]:

@@ -17,6 +17,13 @@ from ccm.testing.daemon import free_port
 
 CONTROLLERS = "cloud-node-controller,service-lb-controller"
 
+#: ``python -m ccm`` on uvloop's event loop, without a change to ccm: the policy is set before
+#: ``asyncio.run`` creates the loop.
+_UVLOOP_MAIN = (
+    "import asyncio, runpy, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+    "runpy.run_module('ccm', run_name='__main__', alter_sys=True)"
+)
+
 
 class Side:
     """How to start one implementation."""
@@ -31,7 +38,11 @@ class Side:
         *,
         cloud_qps: float = 0.0,
         batch: bool = False,
+        kubeconfig: Path | None = None,
+        loop: str = "asyncio",
     ) -> None:
+        self.loop = loop  # ccm only: "uvloop" runs it on uvloop's event loop
+        self.kubeconfig = kubeconfig or cp.kubeconfig_path  # default: the admin's
         self.ensure = ensure
         self.cloud_qps = cloud_qps  # token bucket over all fake cloud calls (burst 1); 0: none
         self.batch = batch  # ccm only: the fake offers InstancesBatch
@@ -45,7 +56,7 @@ class Side:
     def command(self, settings: dict[str, str], *, leader_lease: str | None = None) -> list[str]:
         common = [
             "--cloud-provider=fake",
-            f"--kubeconfig={self.cp.kubeconfig_path}",
+            f"--kubeconfig={self.kubeconfig}",
             f"--controllers={CONTROLLERS}",
             "--configure-cloud-routes=false",
             *[f"--{k}={v}" for k, v in settings.items()],
@@ -81,8 +92,7 @@ class Side:
             )
             return [
                 sys.executable,
-                "-m",
-                "ccm",
+                *(["-c", _UVLOOP_MAIN] if self.loop == "uvloop" else ["-m", "ccm"]),
                 *common,
                 f"--cloud-config={config}",
                 f"--secure-port={self.port}",
@@ -127,3 +137,30 @@ class Side:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=10)
+
+
+#: The identity a CCM runs as in a cluster: ServiceAccount ``kube-system/cloud-controller-manager``.
+CCM_USER = "system:serviceaccount:kube-system:cloud-controller-manager"
+
+
+def ccm_identity(cp: ControlPlane) -> Path:
+    """A kubeconfig for a client certificate of :data:`CCM_USER` in the ServiceAccount groups, bound
+    to ``cluster-admin``: not ``system:masters``, so API Priority and Fairness classifies its
+    requests like an in-cluster CCM's (flow schema ``kube-system-service-accounts``, priority level
+    ``workload-high``; Lease requests ``workload-leader-election``) instead of exempting them."""
+    path = cp.add_user(
+        CCM_USER, groups=("system:serviceaccounts", "system:serviceaccounts:kube-system")
+    )
+    body = {
+        "metadata": {"name": "bench-cloud-controller-manager"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "cluster-admin",
+        },
+        "subjects": [{"kind": "User", "name": CCM_USER, "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    status, raw = cp.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body)
+    if status not in (201, 409):
+        raise RuntimeError(f"binding {CCM_USER}: HTTP {status}: {raw[:300]!r}")
+    return path

@@ -71,6 +71,21 @@ class Api:
             raise RuntimeError(f"{method} {path}: {status} {raw[:300]!r}")
         return json.loads(raw)
 
+    def throttled(self) -> dict[str, float]:
+        """Requests the apiserver answered 429 (``apiserver_request_total{code="429"}``) and
+        those API Priority and Fairness rejected
+        (``apiserver_flowcontrol_rejected_requests_total``), each summed over all labels."""
+        status, raw = self.request("GET", "/metrics")
+        if status != 200:
+            raise RuntimeError(f"GET /metrics: {status}")
+        out = {"http_429": 0.0, "apf_rejected": 0.0}
+        for line in raw.decode().splitlines():
+            if line.startswith("apiserver_request_total{") and 'code="429"' in line:
+                out["http_429"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("apiserver_flowcontrol_rejected_requests_total{"):
+                out["apf_rejected"] += float(line.rsplit(" ", 1)[1])
+        return out
+
     def write_counts(self) -> dict[str, float]:
         """apiserver_request_total write verbs summed per ``verb resource/subresource``."""
         status, raw = self.request("GET", "/metrics")
@@ -232,3 +247,23 @@ def still_tainted(api: Api, tag: str) -> int:
         for n in doc["items"]
         if any(t["key"] == wellknown.TAINT_UNINITIALIZED for t in n["spec"].get("taints") or [])
     )
+
+
+def lease_holder(api: Api, name: str) -> str:
+    status, raw = api.request(
+        "GET", f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}"
+    )
+    if status != 200:
+        return ""
+    return str(json.loads(raw).get("spec", {}).get("holderIdentity") or "")
+
+
+def any_initialized(api: Api, tag: str) -> bool:
+    """Whether one of the run's Nodes carries the instance-type label yet (one item asked)."""
+    selector = urllib.parse.quote(f"{LABEL}={tag},{INSTANCE_TYPE_LABEL}")
+    doc = api.json(
+        "GET",
+        f"/api/v1/nodes?labelSelector={selector}&limit=1",
+        accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+    )
+    return bool(doc.get("items"))
