@@ -77,6 +77,7 @@ def node_init(
                     "--rate",
                     "50",
                     "--nonblocking",
+                    "--gil",  # only the thread holding the GIL: CPU, not waits in epoll/send
                     "--format",
                     "raw",
                     "-o",
