@@ -41,6 +41,10 @@ NO_APF = [
 ]
 
 
+#: NodePorts for more LoadBalancer Services than the default range (30000-32767) holds.
+NODE_PORTS = ["--service-node-port-range=20000-32767"]
+
+
 def _sizes(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -99,6 +103,15 @@ def _lb_point(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _failed_point(kind: str, side: str, n: int, exc: Exception) -> dict[str, Any]:
+    """A point whose run raised: no figures, the error kept, the rest of the curve goes on."""
+    keys = [
+        *("seconds_to_all", "cpu_s", "cpu_ms_per_object", "rss_mib", "rss_mib_per_1000"),
+        *("writes_per_object", "events_per_object", "lag_p99_le_ms", "http_429"),
+    ]
+    return {"kind": kind, "side": side, "n": n, **dict.fromkeys(keys), "error": str(exc)[:500]}
+
+
 def _log(kind: str, r: dict[str, Any]) -> None:
     shown = {k: v for k, v in r.items() if k not in ("curve", "apiserver_writes", "settings")}
     print(f"bench: curve {kind} {json.dumps(shown)}", file=sys.stderr, flush=True)
@@ -130,7 +143,8 @@ def run(args: argparse.Namespace, sides: list[str]) -> int:
     }
     work = Path(tempfile.mkdtemp(prefix="ccm-bench-curve-"))
     doc["work_dir"] = str(work)
-    with ControlPlane(extra_apiserver_args=[] if args.apf else NO_APF, audit_policy=None) as cp:
+    extra = NODE_PORTS + ([] if args.apf else NO_APF)
+    with ControlPlane(extra_apiserver_args=extra, audit_policy=None) as cp:
         api = Api(cp)
         doc["apiserver"] = json.loads(cp.request("GET", "/version")[1]).get("gitVersion")
         token = cp.metrics_reader_token("bench-metrics-reader")
@@ -146,15 +160,20 @@ def run(args: argparse.Namespace, sides: list[str]) -> int:
                     loop=args.ccm_loop,
                 )
                 side.metrics_token = token
-                r = node_init(
-                    api,
-                    side,
-                    equal,
-                    nodes=n,
-                    label=f"curve-n{n}",
-                    timeout=args.timeout,
-                    leader_lease=f"bench-curve-{name}-{n}",
-                )
+                try:
+                    r = node_init(
+                        api,
+                        side,
+                        equal,
+                        nodes=n,
+                        label=f"curve-n{n}",
+                        timeout=args.timeout,
+                        leader_lease=f"bench-curve-{name}-{n}",
+                    )
+                except Exception as exc:  # one failed point must not lose the others
+                    doc["points"].append(_failed_point("nodes", name, n, exc))
+                    print(f"bench: curve nodes {name} {n}: {exc}", file=sys.stderr, flush=True)
+                    continue
                 _log("nodes", r)
                 doc["points"].append(_node_point(r))
         for n in lbs:
@@ -169,23 +188,34 @@ def run(args: argparse.Namespace, sides: list[str]) -> int:
                     loop=args.ccm_loop,
                 )
                 side.metrics_token = token
-                r = lb_convergence(
-                    api,
-                    side,
-                    services=n,
-                    label=f"curve-lb{n}",
-                    timeout=args.timeout,
-                    settings=lb_settings,
-                )
+                try:
+                    r = lb_convergence(
+                        api,
+                        side,
+                        services=n,
+                        label=f"curve-lb{n}",
+                        timeout=args.timeout,
+                        settings=lb_settings,
+                    )
+                except Exception as exc:  # one failed point must not lose the others
+                    doc["points"].append(_failed_point("lb", name, n, exc))
+                    print(f"bench: curve lb {name} {n}: {exc}", file=sys.stderr, flush=True)
+                    continue
                 _log("lb", r)
                 doc["points"].append(_lb_point(r))
-    args.out.mkdir(parents=True, exist_ok=True)
-    base = args.out / f"{stamp}-{'quick-' if args.quick else ''}curve{'-apf' if args.apf else ''}"
+    return write(doc, args.out, quick=args.quick)
+
+
+def write(doc: dict[str, Any], out: Path, *, quick: bool = False) -> int:
+    """Write a curve's JSON, table and plot; 1 when a point did not finish."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp, apf = doc["started"], doc["apf"]
+    base = out / f"{stamp}-{'quick-' if quick else ''}curve{'-apf' if apf else ''}"
     base.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     table = curve_markdown(doc)
     base.with_suffix(".md").write_text(table)
-    if not args.quick:
-        (args.out / "latest-curve.md").write_text(table)
+    if not quick:
+        (out / "latest-curve.md").write_text(table)
     plotted = curve_plot(doc, base.with_suffix(".png"))
     print(table)
     print(f"bench: results in {base}.json/.md{' /.png' if plotted else ''}", file=sys.stderr)

@@ -171,6 +171,11 @@ def curve_markdown(doc: dict[str, Any]) -> str:
             f"| {startup.get('lease_held_s', '—')} | {startup.get('first_node_s', '—')} "
             f"| {startup.get('first_node_cpu_s', '—')} |"
         )
+    for p in doc["points"]:
+        if p.get("error"):
+            lines.append(f"\n{p['kind']} {p['n']} {p['side']} failed: {p['error']}")
+    if doc.get("note"):
+        lines += ["", doc["note"]]
     ratios = []
     for p in doc["points"]:
         if p["side"] != "ccm":
@@ -226,7 +231,11 @@ def curve_plot(doc: dict[str, Any], path: Path) -> bool:
     for ax, (key, title) in zip(axes.flat, panels, strict=True):
         for side in doc["sides"]:
             for kind, style in (("nodes", "-o"), ("lb", "--s")):
-                pts = [p for p in doc["points"] if p["side"] == side and p["kind"] == kind]
+                pts = [
+                    p
+                    for p in doc["points"]
+                    if p["side"] == side and p["kind"] == kind and not p.get("error")
+                ]
                 what = "Nodes" if kind == "nodes" else "LB Services"
                 if key == "startup":
                     if kind != "nodes":
