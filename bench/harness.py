@@ -205,7 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "lb" in scenarios:
             doc["lb"] = []
             for name in sides:
-                side = Side(name, cp, work, args.latency_ms / 1000, ensure=args.ensure_ms / 1000)
+                side = Side(
+                    name,
+                    cp,
+                    work,
+                    args.latency_ms / 1000,
+                    ensure=args.ensure_ms / 1000,
+                    kubeconfig=kubeconfig,
+                    loop=args.ccm_loop,
+                )
                 r = lb_convergence(
                     api, side, services=args.lb_services, label="defaults", timeout=args.timeout
                 )
@@ -218,7 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "handover" in scenarios:
             doc["handover"] = []
             for name in sides:
-                h = handover(api, Side(name, cp, work, args.latency_ms / 1000))
+                side = Side(
+                    name,
+                    cp,
+                    work,
+                    args.latency_ms / 1000,
+                    kubeconfig=kubeconfig,
+                    loop=args.ccm_loop,
+                )
+                h = handover(api, side)
                 print(f"bench: handover {h}", file=sys.stderr, flush=True)
                 doc["handover"].append(h)
     args.out.mkdir(parents=True, exist_ok=True)
