@@ -11,7 +11,12 @@ and the informer caches of a large cluster are most of them (5,000 Nodes + 5,000
 per full collection on an idle core, more under load). :func:`freeze_after_sync` moves what exists
 once the caches are filled into the collector's permanent generation (``gc.freeze()``), so later
 collections skip it. Cached objects are plain JSON dicts without reference cycles: replaced ones
-are still freed by reference counting.
+are still freed by reference counting. It then raises the youngest generation's threshold from
+700 to :data:`GEN0_THRESHOLD` container allocations: decoding one kubelet Node allocates a few
+hundred dicts and lists, so at 700 a young collection ran every few watch events or responses and
+dragged older generations after it. Young garbage in a reference cycle waits for at most that
+many allocations. Measured with ``gc.callbacks`` over a whole 1,000-Node initialisation: 0.27 s
+of collections before, 0.21 s after (the rest is at start-up, before the caches are synced).
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from ccm import logs, metrics
 
-__all__ = ["LagMonitor", "freeze_after_sync"]
+__all__ = ["GEN0_THRESHOLD", "LagMonitor", "freeze_after_sync"]
+
+#: The youngest generation's collection threshold once the caches are synced (CPython: 700).
+GEN0_THRESHOLD = 10_000
 
 _log = logging.getLogger(__name__)
 
@@ -69,9 +77,13 @@ class LagMonitor:
 
 async def freeze_after_sync(synced: Iterable[Awaitable[object]]) -> int:
     """Wait for ``synced`` (the informers' ``wait_for_sync()``), then freeze every object that
-    exists out of later collections. Returns the number of frozen objects."""
+    exists out of later collections and raise the youngest generation's threshold to at least
+    :data:`GEN0_THRESHOLD`. Returns the number of frozen objects."""
     await asyncio.gather(*synced)
     gc.freeze()  # no gc.collect() first: a full collection of a large cache is itself a pause
+    gen0, gen1, gen2 = gc.get_threshold()
+    if 0 < gen0 < GEN0_THRESHOLD:  # 0: collection switched off by whoever embeds us; keep it
+        gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
     frozen = gc.get_freeze_count()
     _log.log(logs.v(2), "Informer caches synced; %d objects moved out of the cyclic GC", frozen)
     return frozen

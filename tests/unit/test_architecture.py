@@ -187,15 +187,6 @@ MAX_LINES = 500
 #: Where the rule applies (the folders that do not exist in a checkout are skipped).
 SIZE_ROOTS = ("ccm", "providers", "bench", "samples", "devtools")
 
-#: Files still over the limit on main while they are being split (issue 15). Empty this set as
-#: each one is split: the test fails for a file listed here that is no longer over the limit (or
-#: no longer exists), so the list cannot go stale.
-_NOT_YET_SPLIT: frozenset[str] = frozenset(
-    {
-        "bench/harness.py",
-    }
-)
-
 _SKIPPED_PARTS = {".venv", "__pycache__", "build", "dist", "node_modules"}
 
 
@@ -217,14 +208,4 @@ def test_no_module_is_over_the_line_limit() -> None:
     over = {
         str(p.relative_to(REPO)): n for p in _python_files() if (n := _line_count(p)) > MAX_LINES
     }
-    new = {path: n for path, n in over.items() if path not in _NOT_YET_SPLIT}
-    assert not new, f"modules over {MAX_LINES} lines (split them along their seams): {new}"
-
-
-def test_the_not_yet_split_set_is_not_stale() -> None:
-    done = {
-        path: _line_count(REPO / path) if (REPO / path).exists() else None
-        for path in _NOT_YET_SPLIT
-        if not (REPO / path).exists() or _line_count(REPO / path) <= MAX_LINES
-    }
-    assert not done, f"split already (remove them from _NOT_YET_SPLIT): {done}"
+    assert not over, f"modules over {MAX_LINES} lines (split them along their seams): {over}"

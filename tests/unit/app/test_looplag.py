@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ccm import metrics
-from ccm.app.looplag import LagMonitor, freeze_after_sync
+from ccm.app.looplag import GEN0_THRESHOLD, LagMonitor, freeze_after_sync
 
 
 @pytest.mark.looptime
@@ -81,6 +81,7 @@ def test_interval_must_be_positive() -> None:
 async def test_caches_are_frozen_out_of_the_gc_once_synced() -> None:
     synced = asyncio.Event()
     cache = [{"metadata": {"name": f"n{i}"}} for i in range(1000)]
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     try:
         task = asyncio.create_task(freeze_after_sync([synced.wait()]))
@@ -92,3 +93,30 @@ async def test_caches_are_frozen_out_of_the_gc_once_synced() -> None:
         assert not any(obj is cache[0] for obj in gc.get_objects())  # out of the collector's walk
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ((700, 10, 10), (GEN0_THRESHOLD, 10, 10)),  # CPython's default: raised once synced
+        ((GEN0_THRESHOLD * 2, 5, 7), (GEN0_THRESHOLD * 2, 5, 7)),  # already higher: kept
+        ((0, 10, 10), (0, 10, 10)),  # collection switched off by the embedder: kept off
+    ],
+)
+async def test_young_collections_are_rarer_once_synced(
+    before: tuple[int, int, int], after: tuple[int, int, int]
+) -> None:
+    synced = asyncio.Event()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*before)
+    try:
+        task = asyncio.create_task(freeze_after_sync([synced.wait()]))
+        await asyncio.sleep(0)
+        assert gc.get_threshold() == before  # nothing changes before the caches are filled
+        synced.set()
+        await task
+        assert gc.get_threshold() == after
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
