@@ -138,6 +138,7 @@ class Ec2Console:
         }
         self.ec2 = boto3.client("ec2", **args)
         self.elb = boto3.client("elb", **args)
+        self.elbv2 = boto3.client("elbv2", **args)
 
     def zones(self) -> list[str]:
         zones = self.ec2.describe_availability_zones()["AvailabilityZones"]
