@@ -366,6 +366,7 @@ def validate(service: Service) -> None:
     source_ranges(service)
     if nlb:
         nlb_mappings(service)
+        nlb_cross_zone(service)
     else:
         classic_listeners(service)
         classic_health_check(service, 0)
@@ -440,7 +441,10 @@ def classic_attributes(service: Service) -> dict[str, object]:
         cross_zone = parse_bool(CROSS_ZONE, a[CROSS_ZONE])
     idle = 60
     if a.get(IDLE_TIMEOUT, ""):
-        idle = parse_int32(a, IDLE_TIMEOUT, 60)
+        value = a[IDLE_TIMEOUT]  # Go's ParseInt(v, 10, 32): out of range is an error
+        if not _GO_INT.fullmatch(value) or not -(2**31) <= int(value) < 2**31:
+            raise AnnotationError(IDLE_TIMEOUT, value, "not a 32-bit integer")
+        idle = int(value)
     return {
         "CrossZoneLoadBalancing": {"Enabled": cross_zone},
         "ConnectionSettings": {"IdleTimeout": idle},

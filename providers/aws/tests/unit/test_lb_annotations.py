@@ -1,0 +1,141 @@
+"""The annotations on moto: what each one changes on a classic ELB and on an NLB."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from ccm_aws import annotations as ann
+from ccm_aws.testing import Ec2Console
+
+from ccm.cloudprovider import Node
+
+from .test_elb import CLUSTER, node, service, subnet_cidr
+
+MakeProvider = Callable[..., Awaitable[Any]]
+
+
+def _labelled(instance: dict[str, Any], labels: dict[str, str]) -> Node:
+    raw = node(instance).to_dict()
+    raw["metadata"]["labels"] = labels
+    return Node(raw)
+
+
+async def test_classic_elb_annotations(
+    make_provider: MakeProvider, console: Ec2Console, network: dict[str, Any], cluster_id: str
+) -> None:
+    console.make_public(network["vpc"])
+    zone, subnet = sorted(network["subnets"].items())[0]
+    named = console.ec2.create_subnet(
+        VpcId=network["vpc"], CidrBlock=subnet_cidr(console, network["vpc"]), AvailabilityZone=zone
+    )["Subnet"]["SubnetId"]
+    console.ec2.create_tags(Resources=[named], Tags=[{"Key": "Name", "Value": "lb-subnet"}])
+    extra = console.ec2.create_security_group(
+        GroupName="extra", Description="extra", VpcId=network["vpc"]
+    )["GroupId"]
+    web = console.run_instance(subnet, cluster_id=cluster_id)
+    other = console.run_instance(subnet, cluster_id=cluster_id)
+    nodes = [_labelled(web, {"role": "web"}), _labelled(other, {"role": "db"})]
+    svc = service(
+        ports=((80, 30080),),
+        annotations={
+            ann.ADDITIONAL_TAGS: "team=web",
+            ann.SUBNETS: "lb-subnet",
+            ann.EXTRA_SECURITY_GROUPS: extra,
+            ann.TARGET_NODE_LABELS: "role=web",
+            ann.BACKEND_PROTOCOL: "http",
+            ann.CROSS_ZONE: "true",
+            ann.IDLE_TIMEOUT: "120",
+            ann.HC_INTERVAL: "30",
+            ann.HC_PATH: "/ready",
+        },
+    )
+    lb = (await make_provider()).load_balancer()
+    await lb.ensure_load_balancer(CLUSTER, svc, nodes)
+    name = lb.get_load_balancer_name(CLUSTER, svc)
+    (d,) = console.elb.describe_load_balancers(LoadBalancerNames=[name])["LoadBalancerDescriptions"]
+    assert d["Subnets"] == [named]
+    assert len(d["SecurityGroups"]) == 2 and d["SecurityGroups"][1] == extra
+    assert [i["InstanceId"] for i in d["Instances"]] == [web["InstanceId"]]
+    (listener,) = [x["Listener"] for x in d["ListenerDescriptions"]]
+    assert (listener["Protocol"], listener["InstanceProtocol"]) == ("HTTP", "HTTP")
+    assert d["HealthCheck"]["Target"] == "TCP:30080"  # the path is only for HTTP(S) checks
+    assert d["HealthCheck"]["Interval"] == 30
+    tags = console.elb.describe_tags(LoadBalancerNames=[name])["TagDescriptions"][0]["Tags"]
+    assert {"Key": "team", "Value": "web"} in tags
+    own = console.ec2.describe_security_groups(GroupIds=[d["SecurityGroups"][0]])
+    assert {"Key": "team", "Value": "web"} in own["SecurityGroups"][0]["Tags"]
+    attributes = console.elb.describe_load_balancer_attributes(LoadBalancerName=name)[
+        "LoadBalancerAttributes"
+    ]
+    assert attributes["CrossZoneLoadBalancing"]["Enabled"] is True
+    assert attributes["ConnectionSettings"]["IdleTimeout"] == 120
+
+    # BYO security groups replace the ELB's own group.
+    byo = service(
+        uid=svc.uid, ports=((80, 30080),), annotations={ann.SECURITY_GROUPS: f" {extra} "}
+    )
+    await lb.ensure_load_balancer(CLUSTER, byo, nodes)
+    (d,) = console.elb.describe_load_balancers(LoadBalancerNames=[name])["LoadBalancerDescriptions"]
+    assert d["SecurityGroups"] == [extra]
+    await lb.ensure_load_balancer_deleted(CLUSTER, byo)
+    assert console.ec2.describe_security_groups(GroupIds=[extra])["SecurityGroups"]
+
+
+async def test_nlb_annotations(
+    make_provider: MakeProvider, console: Ec2Console, network: dict[str, Any], cluster_id: str
+) -> None:
+    subnets = sorted(network["subnets"].values())
+    eips = [console.ec2.allocate_address(Domain="vpc")["AllocationId"] for _ in subnets]
+    instance = console.run_instance(subnets[0], cluster_id=cluster_id)
+    svc = service(
+        ports=((53, 30053),),
+        protocol="UDP",
+        annotations={
+            ann.TYPE: "nlb",
+            ann.INTERNAL: "0.0.0.0/0",
+            ann.SUBNETS: ",".join(subnets),
+            ann.EIP_ALLOCATIONS: ",".join(eips),
+            ann.HC_PROTOCOL: "http",
+            ann.HC_PATH: "/ready",
+            ann.HC_PORT: "10256",
+        },
+    )
+    lb = (await make_provider()).load_balancer()
+    await lb.ensure_load_balancer(CLUSTER, svc, [node(instance)])
+    name = lb.get_load_balancer_name(CLUSTER, svc)
+    (d,) = console.elbv2.describe_load_balancers(Names=[name])["LoadBalancers"]
+    assert d["Scheme"] == "internal"
+    assert sorted(z["SubnetId"] for z in d["AvailabilityZones"]) == subnets
+    (listener,) = console.elbv2.describe_listeners(LoadBalancerArn=d["LoadBalancerArn"])[
+        "Listeners"
+    ]
+    assert (listener["Port"], listener["Protocol"]) == (53, "UDP")
+    (group,) = console.elbv2.describe_target_groups(
+        TargetGroupArns=[listener["DefaultActions"][0]["TargetGroupArn"]]
+    )["TargetGroups"]
+    assert (group["Protocol"], group["Port"]) == ("UDP", 30053)
+    assert (group["HealthCheckProtocol"], group["HealthCheckPath"], group["HealthCheckPort"]) == (
+        "HTTP",
+        "/ready",
+        "10256",
+    )
+    await lb.ensure_load_balancer_deleted(CLUSTER, svc)
+    assert not console.elbv2.describe_load_balancers()["LoadBalancers"] or name not in {
+        x["LoadBalancerName"] for x in console.elbv2.describe_load_balancers()["LoadBalancers"]
+    }
+
+
+async def test_eip_allocations_must_match_the_subnets(
+    make_provider: MakeProvider, console: Ec2Console, network: dict[str, Any], cluster_id: str
+) -> None:
+    console.make_public(network["vpc"])
+    svc = service(annotations={ann.TYPE: "nlb", ann.EIP_ALLOCATIONS: "eipalloc-1"})
+    provider = await make_provider()
+    calls: list[str] = []
+    provider.api.observe(lambda model, **_: calls.append(model.name))
+    lb = provider.load_balancer()
+    with pytest.raises(ann.AnnotationError, match=ann.EIP_ALLOCATIONS):
+        await lb.ensure_load_balancer(CLUSTER, svc, [])
+    assert not {c for c in calls if not c.startswith("Describe")}
