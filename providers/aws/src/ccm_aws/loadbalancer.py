@@ -47,7 +47,12 @@ class AWSLoadBalancers:
             elb_security_group=elb_security_group,
             disable_security_group_ingress=disable_security_group_ingress,
         )
-        self.nlb = NetworkLoadBalancers(api, tagging, self.network)
+        self.nlb = NetworkLoadBalancers(
+            api,
+            tagging,
+            self.network,
+            disable_security_group_ingress=disable_security_group_ingress,
+        )
 
     def get_load_balancer_name(self, cluster_name: str, service: Service) -> str:
         return default_load_balancer_name(service)

@@ -18,6 +18,8 @@
 - Targets: the running instances of the (``target-node-labels``-filtered) Nodes, registered on
   the node port, in chunks of 100; others deregistered. A stopped instance is left out (AWS
   refuses it as a target).
+- The backends' security groups admit the NLB's clients and health checks
+  (:mod:`ccm_aws.nlbrules`) unless ``[Global] DisableSecurityGroupIngress``.
 - ``load_balancing.cross_zone.enabled`` follows the ``cross-zone`` annotation (default false).
 - Delete: the load balancer, then its target groups (and those a crash left without a listener).
 - Status: the DNS name as hostname while the NLB is ``active`` or ``provisioning``.
@@ -35,6 +37,7 @@ from typing import Any
 from ccm.cloudprovider import LoadBalancerIngress, LoadBalancerStatus, Node, Service
 from ccm.errors import CloudProviderError
 from ccm_aws import annotations as ann
+from ccm_aws import nlbrules
 from ccm_aws.annotations import PortMapping
 from ccm_aws.api import AWSApi, error_code
 from ccm_aws.elbrules import TAG_SERVICE_NAME
@@ -92,7 +95,15 @@ class _TargetGroupNotFound(Exception):
 class NetworkLoadBalancers:
     """The NLB half of the provider's LoadBalancer capability."""
 
-    def __init__(self, api: AWSApi, tagging: ClusterTagging, network: LBNetwork) -> None:
+    def __init__(
+        self,
+        api: AWSApi,
+        tagging: ClusterTagging,
+        network: LBNetwork,
+        *,
+        disable_security_group_ingress: bool = False,
+    ) -> None:
+        self.disable_security_group_ingress = disable_security_group_ingress
         self.api = api
         self.tagging = tagging
         self.network = network
@@ -132,14 +143,38 @@ class NetworkLoadBalancers:
             m.health_check.interval,
         )
 
-    async def _targets(self, nodes: Sequence[Node], service: Service) -> list[str]:
+    async def _targets(self, nodes: Sequence[Node], service: Service) -> dict[str, Any]:
+        """The targetable instances of the Service's Nodes, by ID."""
         ids = instance_ids(ann.filter_target_nodes(nodes, service.annotations))
         found = await self.network.instances.by_ids(ids) if ids else {}
-        return sorted(
-            i
-            for i, d in found.items()
+        return {
+            i: d
+            for i, d in sorted(found.items())
             if str((d.get("State") or {}).get("Name") or "") in _TARGETABLE
-        )
+        }
+
+    async def _sync_ingress(
+        self,
+        name: str,
+        lb: Mapping[str, Any] | None,
+        service: Service,
+        mappings: Sequence[PortMapping],
+        instances: Sequence[Mapping[str, Any]],
+    ) -> None:
+        if self.disable_security_group_ingress:
+            return
+        wanted: set[nlbrules.Rule] = set()
+        if lb is not None and instances:
+            subnets = [str(z["SubnetId"]) for z in lb.get("AvailabilityZones") or ()]
+            described = await self.api.paginate(
+                "ec2",
+                "describe_subnets",
+                "Subnets",
+                Filters=[{"Name": "subnet-id", "Values": subnets}],
+            )
+            cidrs = sorted(str(s["CidrBlock"]) for s in described)
+            wanted = nlbrules.wanted_rules(name, mappings, ann.source_ranges(service), cidrs)
+        await nlbrules.sync_nlb_ingress(self.api, self.tagging, name, instances, wanted)
 
     # -- ensure ----------------------------------------------------------------------------------
 
@@ -185,8 +220,9 @@ class NetworkLoadBalancers:
                 Tags=_tag_list(tags),
             )
             lb = dict(created["LoadBalancers"][0])
-        await self._sync_listeners(lb, service, mappings, targets, tags)
+        await self._sync_listeners(lb, service, mappings, list(targets), tags)
         await self._sync_attributes(str(lb["LoadBalancerArn"]), cross_zone)
+        await self._sync_ingress(name, lb, service, mappings, list(targets.values()))
         return self.status(lb)
 
     async def _sync_attributes(self, arn: str, cross_zone: str) -> None:
@@ -428,3 +464,5 @@ class NetworkLoadBalancers:
                 }
         for arn in sorted(arns):
             await self._delete_target_group(arn)
+        if lb is not None:
+            await self._sync_ingress(name, None, service, (), ())

@@ -256,3 +256,80 @@ async def test_stopped_instances_are_not_targets(
     arn = listener["DefaultActions"][0]["TargetGroupArn"]
     assert _targets(console, arn) == {(setup["ids"][0], 30080)}
     await lb.ensure_load_balancer_deleted(CLUSTER, svc)
+
+
+def _nlb_rules(console: Ec2Console, group: str) -> set[tuple[str, int, str, str]]:
+    found = console.ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]
+    return {
+        (p["IpProtocol"], p["FromPort"], r["CidrIp"], r.get("Description", ""))
+        for p in found["IpPermissions"]
+        for r in p.get("IpRanges", [])
+        if r.get("Description", "").startswith("kubernetes.io/rule/nlb/")
+    }
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+async def test_node_security_groups_admit_nlb_clients_and_health_checks(
+    make_provider: MakeProvider,
+    console: Ec2Console,
+    network: dict[str, Any],
+    cluster_id: str,
+    disabled: bool,
+) -> None:
+    console.make_public(network["vpc"])
+    nodes_group = console.ec2.create_security_group(
+        GroupName="nodes", Description="n", VpcId=network["vpc"]
+    )["GroupId"]
+    console.ec2.create_tags(
+        Resources=[nodes_group],
+        Tags=[{"Key": f"kubernetes.io/cluster/{cluster_id}", "Value": "owned"}],
+    )
+    subnets = network["subnets"]
+    instance = console.run_instance(
+        next(iter(subnets.values())), cluster_id=cluster_id, security_groups=[nodes_group]
+    )
+    fields = {"DisableSecurityGroupIngress": "true"} if disabled else {}
+    lb = (await make_provider(**fields)).load_balancer()
+    svc = service(ports=((80, 30080),), annotations=NLB)
+    name = lb.get_load_balancer_name(CLUSTER, svc)
+    await lb.ensure_load_balancer(CLUSTER, svc, [node(instance)])
+    cidrs = [
+        s["CidrBlock"]
+        for s in console.ec2.describe_subnets(SubnetIds=list(subnets.values()))["Subnets"]
+    ]
+    client, health = (
+        f"kubernetes.io/rule/nlb/client={name}",
+        f"kubernetes.io/rule/nlb/health={name}",
+    )
+    want = {
+        ("tcp", 30080, "203.0.113.0/24", client),
+        ("icmp", 3, "203.0.113.0/24", "kubernetes.io/rule/nlb/mtu"),
+    }
+    want |= {("tcp", 30080, c, health) for c in cidrs}
+    assert _nlb_rules(console, nodes_group) == (set() if disabled else want)
+    await lb.ensure_load_balancer_deleted(CLUSTER, svc)
+    assert _nlb_rules(console, nodes_group) == set()
+
+
+async def test_two_nlbs_checking_health_on_one_port_share_the_rule(
+    make_provider: MakeProvider, console: Ec2Console, network: dict[str, Any], cluster_id: str
+) -> None:
+    console.make_public(network["vpc"])
+    group = console.ec2.create_security_group(
+        GroupName="nodes", Description="n", VpcId=network["vpc"]
+    )["GroupId"]
+    console.ec2.create_tags(
+        Resources=[group], Tags=[{"Key": f"kubernetes.io/cluster/{cluster_id}", "Value": "owned"}]
+    )
+    subnet = next(iter(network["subnets"].values()))
+    instance = console.run_instance(subnet, cluster_id=cluster_id, security_groups=[group])
+    lb = (await make_provider()).load_balancer()
+    shared = {**NLB, "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port": "10256"}
+    first = service(ports=((80, 30080),), annotations=shared)
+    second = service(ports=((81, 30081),), annotations=shared)
+    await lb.ensure_load_balancer(CLUSTER, first, [node(instance)])
+    await lb.ensure_load_balancer(CLUSTER, second, [node(instance)])
+    ports = {(r[0], r[1]) for r in _nlb_rules(console, group)}
+    assert {("tcp", 30080), ("tcp", 30081), ("tcp", 10256)} <= ports
+    await lb.ensure_load_balancer_deleted(CLUSTER, first)
+    await lb.ensure_load_balancer_deleted(CLUSTER, second)
