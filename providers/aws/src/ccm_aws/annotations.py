@@ -332,6 +332,18 @@ def classic_listeners(service: Service) -> list[dict[str, object]]:
     return out
 
 
+def type_changed(service: Service) -> bool:
+    """Upstream's check that the type annotation changed after creation: the ingress hostname
+    has the other kind's pattern (classic: ``*.elb.amazonaws.com``, NLB:
+    ``*.elb.<region>.amazonaws.com``). moto names NLBs like classic ELBs, so the caller confirms
+    with the cloud before refusing."""
+    ingress = (service.status.get("loadBalancer") or {}).get("ingress") or ()
+    if not ingress:
+        return False
+    classic = str(ingress[0].get("hostname") or "").endswith(".elb.amazonaws.com")
+    return is_nlb(service) == classic
+
+
 def validate(service: Service) -> None:
     """Upstream's checks before any cloud call (``ensureLoadBalancerValidation`` and the start
     of ``EnsureLoadBalancer``), plus a parse of every annotation this provider reads."""
@@ -339,13 +351,6 @@ def validate(service: Service) -> None:
     for name in NOT_SUPPORTED:
         if name in a:
             raise AnnotationError(name, a[name], "not supported by this provider yet")
-    ingress = (service.status.get("loadBalancer") or {}).get("ingress") or ()
-    if ingress:
-        classic = str(ingress[0].get("hostname") or "").endswith(".elb.amazonaws.com")
-        if nlb == classic:
-            raise AnnotationError(
-                TYPE, a.get(TYPE, ""), "cannot update Load Balancer Type annotation after creation"
-            )
     if nlb and EXTRA_SECURITY_GROUPS in a:
         raise AnnotationError(
             EXTRA_SECURITY_GROUPS, a[EXTRA_SECURITY_GROUPS], "not supported by NLB"

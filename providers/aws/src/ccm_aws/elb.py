@@ -104,24 +104,26 @@ class ClassicLoadBalancers:
             group = found[0]
             group_id = str(group["GroupId"])
         else:
+            tags = self.tagging.build_tags(
+                RESOURCE_LIFECYCLE_OWNED, ann.key_values(service.annotations, ann.ADDITIONAL_TAGS)
+            )
+            # Tagged in the same call: a group created untagged (the tagging call failing after
+            # it) would never count as the cluster's, and never be deleted.
+            spec = [
+                {
+                    "ResourceType": "security-group",
+                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                }
+            ]
             created = await self.api.call(
                 "ec2",
                 "create_security_group",
                 GroupName=group_name,
                 Description=f"Security group for Kubernetes ELB {lb_name} ({service.key})",
                 VpcId=vpc,
+                **({"TagSpecifications": spec} if tags else {}),
             )
             group_id = str(created["GroupId"])
-            tags = self.tagging.build_tags(
-                RESOURCE_LIFECYCLE_OWNED, ann.key_values(service.annotations, ann.ADDITIONAL_TAGS)
-            )
-            if tags:
-                await self.api.call(
-                    "ec2",
-                    "create_tags",
-                    Resources=[group_id],
-                    Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
-                )
             group = {}
         want = elbrules.wanted_permissions(ports, ann.source_ranges(service))
         have = elbrules.group_permissions(group)

@@ -69,6 +69,20 @@ class AWSLoadBalancers:
         description = await self.classic.describe(name)
         return (None, False) if description is None else (self.classic.status(description), True)
 
+    async def _check_type(self, name: str, service: Service) -> None:
+        """Refuse a type annotation changed after creation (upstream's validation), when the
+        other kind of load balancer exists under the Service's name."""
+        if not ann.type_changed(service):
+            return
+        nlb = ann.is_nlb(service)
+        other = await (self.classic.describe(name) if nlb else self.nlb.describe(name))
+        if other is not None:
+            raise ann.AnnotationError(
+                ann.TYPE,
+                service.annotations.get(ann.TYPE, ""),
+                "cannot update Load Balancer Type annotation after creation",
+            )
+
     async def ensure_load_balancer(
         self, cluster_name: str, service: Service, nodes: Sequence[Node]
     ) -> LoadBalancerStatus:
@@ -76,6 +90,7 @@ class AWSLoadBalancers:
             raise ImplementedElsewhereError()
         ann.validate(service)
         name = self.get_load_balancer_name(cluster_name, service)
+        await self._check_type(name, service)
         if ann.is_nlb(service):
             return await self.nlb.ensure(name, service, nodes)
         return await self.classic.ensure(name, service, nodes)
@@ -87,6 +102,7 @@ class AWSLoadBalancers:
             raise ImplementedElsewhereError()
         ann.validate(service)
         name = self.get_load_balancer_name(cluster_name, service)
+        await self._check_type(name, service)
         if ann.is_nlb(service):
             if await self.nlb.describe(name) is None:
                 raise CloudProviderError(f"load balancer not found: {name}")

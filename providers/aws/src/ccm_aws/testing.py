@@ -28,6 +28,7 @@ __all__ = [
     "MotoServer",
     "aws_test_env",
     "cloud_config",
+    "tagged_for",
 ]
 
 #: An Ubuntu image of moto's catalogue (many of its stock AMIs are Windows images).
@@ -242,3 +243,38 @@ class Ec2Console:
 
     def terminate(self, instance_id: str) -> None:
         self.ec2.terminate_instances(InstanceIds=[instance_id])
+
+
+def tagged_for(console: Ec2Console, cluster_id: str) -> list[str]:
+    """The load-balancer resources moto holds for the cluster: classic ELBs, NLBs and target
+    groups carrying its tag, ``k8s-elb-`` security groups, and NLB rules in any group."""
+    key = f"kubernetes.io/cluster/{cluster_id}"
+    found: list[str] = []
+    names = [
+        d["LoadBalancerName"]
+        for d in console.elb.describe_load_balancers()["LoadBalancerDescriptions"]
+    ]
+    for start in range(0, len(names), 20):
+        for d in console.elb.describe_tags(LoadBalancerNames=names[start : start + 20])[
+            "TagDescriptions"
+        ]:
+            if any(t["Key"] == key for t in d["Tags"]):
+                found.append(d["LoadBalancerName"])
+    arns = [x["LoadBalancerArn"] for x in console.elbv2.describe_load_balancers()["LoadBalancers"]]
+    arns += [g["TargetGroupArn"] for g in console.elbv2.describe_target_groups()["TargetGroups"]]
+    for start in range(0, len(arns), 20):
+        for d in console.elbv2.describe_tags(ResourceArns=arns[start : start + 20])[
+            "TagDescriptions"
+        ]:
+            if any(t["Key"] == key for t in d["Tags"]):
+                found.append(d["ResourceArn"])
+    for group in console.ec2.describe_security_groups(
+        Filters=[{"Name": "tag-key", "Values": [key]}]
+    )["SecurityGroups"]:
+        if str(group["GroupName"]).startswith("k8s-elb-"):
+            found.append(group["GroupId"])
+        for perm in group["IpPermissions"]:
+            for rng in perm.get("IpRanges") or ():
+                if str(rng.get("Description", "")).startswith("kubernetes.io/rule/nlb/"):
+                    found.append(f"{group['GroupId']}:{rng['Description']}")
+    return found

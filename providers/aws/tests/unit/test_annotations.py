@@ -285,14 +285,18 @@ def test_bad_values_are_refused_naming_the_annotation(
         ann.validate(svc(annotations, **spec))
 
 
-def test_the_type_cannot_change_once_created() -> None:
-    classic = svc({ann.TYPE: "nlb"})
-    raw = {
-        **classic.to_dict(),
-        "status": {"loadBalancer": {"ingress": [{"hostname": "a.elb.amazonaws.com"}]}},
-    }
-    with pytest.raises(AnnotationError, match=ann.TYPE):
-        ann.validate(Service(raw))
+def test_a_type_change_is_suspected_from_the_hostname() -> None:
+    def with_host(annotations: dict[str, str], host: str) -> Service:
+        raw = svc(annotations).to_dict()
+        raw["status"] = {"loadBalancer": {"ingress": [{"hostname": host}]}}
+        return Service(raw)
+
+    nlb = {ann.TYPE: "nlb"}
+    assert ann.type_changed(with_host(nlb, "a-1.elb.amazonaws.com"))
+    assert not ann.type_changed(with_host(nlb, "a-1.elb.us-east-1.amazonaws.com"))
+    assert ann.type_changed(with_host({}, "a-1.elb.us-east-1.amazonaws.com"))
+    assert not ann.type_changed(with_host({}, "a-1.elb.amazonaws.com"))
+    assert not ann.type_changed(svc(nlb))
 
 
 def test_source_ranges() -> None:

@@ -33,8 +33,13 @@ from ..conftest import POLICY, policy_actions
 from .test_elb import service, subnet_cidr
 
 #: Permissions AWS checks on top of a call's own action (the call is recorded, not these): tags
-#: given to CreateLoadBalancer need elasticloadbalancing:AddTags.
-IMPLIED = {"elasticloadbalancing:CreateLoadBalancer": {"elasticloadbalancing:AddTags"}}
+#: given to a create call need elasticloadbalancing:AddTags or ec2:CreateTags.
+IMPLIED = {
+    "elasticloadbalancing:CreateLoadBalancer": {"elasticloadbalancing:AddTags"},
+    "elasticloadbalancing:CreateTargetGroup": {"elasticloadbalancing:AddTags"},
+    "elasticloadbalancing:CreateListener": {"elasticloadbalancing:AddTags"},
+    "ec2:CreateSecurityGroup": {"ec2:CreateTags"},
+}
 
 MakeProvider = Callable[..., Awaitable[Any]]
 

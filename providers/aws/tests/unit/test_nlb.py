@@ -13,6 +13,8 @@ from ccm_aws import annotations as ann
 from ccm_aws.nlb import target_group_name
 from ccm_aws.testing import Ec2Console
 
+from ccm.cloudprovider import Service
+
 from .test_elb import CLUSTER, node, service
 
 MakeProvider = Callable[..., Awaitable[Any]]
@@ -333,3 +335,20 @@ async def test_two_nlbs_checking_health_on_one_port_share_the_rule(
     assert {("tcp", 30080), ("tcp", 30081), ("tcp", 10256)} <= ports
     await lb.ensure_load_balancer_deleted(CLUSTER, first)
     await lb.ensure_load_balancer_deleted(CLUSTER, second)
+
+
+async def test_the_type_cannot_change_after_creation(
+    make_provider: MakeProvider, console: Ec2Console, setup: dict[str, Any]
+) -> None:
+    provider = await make_provider()
+    lb = provider.load_balancer()
+    classic = service(ports=((80, 30080),))
+    status = await lb.ensure_load_balancer(CLUSTER, classic, setup["nodes"])
+    raw = service(uid=classic.uid, ports=((80, 30080),), annotations=NLB).to_dict()
+    raw["status"] = {"loadBalancer": {"ingress": [{"hostname": status.ingress[0].hostname}]}}
+    calls: Counter[str] = Counter()
+    provider.api.observe(lambda model, **_: calls.update([model.name]))
+    with pytest.raises(ann.AnnotationError, match="cannot update Load Balancer Type"):
+        await lb.ensure_load_balancer(CLUSTER, Service(raw), setup["nodes"])
+    assert {c for c in calls if not c.startswith("Describe")} == set()
+    await lb.ensure_load_balancer_deleted(CLUSTER, classic)
