@@ -3,7 +3,8 @@
 ``python providers/aws/bench/lb_ready.py --rounds 5 --nodes 4`` launches that many instances in
 moto's EC2 (in-process server, 127.0.0.1) and, each round, times the provider's
 ``ensure_load_balancer`` of a new two-port Service from the call to the returned status with the
-hostname (the service controller writes it to the Service right after), then a second ensure
+hostname (the service controller writes it to the Service right after); the Nodes share one
+security group tagged for the cluster, which admits each load balancer. Then a second ensure
 with nothing to change (a resync), then the delete. It counts the AWS calls of each through
 botocore's ``before-call`` event. moto answers in microseconds where AWS takes tens of
 milliseconds per call, so the call counts carry over to AWS, the times do not.
@@ -86,9 +87,15 @@ def main() -> None:
         network = console.create_network("bench", cidr="10.78.0.0/16")
         console.make_public(network["vpc"])
         subnets = list(network["subnets"].values())
+        group = console.ec2.create_security_group(
+            GroupName="nodes", Description="the Nodes", VpcId=network["vpc"]
+        )["GroupId"]
+        console.ec2.create_tags(
+            Resources=[group], Tags=[{"Key": "kubernetes.io/cluster/bench", "Value": "owned"}]
+        )
         nodes = []
         for i in range(args.nodes):
-            inst = console.run_instance(subnets[i % 2], cluster_id="bench")
+            inst = console.run_instance(subnets[i % 2], cluster_id="bench", security_groups=[group])
             zone = inst["Placement"]["AvailabilityZone"]
             spec = {"providerID": f"aws:///{zone}/{inst['InstanceId']}"}
             nodes.append(Node({"metadata": {"name": inst["PrivateDnsName"]}, "spec": spec}))
