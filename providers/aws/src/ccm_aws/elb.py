@@ -206,6 +206,10 @@ class ClassicLoadBalancers:
         self, name: str, service: Service, nodes: Sequence[Node]
     ) -> LoadBalancerStatus:
         wanted_listeners = ann.classic_listeners(service)
+        if not wanted_listeners:
+            raise CloudProviderError(
+                f"requested load balancer with no node ports (service {service.key})"
+            )
         attributes = ann.classic_attributes(service)
         ids = instance_ids(ann.filter_target_nodes(nodes, service.annotations))
         internal = ann.is_internal(service)

@@ -262,3 +262,13 @@ async def test_node_security_groups_admit_their_elb(
         Filters=[{"Name": "group-name", "Values": [f"k8s-elb-{name}"]}]
     )["SecurityGroups"]
     assert remaining == []
+
+
+async def test_a_classic_elb_needs_a_node_port(
+    make_provider: MakeProvider, setup: dict[str, Any]
+) -> None:
+    lb = (await make_provider()).load_balancer()
+    svc = service(ports=((80, 0),))
+    with pytest.raises(CloudProviderError, match="no node ports"):
+        await lb.ensure_load_balancer(CLUSTER, svc, setup["nodes"])
+    assert await lb.get_load_balancer(CLUSTER, svc) == (None, False)
