@@ -249,9 +249,10 @@ class NetworkLoadBalancers:
         arn, vpc = str(lb["LoadBalancerArn"]), str(lb["VpcId"])
         listeners, groups = await self._listeners_and_groups(arn)
         by_node_port = {int(g["Port"]): g for g in groups.values()}
-        actual = {(int(x["Port"]), str(x["Protocol"])): x for x in listeners}
+        # One listener per port (AWS allows no more): a protocol change modifies it in place.
+        actual = {int(x["Port"]): x for x in listeners}
         for m in mappings:
-            listener = actual.get((m.frontend_port, m.frontend_protocol))
+            listener = actual.get(m.frontend_port)
             if listener is None:
                 group = await self._ensure_target_group(None, service, m, targets, vpc, tags)
                 args = self._listener_args(m, group)
@@ -280,7 +281,7 @@ class NetworkLoadBalancers:
                 old = self._forwarded_group(listener)
                 if old and old != group["TargetGroupArn"]:
                     await self._delete_target_group(old)
-        wanted = {(m.frontend_port, m.frontend_protocol) for m in mappings}
+        wanted = {m.frontend_port for m in mappings}
         for key, listener in sorted(actual.items()):
             if key not in wanted:
                 await self.api.call("elbv2", "delete_listener", ListenerArn=listener["ListenerArn"])
@@ -307,6 +308,8 @@ class NetworkLoadBalancers:
     def _listener_differs(
         self, listener: Mapping[str, Any], m: PortMapping, group: Mapping[str, Any]
     ) -> bool:
+        if str(listener.get("Protocol")) != m.frontend_protocol:
+            return True
         certificates = [str(c.get("CertificateArn")) for c in listener.get("Certificates") or ()]
         if m.frontend_protocol == "TLS":
             if certificates[:1] != [m.certificate]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import boto3
 import pytest
 from ccm_aws import annotations as ann
 from ccm_aws.testing import Ec2Console
@@ -139,3 +140,61 @@ async def test_eip_allocations_must_match_the_subnets(
     with pytest.raises(ann.AnnotationError, match=ann.EIP_ALLOCATIONS):
         await lb.ensure_load_balancer(CLUSTER, svc, [])
     assert not {c for c in calls if not c.startswith("Describe")}
+
+
+async def test_nlb_tls_listeners(
+    make_provider: MakeProvider,
+    moto_server: Any,
+    console: Ec2Console,
+    network: dict[str, Any],
+    cluster_id: str,
+) -> None:
+    console.make_public(network["vpc"])
+    acm = boto3.client(
+        "acm",
+        endpoint_url=moto_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    cert = acm.request_certificate(DomainName="web.example.com")["CertificateArn"]
+    instance = console.run_instance(next(iter(network["subnets"].values())), cluster_id=cluster_id)
+    svc = service(
+        ports=((80, 30080), (443, 30443)),
+        annotations={
+            ann.TYPE: "nlb",
+            ann.SSL_CERT: cert,
+            ann.SSL_PORTS: "443",
+            ann.BACKEND_PROTOCOL: "ssl",
+        },
+    )
+    lb = (await make_provider()).load_balancer()
+    await lb.ensure_load_balancer(CLUSTER, svc, [node(instance)])
+    (d,) = console.elbv2.describe_load_balancers(Names=[lb.get_load_balancer_name(CLUSTER, svc)])[
+        "LoadBalancers"
+    ]
+    listeners = {
+        x["Port"]: x
+        for x in console.elbv2.describe_listeners(LoadBalancerArn=d["LoadBalancerArn"])["Listeners"]
+    }
+    assert listeners[80]["Protocol"] == "TCP"
+    assert listeners[443]["Protocol"] == "TLS"
+    assert [c["CertificateArn"] for c in listeners[443]["Certificates"]] == [cert]
+    (group,) = console.elbv2.describe_target_groups(
+        TargetGroupArns=[listeners[443]["DefaultActions"][0]["TargetGroupArn"]]
+    )["TargetGroups"]
+    assert group["Protocol"] == "TLS"
+    # TLS off again: the same listener turns TCP (AWS allows one listener per port), on a new
+    # TCP target group.
+    tls_listener = listeners[443]["ListenerArn"]
+    plain = service(uid=svc.uid, ports=((80, 30080), (443, 30443)), annotations={ann.TYPE: "nlb"})
+    await lb.ensure_load_balancer(CLUSTER, plain, [node(instance)])
+    listeners = {
+        x["Port"]: x
+        for x in console.elbv2.describe_listeners(LoadBalancerArn=d["LoadBalancerArn"])["Listeners"]
+    }
+    assert sorted(listeners) == [80, 443]
+    assert listeners[443]["Protocol"] == "TCP"
+    # (moto keeps a modified listener's certificates; AWS shows none on a TCP listener)
+    assert listeners[443]["ListenerArn"] == tls_listener
+    await lb.ensure_load_balancer_deleted(CLUSTER, plain)
