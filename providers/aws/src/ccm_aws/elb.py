@@ -363,6 +363,25 @@ class ClassicLoadBalancers:
         for group in sorted(set(groups) - {self.elb_security_group}):
             await self._delete_owned_group(group)
 
+    async def leftover_group(self, name: str) -> str | None:
+        """The ELB ``name``'s own security group, if a delete cut short left it (on AWS it often
+        outlives its ELB for a while: DependencyViolation)."""
+        if self.elb_security_group or not self.tagging.cluster_id:
+            return None
+        found = await self.api.paginate(
+            "ec2",
+            "describe_security_groups",
+            "SecurityGroups",
+            Filters=[
+                {"Name": "group-name", "Values": [f"k8s-elb-{name}"]},
+                {
+                    "Name": f"tag:{self.tagging.cluster_tag_key}",
+                    "Values": [RESOURCE_LIFECYCLE_OWNED],
+                },
+            ],
+        )
+        return str(found[0]["GroupId"]) if found else None
+
     async def _delete_owned_group(self, group: str) -> None:
         try:
             found = await self.api.paginate(

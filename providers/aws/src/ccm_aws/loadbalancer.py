@@ -60,14 +60,24 @@ class AWSLoadBalancers:
     async def get_load_balancer(
         self, cluster_name: str, service: Service
     ) -> tuple[LoadBalancerStatus | None, bool]:
+        """The load balancer's status, and whether it exists. What a delete cut short left (the
+        ELB's security group, target groups) counts as existing with no ingress, so that the
+        service controller deletes it before it drops the Service's finalizer."""
         if ann.is_external(service):
             return None, False
         name = self.get_load_balancer_name(cluster_name, service)
         if ann.is_nlb(service):
             lb = await self.nlb.describe(name)
-            return (None, False) if lb is None else (self.nlb.status(lb), True)
-        description = await self.classic.describe(name)
-        return (None, False) if description is None else (self.classic.status(description), True)
+            if lb is not None:
+                return self.nlb.status(lb), True
+        else:
+            description = await self.classic.describe(name)
+            if description is not None:
+                return self.classic.status(description), True
+        left = await self.classic.leftover_group(name)
+        if left is None and ann.is_nlb(service):
+            left = next(iter(await self.nlb.orphans(service)), None)
+        return (LoadBalancerStatus(), True) if left is not None else (None, False)
 
     async def _check_type(self, name: str, service: Service) -> None:
         """Refuse a type annotation changed after creation (upstream's validation), when the

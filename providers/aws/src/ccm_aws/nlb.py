@@ -443,29 +443,37 @@ class NetworkLoadBalancers:
             if error_code(exc.__cause__ or exc) != "TargetGroupNotFound":
                 raise
 
-    async def delete(self, name: str, service: Service, *, orphans: bool = True) -> None:
-        """Delete the NLB ``name`` and its target groups; ``orphans``: also the target groups of
-        the Service's current ports that no listener uses (a crash between their creation and
-        their listener's)."""
-        lb = await self.describe(name)
-        arns: set[str] = set()
-        if lb is not None:
-            arns |= set((await self._listeners_and_groups(str(lb["LoadBalancerArn"])))[1])
-            _log.info("Deleting load balancer %s of %s", name, service.key)
-            await self.api.call(
-                "elbv2", "delete_load_balancer", LoadBalancerArn=lb["LoadBalancerArn"]
-            )
+    async def orphans(self, service: Service) -> list[str]:
+        """The ARNs of the target groups named for the Service's current ports (left by a crash
+        between their creation and their listener's, or by a delete cut short)."""
         names: list[str] = []
-        if orphans:
-            # Annotations it cannot parse: it created no target group either.
-            with contextlib.suppress(CloudProviderError):
-                names = sorted({self._tg_name(service, m) for m in ann.nlb_mappings(service)})
+        # Annotations it cannot parse: it created no target group either.
+        with contextlib.suppress(CloudProviderError):
+            names = sorted({self._tg_name(service, m) for m in ann.nlb_mappings(service)})
+        arns: set[str] = set()
         for tg_name in names:
             with contextlib.suppress(_TargetGroupNotFound):
                 arns |= {
                     str(g["TargetGroupArn"]) for g in await self._describe_groups(Names=[tg_name])
                 }
+        return sorted(arns)
+
+    async def delete(self, name: str, service: Service, *, orphans: bool = True) -> None:
+        """Delete the NLB ``name``: its listeners, its target groups (with the ``orphans`` of
+        the Service's ports), its rules in the Nodes' groups, and the NLB itself last, so that
+        a delete cut short leaves the NLB for the next try to find."""
+        lb = await self.describe(name)
+        arns: set[str] = set(await self.orphans(service)) if orphans else set()
+        if lb is not None:
+            listeners, groups = await self._listeners_and_groups(str(lb["LoadBalancerArn"]))
+            for listener in listeners:
+                await self.api.call("elbv2", "delete_listener", ListenerArn=listener["ListenerArn"])
+            arns |= set(groups)
         for arn in sorted(arns):
             await self._delete_target_group(arn)
         if lb is not None:
             await self._sync_ingress(name, None, service, (), ())
+            _log.info("Deleting load balancer %s of %s", name, service.key)
+            await self.api.call(
+                "elbv2", "delete_load_balancer", LoadBalancerArn=lb["LoadBalancerArn"]
+            )

@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 import botocore.config
+import botocore.exceptions
 
 __all__ = [
     "LINUX_AMI",
@@ -247,27 +248,28 @@ class Ec2Console:
 
 def tagged_for(console: Ec2Console, cluster_id: str) -> list[str]:
     """The load-balancer resources moto holds for the cluster: classic ELBs, NLBs and target
-    groups carrying its tag, ``k8s-elb-`` security groups, and NLB rules in any group."""
+    groups carrying its tag, ``k8s-elb-`` security groups, and NLB rules in any group. A
+    resource deleted while it is being read is left out."""
     key = f"kubernetes.io/cluster/{cluster_id}"
     found: list[str] = []
-    names = [
-        d["LoadBalancerName"]
-        for d in console.elb.describe_load_balancers()["LoadBalancerDescriptions"]
-    ]
-    for start in range(0, len(names), 20):
-        for d in console.elb.describe_tags(LoadBalancerNames=names[start : start + 20])[
-            "TagDescriptions"
-        ]:
-            if any(t["Key"] == key for t in d["Tags"]):
+
+    def tags(call: Any, **params: Any) -> list[dict[str, Any]]:
+        try:
+            described: list[dict[str, Any]] = call(**params)["TagDescriptions"]
+        except botocore.exceptions.ClientError:
+            return []  # gone meanwhile
+        return described
+
+    for d in console.elb.describe_load_balancers()["LoadBalancerDescriptions"]:
+        for t in tags(console.elb.describe_tags, LoadBalancerNames=[d["LoadBalancerName"]]):
+            if any(x["Key"] == key for x in t["Tags"]):
                 found.append(d["LoadBalancerName"])
     arns = [x["LoadBalancerArn"] for x in console.elbv2.describe_load_balancers()["LoadBalancers"]]
     arns += [g["TargetGroupArn"] for g in console.elbv2.describe_target_groups()["TargetGroups"]]
-    for start in range(0, len(arns), 20):
-        for d in console.elbv2.describe_tags(ResourceArns=arns[start : start + 20])[
-            "TagDescriptions"
-        ]:
-            if any(t["Key"] == key for t in d["Tags"]):
-                found.append(d["ResourceArn"])
+    for arn in arns:
+        for t in tags(console.elbv2.describe_tags, ResourceArns=[arn]):
+            if any(x["Key"] == key for x in t["Tags"]):
+                found.append(arn)
     for group in console.ec2.describe_security_groups(
         Filters=[{"Name": "tag-key", "Values": [key]}]
     )["SecurityGroups"]:

@@ -49,7 +49,7 @@ def test_aws_faults_lose_no_node_and_leak_no_load_balancer(
     ids = {str(i["InstanceId"]) for i in instances}
     for name in names:
         kubelet.register_node(core, name)
-    with FaultProxy(moto_server.url, throttle=0.04, error=0.08, lost=0.08) as proxy:
+    with FaultProxy(moto_server.url, throttle=0.03, error=0.05, lost=0.05) as proxy:
         config = tmp_path / "cloud.conf"
         config.write_text(
             cloud_config(proxy.url, region="us-east-1", KubernetesClusterID=cluster_id)
@@ -131,11 +131,16 @@ def test_aws_faults_lose_no_node_and_leak_no_load_balancer(
             assert {n.metadata.name for n in core.list_node().items} >= set(names)
             for name in services:
                 core.delete_namespaced_service(name, kube_namespace)
-            wait(
-                lambda: not tagged_for(console, cluster_id),
-                "nothing tagged for the cluster left",
-                timeout=BOUND,
-            )
+            left: list[str] = []
+
+            def cleaned() -> bool:
+                left[:] = tagged_for(console, cluster_id)
+                return not left
+
+            try:
+                wait(cleaned, "nothing tagged for the cluster left", timeout=BOUND)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {left}") from None
             assert {n.metadata.name for n in core.list_node().items} >= set(names)
         proxy.enabled = False
     assert proxy.counts["throttle"] and proxy.counts["error"] and proxy.counts["lost"], proxy.counts

@@ -352,3 +352,32 @@ async def test_the_type_cannot_change_after_creation(
         await lb.ensure_load_balancer(CLUSTER, Service(raw), setup["nodes"])
     assert {c for c in calls if not c.startswith("Describe")} == set()
     await lb.ensure_load_balancer_deleted(CLUSTER, classic)
+
+
+async def test_what_a_cut_short_delete_left_still_exists_until_deleted(
+    make_provider: MakeProvider, console: Ec2Console, setup: dict[str, Any]
+) -> None:
+    lb = (await make_provider()).load_balancer()
+    classic = service(ports=((80, 30080),))
+    nlb = service(ports=((80, 30080),), annotations=NLB)
+    for svc in (classic, nlb):
+        await lb.ensure_load_balancer(CLUSTER, svc, setup["nodes"])
+    name = lb.get_load_balancer_name(CLUSTER, classic)
+    # The ELB went, its security group stayed; the NLB went, its target group stayed.
+    console.elb.delete_load_balancer(LoadBalancerName=name)
+    arn = _lb(console, lb.get_load_balancer_name(CLUSTER, nlb))["LoadBalancerArn"]
+    for listener in _listeners(console, arn).values():
+        console.elbv2.delete_listener(ListenerArn=listener["ListenerArn"])
+    console.elbv2.delete_load_balancer(LoadBalancerArn=arn)
+    for svc in (classic, nlb):
+        status, exists = await lb.get_load_balancer(CLUSTER, svc)
+        assert exists
+        assert status is not None
+        assert not status.ingress
+        await lb.ensure_load_balancer_deleted(CLUSTER, svc)
+        assert await lb.get_load_balancer(CLUSTER, svc) == (None, False)
+    groups = console.ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": [f"k8s-elb-{name}"]}]
+    )["SecurityGroups"]
+    assert groups == []
+    assert not {g for g in _all_groups(console) if g.startswith("k8s-shop-web-")}
