@@ -351,6 +351,14 @@ def validate(service: Service) -> None:
     for name in NOT_SUPPORTED:
         if name in a:
             raise AnnotationError(name, a[name], "not supported by this provider yet")
+    # Unknown values upstream passes on silently (a classic ELB for any other type; AWS's own
+    # error for a health-check protocol) are refused here, before anything is built.
+    if a.get(TYPE, "") not in ("", "nlb", "nlb-ip", "external"):
+        raise AnnotationError(TYPE, a[TYPE], "unknown type (nlb, nlb-ip, external, or none)")
+    if a.get(BACKEND_PROTOCOL, "") not in ("", *BACKEND_TO_FRONTEND):
+        raise AnnotationError(BACKEND_PROTOCOL, a[BACKEND_PROTOCOL], "unknown backend protocol")
+    if HC_PROTOCOL in a and a[HC_PROTOCOL].upper() not in ("TCP", "HTTP", "HTTPS", "SSL"):
+        raise AnnotationError(HC_PROTOCOL, a[HC_PROTOCOL], "unknown health check protocol")
     if nlb and EXTRA_SECURITY_GROUPS in a:
         raise AnnotationError(
             EXTRA_SECURITY_GROUPS, a[EXTRA_SECURITY_GROUPS], "not supported by NLB"

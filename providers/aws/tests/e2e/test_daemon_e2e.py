@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import pytest
 from ccm_aws import annotations as ann
 from ccm_aws.instances import LABEL_ZONE_ID
@@ -157,17 +158,21 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
         assert nlb["Type"] == "network"
 
         def nlb_listeners() -> dict[int, tuple[int, set[str]]]:
+            """Port → (node port, targets); ``{}`` when the daemon changed them while read."""
             out = {}
-            for x in console.elbv2.describe_listeners(LoadBalancerArn=nlb["LoadBalancerArn"])[
-                "Listeners"
-            ]:
-                arn = x["DefaultActions"][0]["TargetGroupArn"]
-                group = console.elbv2.describe_target_groups(TargetGroupArns=[arn])
-                health = console.elbv2.describe_target_health(TargetGroupArn=arn)
-                out[int(x["Port"])] = (
-                    int(group["TargetGroups"][0]["Port"]),
-                    {d["Target"]["Id"] for d in health["TargetHealthDescriptions"]},
-                )
+            try:
+                for x in console.elbv2.describe_listeners(LoadBalancerArn=nlb["LoadBalancerArn"])[
+                    "Listeners"
+                ]:
+                    arn = x["DefaultActions"][0]["TargetGroupArn"]
+                    group = console.elbv2.describe_target_groups(TargetGroupArns=[arn])
+                    health = console.elbv2.describe_target_health(TargetGroupArn=arn)
+                    out[int(x["Port"])] = (
+                        int(group["TargetGroups"][0]["Port"]),
+                        {d["Target"]["Id"] for d in health["TargetHealthDescriptions"]},
+                    )
+            except botocore.exceptions.ClientError:
+                return {}
             return out
 
         ids = {i["InstanceId"] for i in instances}
@@ -214,6 +219,21 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
             "the deleted Node's route deleted",
         )
         assert {n.metadata.name for n in core.list_node().items} >= set(names) - {doomed}
+        # The deleted Node's instance leaves both load balancers; the stopped one leaves the NLB
+        # (AWS refuses a stopped target) and stays behind the classic ELB.
+        gone, halted = instances[2]["InstanceId"], instances[3]["InstanceId"]
+
+        def elb_instances() -> set[str]:
+            (found,) = console.elb.describe_load_balancers(
+                LoadBalancerNames=[elb["LoadBalancerName"]]
+            )["LoadBalancerDescriptions"]
+            return {i["InstanceId"] for i in found["Instances"]}
+
+        wait(lambda: elb_instances() == ids - {gone}, "the deleted Node's instance off the ELB")
+        wait(
+            lambda: nlb_listeners() == {8081: (node_port, ids - {gone, halted})},
+            "the deleted and the stopped Nodes' instances off the NLB",
+        )
 
         # 5. The Services deleted: nothing tagged for the cluster is left (ELB, NLB, target
         # groups, the ELB's security group) and the NLB's rules leave the nodes' groups.

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import pytest
 from ccm_aws import annotations as ann
 from ccm_aws.testing import Ec2Console, MotoServer, cloud_config, tagged_for
@@ -96,6 +97,12 @@ def test_aws_faults_lose_no_node_and_leak_no_load_balancer(
                 wait(lambda n=name: ingress(n), f"{name}'s ingress", timeout=BOUND)
 
             def backends() -> tuple[list[set[str]], list[set[str]]]:
+                try:
+                    return read_backends()
+                except botocore.exceptions.ClientError:
+                    return [], []  # changed by the daemon while read
+
+            def read_backends() -> tuple[list[set[str]], list[set[str]]]:
                 classic = [
                     {i["InstanceId"] for i in d["Instances"]}
                     for d in console.elb.describe_load_balancers()["LoadBalancerDescriptions"]

@@ -275,6 +275,10 @@ def test_protocols(nlb: bool, protocols: list[str], error: str | None) -> None:
         ({ann.PREFIX + "proxy-protocol": "*"}, {}, "proxy-protocol"),
         ({ann.SSL_POLICY: "ELBSecurityPolicy-2016-08"}, {}, ann.SSL_POLICY),
         ({}, {"loadBalancerIP": "1.2.3.4"}, "LoadBalancerIP cannot be specified"),
+        ({ann.TYPE: "NLB"}, {}, ann.TYPE),
+        ({ann.TYPE: "alb"}, {}, ann.TYPE),
+        ({ann.BACKEND_PROTOCOL: "grpc"}, {}, ann.BACKEND_PROTOCOL),
+        ({ann.HC_PROTOCOL: "UDP"}, {}, ann.HC_PROTOCOL),
         ({}, {"sessionAffinity": "ClientIP"}, "unsupported load balancer affinity"),
     ],
 )  # fmt: skip
