@@ -162,11 +162,19 @@ class ClassicLoadBalancers:
                 Instances=[{"InstanceId": i} for i in sorted(have - want)],
             )
 
+    def _shared(self, group: str, service: Service) -> bool:
+        """Whether ``group`` is not the ELB's own: ``[Global] ElbSecurityGroup`` or a group of
+        the ``security-groups``/``extra-security-groups`` annotations, which other load
+        balancers may use too."""
+        return group == self.elb_security_group or group in ann.string_list(
+            service.annotations, ann.SECURITY_GROUPS
+        ) + ann.string_list(service.annotations, ann.EXTRA_SECURITY_GROUPS)
+
     async def _sync_node_ingress(
-        self, group: str, current: Sequence[str], wanted: Sequence[str]
+        self, group: str, current: Sequence[str], wanted: Sequence[str], *, shared: bool
     ) -> None:
         """The backends' security groups admit the ELB's group ``group`` (and the former
-        backends' stop admitting it). A shared ``ElbSecurityGroup`` is only ever added: other
+        backends' stop admitting it). A ``shared`` group's rules are only ever added: other
         ELBs rely on the same rules."""
         if self.disable_security_group_ingress:
             return
@@ -178,7 +186,7 @@ class ClassicLoadBalancers:
             if i in described
             for g in (str(x["GroupId"]) for x in described[i].get("SecurityGroups") or ())
         }
-        if group == self.elb_security_group:
+        if shared:
             former = set()
             if not wanted:
                 return
@@ -188,7 +196,7 @@ class ClassicLoadBalancers:
             group,
             [described[i] for i in wanted if i in described],
             candidates=former,
-            keep_others=group == self.elb_security_group,
+            keep_others=shared,
         )
 
     # -- LoadBalancer ----------------------------------------------------------------------------
@@ -251,7 +259,9 @@ class ClassicLoadBalancers:
                 "elb", "configure_health_check", LoadBalancerName=name, HealthCheck=expected
             )
         current = [str(i["InstanceId"]) for i in description.get("Instances") or ()]
-        await self._sync_node_ingress(groups[0], current, ids)
+        await self._sync_node_ingress(
+            groups[0], current, ids, shared=self._shared(groups[0], service)
+        )
         await self._sync_instances(name, current, ids)
         return self.status(description)
 
@@ -337,7 +347,9 @@ class ClassicLoadBalancers:
         wanted = instance_ids(ann.filter_target_nodes(nodes, service.annotations))
         await self._sync_instances(name, current, wanted)
         for group in (description.get("SecurityGroups") or ())[:1]:
-            await self._sync_node_ingress(str(group), current, wanted)
+            await self._sync_node_ingress(
+                str(group), current, wanted, shared=self._shared(str(group), service)
+            )
 
     async def delete(self, name: str, service: Service) -> None:
         description = await self.describe(name)
@@ -345,7 +357,9 @@ class ClassicLoadBalancers:
             _log.info("Deleting load balancer %s of %s", name, service.key)
             current = [str(i["InstanceId"]) for i in description.get("Instances") or ()]
             for group in description.get("SecurityGroups") or ():
-                await self._sync_node_ingress(str(group), current, [])
+                await self._sync_node_ingress(
+                    str(group), current, [], shared=self._shared(str(group), service)
+                )
             await self.api.call("elb", "delete_load_balancer", LoadBalancerName=name)
             groups = list(description.get("SecurityGroups") or ())
         else:

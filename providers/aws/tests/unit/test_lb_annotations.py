@@ -198,3 +198,40 @@ async def test_nlb_tls_listeners(
     # (moto keeps a modified listener's certificates; AWS shows none on a TCP listener)
     assert listeners[443]["ListenerArn"] == tls_listener
     await lb.ensure_load_balancer_deleted(CLUSTER, plain)
+
+
+async def test_a_shared_byo_group_keeps_its_node_rule_when_one_elb_goes(
+    make_provider: MakeProvider, console: Ec2Console, network: dict[str, Any], cluster_id: str
+) -> None:
+    console.make_public(network["vpc"])
+    ec2 = console.ec2
+    nodes_group = ec2.create_security_group(
+        GroupName="nodes", Description="n", VpcId=network["vpc"]
+    )["GroupId"]
+    ec2.create_tags(
+        Resources=[nodes_group],
+        Tags=[{"Key": f"kubernetes.io/cluster/{cluster_id}", "Value": "owned"}],
+    )
+    byo = ec2.create_security_group(GroupName="byo", Description="b", VpcId=network["vpc"])[
+        "GroupId"
+    ]
+    subnet = next(iter(network["subnets"].values()))
+    instance = console.run_instance(subnet, cluster_id=cluster_id, security_groups=[nodes_group])
+    lb = (await make_provider()).load_balancer()
+    first = service(ports=((80, 30080),), annotations={ann.SECURITY_GROUPS: byo})
+    second = service(ports=((81, 30081),), annotations={ann.SECURITY_GROUPS: byo})
+    for svc in (first, second):
+        await lb.ensure_load_balancer(CLUSTER, svc, [node(instance)])
+
+    def admits() -> bool:
+        found = ec2.describe_security_groups(GroupIds=[nodes_group])["SecurityGroups"][0]
+        return any(
+            p["IpProtocol"] == "-1" and any(u["GroupId"] == byo for u in p["UserIdGroupPairs"])
+            for p in found["IpPermissions"]
+        )
+
+    assert admits()
+    await lb.ensure_load_balancer_deleted(CLUSTER, first)
+    assert admits()  # the second ELB still needs it
+    await lb.ensure_load_balancer_deleted(CLUSTER, second)
+    assert ec2.describe_security_groups(GroupIds=[byo])["SecurityGroups"]
