@@ -54,6 +54,7 @@ async def measure(url: str, nodes: list[Node], rounds: int) -> dict[str, list[tu
     calls: Counter[str] = Counter()
     provider.api.observe(lambda model, **_: calls.update([model.name]))
     lb = provider.load_balancer()
+    assert lb is not None
     out: dict[str, list[tuple[int, float]]] = {}
 
     async def timed(what: str, step: Any) -> Any:
