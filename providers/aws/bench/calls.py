@@ -1,6 +1,6 @@
 """AWS API calls per Node, single calls against InstancesBatch, measured on moto.
 
-``python providers/aws/bench/calls.py --nodes 200`` launches that many instances in moto's EC2
+``python providers/aws/bench/calls.py --nodes 1000`` launches that many instances in moto's EC2
 (in-process server, 127.0.0.1), builds the provider from its entry point's factory and counts the
 AWS requests of answering every Node's three InstancesV2 questions (metadata, exists, shutdown):
 one call per Node and question, then the batch methods over all Nodes (the node controller
@@ -18,9 +18,40 @@ from collections import Counter
 from typing import Any
 
 from ccm_aws.provider import factory
-from ccm_aws.testing import Ec2Console, MotoServer, aws_test_env, cloud_config, patched_environ
+from ccm_aws.testing import (
+    LINUX_AMI,
+    Ec2Console,
+    MotoServer,
+    aws_test_env,
+    cloud_config,
+    patched_environ,
+)
 
 from ccm.cloudprovider import Node
+
+
+def launch(console: Ec2Console, subnets: list[str], count: int) -> list[dict[str, Any]]:
+    """``count`` running instances tagged for the cluster ``bench``, spread over ``subnets``
+    (one RunInstances per subnet)."""
+    tags = [{"Key": "kubernetes.io/cluster/bench", "Value": "owned"}]
+    ids: list[str] = []
+    for n, subnet in enumerate(subnets):
+        share = count // len(subnets) + (1 if n < count % len(subnets) else 0)
+        if share:
+            launched = console.ec2.run_instances(
+                ImageId=LINUX_AMI,
+                MinCount=share,
+                MaxCount=share,
+                InstanceType="t3.medium",
+                SubnetId=subnet,
+                TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+            )
+            ids += [i["InstanceId"] for i in launched["Instances"]]
+    found = console.ec2.get_paginator("describe_instances").paginate(InstanceIds=ids)
+    by_id = {
+        i["InstanceId"]: i for page in found for r in page["Reservations"] for i in r["Instances"]
+    }
+    return [by_id[i] for i in ids]
 
 
 async def measure(url: str, nodes: list[Node]) -> dict[str, tuple[Counter[str], float]]:
@@ -54,9 +85,7 @@ def main() -> None:
         console = Ec2Console(moto.url)
         network = console.create_network("bench", cidr="10.77.0.0/16")
         subnets = list(network["subnets"].values())
-        instances: list[dict[str, Any]] = []
-        for i in range(args.nodes):
-            instances.append(console.run_instance(subnets[i % 2], cluster_id="bench"))
+        instances = launch(console, subnets, args.nodes)
         nodes = []
         for i, inst in enumerate(instances):
             spec = {}

@@ -1,33 +1,29 @@
-"""LoadBalancer: a classic ELB per ``type: LoadBalancer`` Service (ports the classic path of
-``aws.go`` ``EnsureLoadBalancer``/``EnsureLoadBalancerDeleted`` and ``aws_loadbalancer.go``).
+"""Classic ELBs, the default load balancer of a ``type: LoadBalancer`` Service (upstream
+``aws.go`` ``EnsureLoadBalancer``/``EnsureLoadBalancerDeleted``, classic path, and
+``aws_loadbalancer.go``).
 
 - Name: ``"a"`` + the Service UID without dashes, cut at 32 characters (upstream's default name).
-  Tags: the cluster's ownership tag (``kubernetes.io/cluster/<id>=owned``) and
-  ``kubernetes.io/service-name=<namespace>/<name>``.
-- Subnets (upstream ``findELBSubnets``): the VPC's subnets tagged for the cluster or for no
-  cluster; for an internet-facing ELB only public ones (their route table routes to an internet
-  gateway); one per zone, preferring the role tag (``kubernetes.io/role/elb``, or
-  ``kubernetes.io/role/internal-elb`` for an internal ELB), then the cluster tag, then the lowest
-  ID. ``service.beta.kubernetes.io/aws-load-balancer-internal`` (any value but ``false``) makes
-  the ELB internal.
-- Listeners: one TCP listener per Service port (load balancer port → node port); UDP and SCTP are
-  refused (a classic ELB has none). Listeners are synced on update.
-- Health check: ``TCP:<node port of the first port>``, or ``HTTP:<healthCheckNodePort>/healthz``
-  for ``externalTrafficPolicy: Local``; thresholds 2/6, timeout 5 s, interval 10 s (upstream's).
-- Security group ``k8s-elb-<name>``, owned by the cluster, allowing the listener ports and ICMP
-  fragmentation-needed from ``spec.loadBalancerSourceRanges`` (else the annotation
-  ``service.beta.kubernetes.io/load-balancer-source-ranges``, else ``0.0.0.0/0``), synced on
-  update; ``[Global] ElbSecurityGroup`` replaces it with a group the provider never changes.
-- Instances: the Nodes' instances (from their providerIDs) are registered, others deregistered;
-  their security groups admit the ELB's (:mod:`ccm_aws.nodegroups`) unless
-  ``[Global] DisableSecurityGroupIngress``.
+  Tags: ``additional-resource-tags``, the cluster's ownership tag
+  (``kubernetes.io/cluster/<id>=owned``) and ``kubernetes.io/service-name=<namespace>/<name>``.
+- VPC and subnets: :mod:`ccm_aws.lbnetwork`; ``internal`` makes the ELB internal.
+- Listeners (:func:`ccm_aws.annotations.classic_listeners`): one per Service port (load balancer
+  port → node port), TCP, or SSL/HTTPS with ``ssl-cert`` on the ``ssl-ports``, HTTP with
+  ``backend-protocol: http``; synced on update.
+- Health check (:func:`ccm_aws.annotations.classic_health_check`): ``TCP:<first node port>`` (SSL
+  with an https/ssl backend), or ``HTTP:<healthCheckNodePort>/healthz`` for
+  ``externalTrafficPolicy: Local``; the healthcheck-* annotations override it; thresholds 2/6,
+  timeout 5 s, interval 10 s by default.
+- Attributes: cross-zone load balancing (default off) and the connection idle timeout (default
+  60 s), from their annotations.
+- Security groups: ``security-groups`` (used as they are), else ``[Global] ElbSecurityGroup``
+  (never changed), else ``k8s-elb-<name>``, owned by the cluster, allowing the listener ports and
+  ICMP fragmentation-needed from ``loadBalancerSourceRanges`` (else the
+  ``load-balancer-source-ranges`` annotation, else ``0.0.0.0/0``); ``extra-security-groups`` are
+  added after it.
+- Instances: the (``target-node-labels``-filtered) Nodes' instances are registered, others
+  deregistered; their security groups admit the ELB's first group (:mod:`ccm_aws.nodegroups`)
+  unless ``[Global] DisableSecurityGroupIngress``.
 - Status: the ELB's DNS name as the ingress hostname.
-
-``service.beta.kubernetes.io/aws-load-balancer-type: external`` or ``nlb-ip`` belongs to another
-controller (ImplementedElsewhereError, as upstream). Not yet: ``nlb`` (refused with an error, never
-silently a classic ELB) and the TLS/HTTP/proxy-protocol/access-log/... annotations. The pure
-rules (annotations, listeners, health check, permissions, subnets) are in
-:mod:`ccm_aws.elbrules`.
 """
 
 from __future__ import annotations
@@ -36,48 +32,41 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ccm.cloudprovider import (
-    LoadBalancerIngress,
-    LoadBalancerStatus,
-    Node,
-    Service,
-    default_load_balancer_name,
-)
+from ccm.cloudprovider import LoadBalancerIngress, LoadBalancerStatus, Node, Service
 from ccm.errors import CloudProviderError
-from ccm_aws import addresses, elbrules, nodegroups
+from ccm_aws import annotations as ann
+from ccm_aws import elbrules, nodegroups
 from ccm_aws.api import AWSApi, error_code
 from ccm_aws.instances import AWSInstances
-from ccm_aws.tags import RESOURCE_LIFECYCLE_OWNED, TAG_CLUSTER_PREFIX, ClusterTagging
+from ccm_aws.lbnetwork import LBNetwork, instance_ids
+from ccm_aws.tags import RESOURCE_LIFECYCLE_OWNED, ClusterTagging
 
-__all__ = ["AWSLoadBalancers"]
+__all__ = ["ClassicLoadBalancers"]
 
 _log = logging.getLogger("ccm_aws")
 
 
-class AWSLoadBalancers:
-    """The LoadBalancer capability of the AWS provider (classic ELB)."""
+class ClassicLoadBalancers:
+    """The classic-ELB half of the provider's LoadBalancer capability."""
 
     def __init__(
         self,
         api: AWSApi,
         tagging: ClusterTagging,
         instances: AWSInstances,
+        network: LBNetwork,
         *,
-        vpc: str = "",
         elb_security_group: str = "",
         disable_security_group_ingress: bool = False,
     ) -> None:
         self.api = api
         self.tagging = tagging
         self.instances = instances
-        self.vpc = vpc
+        self.network = network
         self.elb_security_group = elb_security_group
         self.disable_security_group_ingress = disable_security_group_ingress
 
-    def get_load_balancer_name(self, cluster_name: str, service: Service) -> str:
-        return default_load_balancer_name(service)
-
-    async def _describe(self, name: str) -> dict[str, Any] | None:
+    async def describe(self, name: str) -> dict[str, Any] | None:
         try:
             found = await self.api.call("elb", "describe_load_balancers", LoadBalancerNames=[name])
         except CloudProviderError as exc:
@@ -88,91 +77,13 @@ class AWSLoadBalancers:
         return descriptions[0] if descriptions else None
 
     @staticmethod
-    def _status(description: Mapping[str, Any]) -> LoadBalancerStatus:
+    def status(description: Mapping[str, Any]) -> LoadBalancerStatus:
         hostname = str(description.get("DNSName") or "")
         return LoadBalancerStatus(
             ingress=(LoadBalancerIngress(hostname=hostname),) if hostname else ()
         )
 
-    async def get_load_balancer(
-        self, cluster_name: str, service: Service
-    ) -> LoadBalancerStatus | None:
-        if elbrules.is_external(service):
-            return None
-        description = await self._describe(self.get_load_balancer_name(cluster_name, service))
-        if description is None:
-            return None
-        return self._status(description)
-
     # -- pieces ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _instance_ids(nodes: Sequence[Node]) -> list[str]:
-        ids: set[str] = set()
-        for node in nodes:
-            if not node.provider_id:
-                _log.warning("node %s did not have ProviderID set", node.name)
-                continue
-            try:
-                ids.add(addresses.instance_id_from_provider_id(node.provider_id))
-            except ValueError:
-                _log.warning(
-                    "unable to parse ProviderID %s for node %s", node.provider_id, node.name
-                )
-        return sorted(ids)
-
-    async def _vpc(self, instance_ids: Sequence[str]) -> str:
-        """``[Global] VPC``, else the VPC of the Nodes' instances, else the one VPC whose subnets
-        carry the cluster tag (a Service may come before any Node)."""
-        if self.vpc:
-            return self.vpc
-        found = await self.instances.by_ids(instance_ids) if instance_ids else {}
-        vpcs = sorted({str(i.get("VpcId")) for i in found.values() if i.get("VpcId")})
-        if not vpcs and self.tagging.cluster_id:
-            subnets = await self.api.paginate(
-                "ec2",
-                "describe_subnets",
-                "Subnets",
-                Filters=[{"Name": "tag-key", "Values": [self.tagging.cluster_tag_key]}],
-            )
-            vpcs = sorted({str(s["VpcId"]) for s in subnets})
-            if len(vpcs) > 1:
-                raise CloudProviderError(
-                    f"subnets of several VPCs are tagged for the cluster ({', '.join(vpcs)}): "
-                    "set [Global] VPC"
-                )
-        if not vpcs:
-            raise CloudProviderError(
-                "could not find the VPC of the load balancer: set [Global] VPC"
-            )
-        return vpcs[0]
-
-    async def _subnets(self, vpc: str, internal: bool) -> list[str]:
-        subnets = await self.api.paginate(
-            "ec2", "describe_subnets", "Subnets", Filters=[{"Name": "vpc-id", "Values": [vpc]}]
-        )
-        tables = await self.api.paginate(
-            "ec2",
-            "describe_route_tables",
-            "RouteTables",
-            Filters=[{"Name": "vpc-id", "Values": [vpc]}],
-        )
-        role = elbrules.TAG_ROLE_INTERNAL_ELB if internal else elbrules.TAG_ROLE_ELB
-        best: dict[str, tuple[tuple[int, int, str], str]] = {}
-        for subnet in subnets:
-            tags = subnet.get("Tags") or ()
-            ours = self.tagging.has_cluster_tag(tags)
-            if not ours and any(k.startswith(TAG_CLUSTER_PREFIX) for k in elbrules.tag_map(tags)):
-                continue  # another cluster's
-            subnet_id, zone = str(subnet["SubnetId"]), str(subnet["AvailabilityZone"])
-            if not internal and not elbrules.is_public(tables, subnet_id):
-                continue
-            rank = (0 if role in elbrules.tag_map(tags) else 1, 0 if ours else 1, subnet_id)
-            if zone not in best or rank < best[zone][0]:
-                best[zone] = (rank, subnet_id)
-        if not best:
-            raise CloudProviderError("could not find any suitable subnets for creating the ELB")
-        return [best[zone][1] for zone in sorted(best)]
 
     async def _security_group(
         self, vpc: str, lb_name: str, service: Service, ports: Sequence[int]
@@ -193,24 +104,28 @@ class AWSLoadBalancers:
             group = found[0]
             group_id = str(group["GroupId"])
         else:
+            tags = self.tagging.build_tags(
+                RESOURCE_LIFECYCLE_OWNED, ann.key_values(service.annotations, ann.ADDITIONAL_TAGS)
+            )
+            # Tagged in the same call: a group created untagged (the tagging call failing after
+            # it) would never count as the cluster's, and never be deleted.
+            spec = [
+                {
+                    "ResourceType": "security-group",
+                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                }
+            ]
             created = await self.api.call(
                 "ec2",
                 "create_security_group",
                 GroupName=group_name,
                 Description=f"Security group for Kubernetes ELB {lb_name} ({service.key})",
                 VpcId=vpc,
+                **({"TagSpecifications": spec} if tags else {}),
             )
             group_id = str(created["GroupId"])
-            tags = self.tagging.build_tags(RESOURCE_LIFECYCLE_OWNED)
-            if tags:
-                await self.api.call(
-                    "ec2",
-                    "create_tags",
-                    Resources=[group_id],
-                    Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
-                )
             group = {}
-        want = elbrules.wanted_permissions(ports, elbrules.source_ranges(service))
+        want = elbrules.wanted_permissions(ports, ann.source_ranges(service))
         have = elbrules.group_permissions(group)
         if want - have:
             await self.api.call(
@@ -247,11 +162,19 @@ class AWSLoadBalancers:
                 Instances=[{"InstanceId": i} for i in sorted(have - want)],
             )
 
+    def _shared(self, group: str, service: Service) -> bool:
+        """Whether ``group`` is not the ELB's own: ``[Global] ElbSecurityGroup`` or a group of
+        the ``security-groups``/``extra-security-groups`` annotations, which other load
+        balancers may use too."""
+        return group == self.elb_security_group or group in ann.string_list(
+            service.annotations, ann.SECURITY_GROUPS
+        ) + ann.string_list(service.annotations, ann.EXTRA_SECURITY_GROUPS)
+
     async def _sync_node_ingress(
-        self, group: str, current: Sequence[str], wanted: Sequence[str]
+        self, group: str, current: Sequence[str], wanted: Sequence[str], *, shared: bool
     ) -> None:
         """The backends' security groups admit the ELB's group ``group`` (and the former
-        backends' stop admitting it). A shared ``ElbSecurityGroup`` is only ever added: other
+        backends' stop admitting it). A ``shared`` group's rules are only ever added: other
         ELBs rely on the same rules."""
         if self.disable_security_group_ingress:
             return
@@ -263,7 +186,7 @@ class AWSLoadBalancers:
             if i in described
             for g in (str(x["GroupId"]) for x in described[i].get("SecurityGroups") or ())
         }
-        if group == self.elb_security_group:
+        if shared:
             former = set()
             if not wanted:
                 return
@@ -273,56 +196,90 @@ class AWSLoadBalancers:
             group,
             [described[i] for i in wanted if i in described],
             candidates=former,
-            keep_others=group == self.elb_security_group,
+            keep_others=shared,
         )
 
     # -- LoadBalancer ----------------------------------------------------------------------------
 
-    async def ensure_load_balancer(
-        self, cluster_name: str, service: Service, nodes: Sequence[Node]
+    async def _groups(
+        self, vpc: str, name: str, service: Service, ports: Sequence[int]
+    ) -> list[str]:
+        """Upstream ``buildELBSecurityGroupList``: the ELB's groups, its own first."""
+        groups = ann.string_list(service.annotations, ann.SECURITY_GROUPS)
+        if not groups:
+            groups = [await self._security_group(vpc, name, service, ports)]
+        return groups + ann.string_list(service.annotations, ann.EXTRA_SECURITY_GROUPS)
+
+    async def ensure(
+        self, name: str, service: Service, nodes: Sequence[Node]
     ) -> LoadBalancerStatus:
-        elbrules.check_supported(service)
-        name = self.get_load_balancer_name(cluster_name, service)
-        wanted_listeners = elbrules.listeners(service)
-        instance_ids = self._instance_ids(nodes)
-        internal = elbrules.is_internal(service)
-        vpc = await self._vpc(instance_ids)
-        subnets = await self._subnets(vpc, internal)
-        ports = [int(listener["LoadBalancerPort"]) for listener in wanted_listeners]
-        group = await self._security_group(vpc, name, service, ports)
-        description = await self._describe(name)
+        wanted_listeners = ann.classic_listeners(service)
+        if not wanted_listeners:
+            raise CloudProviderError(
+                f"requested load balancer with no node ports (service {service.key})"
+            )
+        attributes = ann.classic_attributes(service)
+        ids = instance_ids(ann.filter_target_nodes(nodes, service.annotations))
+        internal = ann.is_internal(service)
+        vpc = await self.network.vpc(instance_ids(nodes))
+        subnets = await self.network.subnets(vpc, service, internal)
+        ports = [int(str(listener["LoadBalancerPort"])) for listener in wanted_listeners]
+        groups = await self._groups(vpc, name, service, ports)
+        description = await self.describe(name)
         if description is None:
-            tags = {
-                **self.tagging.build_tags(RESOURCE_LIFECYCLE_OWNED),
-                elbrules.TAG_SERVICE_NAME: service.key,
-            }
+            tags = self.tagging.build_tags(
+                RESOURCE_LIFECYCLE_OWNED,
+                {
+                    **ann.key_values(service.annotations, ann.ADDITIONAL_TAGS),
+                    elbrules.TAG_SERVICE_NAME: service.key,
+                },
+            )
             args: dict[str, Any] = {
                 "LoadBalancerName": name,
                 "Listeners": wanted_listeners,
                 "Subnets": subnets,
-                "SecurityGroups": [group],
+                "SecurityGroups": groups,
                 "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
             }
             if internal:
                 args["Scheme"] = "internal"
             _log.info("Creating load balancer for %s with name: %s", service.key, name)
             await self.api.call("elb", "create_load_balancer", **args)
-            description = await self._describe(name)
+            description = await self.describe(name)
             if description is None:
                 raise CloudProviderError(f"load balancer {name} not found after creation")
         else:
-            await self._sync_existing(name, description, wanted_listeners, subnets, group)
-        target = elbrules.health_check_target(service, int(wanted_listeners[0]["InstancePort"]))
+            await self._sync_existing(name, description, wanted_listeners, subnets, groups)
+        await self._sync_attributes(name, attributes)
+        first_node_port = int(str(wanted_listeners[0]["InstancePort"]))
+        expected = ann.classic_health_check(service, first_node_port).to_api()
         current_check = description.get("HealthCheck") or {}
-        expected = {"Target": target, **elbrules.HEALTH_CHECK}
         if any(current_check.get(k) != v for k, v in expected.items()):
             await self.api.call(
                 "elb", "configure_health_check", LoadBalancerName=name, HealthCheck=expected
             )
         current = [str(i["InstanceId"]) for i in description.get("Instances") or ()]
-        await self._sync_instances(name, current, instance_ids)
-        await self._sync_node_ingress(group, current, instance_ids)
-        return self._status(description)
+        await self._sync_node_ingress(
+            groups[0], current, ids, shared=self._shared(groups[0], service)
+        )
+        await self._sync_instances(name, current, ids)
+        return self.status(description)
+
+    async def _sync_attributes(self, name: str, wanted: Mapping[str, Any]) -> None:
+        found = await self.api.call(
+            "elb", "describe_load_balancer_attributes", LoadBalancerName=name
+        )
+        have = found.get("LoadBalancerAttributes") or {}
+        if any(
+            any((have.get(k) or {}).get(f) != v for f, v in value.items())
+            for k, value in wanted.items()
+        ):
+            await self.api.call(
+                "elb",
+                "modify_load_balancer_attributes",
+                LoadBalancerName=name,
+                LoadBalancerAttributes=dict(wanted),
+            )
 
     async def _sync_existing(
         self,
@@ -330,14 +287,15 @@ class AWSLoadBalancers:
         description: Mapping[str, Any],
         wanted: Sequence[Mapping[str, Any]],
         subnets: Sequence[str],
-        group: str,
+        groups: Sequence[str],
     ) -> None:
-        def key(listener: Mapping[str, Any]) -> tuple[str, int, str, int]:
+        def key(listener: Mapping[str, Any]) -> tuple[str, int, str, int, str]:
             return (
                 str(listener["Protocol"]).upper(),
                 int(listener["LoadBalancerPort"]),
                 str(listener["InstanceProtocol"]).upper(),
                 int(listener["InstancePort"]),
+                str(listener.get("SSLCertificateId") or ""),
             )
 
         have = {
@@ -373,38 +331,35 @@ class AWSLoadBalancers:
                 LoadBalancerName=name,
                 Subnets=sorted(current_subnets - set(subnets)),
             )
-        if list(description.get("SecurityGroups") or ()) != [group]:
+        if list(description.get("SecurityGroups") or ()) != list(groups):
             await self.api.call(
                 "elb",
                 "apply_security_groups_to_load_balancer",
                 LoadBalancerName=name,
-                SecurityGroups=[group],
+                SecurityGroups=list(groups),
             )
 
-    async def update_load_balancer(
-        self, cluster_name: str, service: Service, nodes: Sequence[Node]
-    ) -> None:
-        elbrules.check_supported(service)
-        name = self.get_load_balancer_name(cluster_name, service)
-        description = await self._describe(name)
+    async def update(self, name: str, service: Service, nodes: Sequence[Node]) -> None:
+        description = await self.describe(name)
         if description is None:
             raise CloudProviderError(f"load balancer not found: {name}")
         current = [str(i["InstanceId"]) for i in description.get("Instances") or ()]
-        wanted = self._instance_ids(nodes)
+        wanted = instance_ids(ann.filter_target_nodes(nodes, service.annotations))
         await self._sync_instances(name, current, wanted)
-        for group in description.get("SecurityGroups") or ():
-            await self._sync_node_ingress(str(group), current, wanted)
+        for group in (description.get("SecurityGroups") or ())[:1]:
+            await self._sync_node_ingress(
+                str(group), current, wanted, shared=self._shared(str(group), service)
+            )
 
-    async def ensure_load_balancer_deleted(self, cluster_name: str, service: Service) -> None:
-        if elbrules.is_external(service):
-            return  # the other controller's to delete
-        name = self.get_load_balancer_name(cluster_name, service)
-        description = await self._describe(name)
+    async def delete(self, name: str, service: Service) -> None:
+        description = await self.describe(name)
         if description is not None:
             _log.info("Deleting load balancer %s of %s", name, service.key)
             current = [str(i["InstanceId"]) for i in description.get("Instances") or ()]
             for group in description.get("SecurityGroups") or ():
-                await self._sync_node_ingress(str(group), current, [])
+                await self._sync_node_ingress(
+                    str(group), current, [], shared=self._shared(str(group), service)
+                )
             await self.api.call("elb", "delete_load_balancer", LoadBalancerName=name)
             groups = list(description.get("SecurityGroups") or ())
         else:
@@ -421,6 +376,25 @@ class AWSLoadBalancers:
             ]
         for group in sorted(set(groups) - {self.elb_security_group}):
             await self._delete_owned_group(group)
+
+    async def leftover_group(self, name: str) -> str | None:
+        """The ELB ``name``'s own security group, if a delete cut short left it (on AWS it often
+        outlives its ELB for a while: DependencyViolation)."""
+        if self.elb_security_group or not self.tagging.cluster_id:
+            return None
+        found = await self.api.paginate(
+            "ec2",
+            "describe_security_groups",
+            "SecurityGroups",
+            Filters=[
+                {"Name": "group-name", "Values": [f"k8s-elb-{name}"]},
+                {
+                    "Name": f"tag:{self.tagging.cluster_tag_key}",
+                    "Values": [RESOURCE_LIFECYCLE_OWNED],
+                },
+            ],
+        )
+        return str(found[0]["GroupId"]) if found else None
 
     async def _delete_owned_group(self, group: str) -> None:
         try:

@@ -4,7 +4,7 @@
 cloud-provider-aws, :mod:`ccm_aws.config`). The factory parses the file and resolves the region
 (which may ask the instance metadata service, on the framework's thread pool); it makes no AWS API
 call. Capabilities: InstancesV2 and InstancesBatch (:mod:`ccm_aws.instances`), Routes
-(:mod:`ccm_aws.routes`), LoadBalancer with classic ELBs (:mod:`ccm_aws.elb`).
+(:mod:`ccm_aws.routes`), LoadBalancer with classic ELBs and NLBs (:mod:`ccm_aws.loadbalancer`).
 
 Provider IDs are ``aws:///<availability zone>/<instance id>``, as upstream.
 """
@@ -24,8 +24,8 @@ from ccm.cloudprovider import (
 from ccm_aws import addresses
 from ccm_aws.api import AWSApi, resolve_region
 from ccm_aws.config import AWSConfig
-from ccm_aws.elb import AWSLoadBalancers
 from ccm_aws.instances import AWSInstances
+from ccm_aws.loadbalancer import AWSLoadBalancers
 from ccm_aws.routes import AWSRoutes
 from ccm_aws.tags import ClusterTagging
 

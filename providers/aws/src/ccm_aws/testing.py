@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 import botocore.config
+import botocore.exceptions
 
 __all__ = [
     "LINUX_AMI",
@@ -28,6 +29,7 @@ __all__ = [
     "MotoServer",
     "aws_test_env",
     "cloud_config",
+    "tagged_for",
 ]
 
 #: An Ubuntu image of moto's catalogue (many of its stock AMIs are Windows images).
@@ -138,6 +140,7 @@ class Ec2Console:
         }
         self.ec2 = boto3.client("ec2", **args)
         self.elb = boto3.client("elb", **args)
+        self.elbv2 = boto3.client("elbv2", **args)
 
     def zones(self) -> list[str]:
         zones = self.ec2.describe_availability_zones()["AvailabilityZones"]
@@ -241,3 +244,39 @@ class Ec2Console:
 
     def terminate(self, instance_id: str) -> None:
         self.ec2.terminate_instances(InstanceIds=[instance_id])
+
+
+def tagged_for(console: Ec2Console, cluster_id: str) -> list[str]:
+    """The load-balancer resources moto holds for the cluster: classic ELBs, NLBs and target
+    groups carrying its tag, ``k8s-elb-`` security groups, and NLB rules in any group. A
+    resource deleted while it is being read is left out."""
+    key = f"kubernetes.io/cluster/{cluster_id}"
+    found: list[str] = []
+
+    def tags(call: Any, **params: Any) -> list[dict[str, Any]]:
+        try:
+            described: list[dict[str, Any]] = call(**params)["TagDescriptions"]
+        except botocore.exceptions.ClientError:
+            return []  # gone meanwhile
+        return described
+
+    for d in console.elb.describe_load_balancers()["LoadBalancerDescriptions"]:
+        for t in tags(console.elb.describe_tags, LoadBalancerNames=[d["LoadBalancerName"]]):
+            if any(x["Key"] == key for x in t["Tags"]):
+                found.append(d["LoadBalancerName"])
+    arns = [x["LoadBalancerArn"] for x in console.elbv2.describe_load_balancers()["LoadBalancers"]]
+    arns += [g["TargetGroupArn"] for g in console.elbv2.describe_target_groups()["TargetGroups"]]
+    for arn in arns:
+        for t in tags(console.elbv2.describe_tags, ResourceArns=[arn]):
+            if any(x["Key"] == key for x in t["Tags"]):
+                found.append(arn)
+    for group in console.ec2.describe_security_groups(
+        Filters=[{"Name": "tag-key", "Values": [key]}]
+    )["SecurityGroups"]:
+        if str(group["GroupName"]).startswith("k8s-elb-"):
+            found.append(group["GroupId"])
+        for perm in group["IpPermissions"]:
+            for rng in perm.get("IpRanges") or ():
+                if str(rng.get("Description", "")).startswith("kubernetes.io/rule/nlb/"):
+                    found.append(f"{group['GroupId']}:{rng['Description']}")
+    return found

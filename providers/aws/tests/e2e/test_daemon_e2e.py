@@ -11,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import pytest
+from ccm_aws import annotations as ann
 from ccm_aws.instances import LABEL_ZONE_ID
-from ccm_aws.testing import Ec2Console
+from ccm_aws.testing import Ec2Console, tagged_for
 
 from ccm import wellknown
 from ccm.testing import kubelet
@@ -111,8 +113,8 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
             },
         )
 
-        def ingress() -> list[Any]:
-            svc = core.read_namespaced_service(svc_name, kube_namespace)
+        def ingress(name: str = svc_name) -> list[Any]:
+            svc = core.read_namespaced_service(name, kube_namespace)
             return (svc.status.load_balancer and svc.status.load_balancer.ingress) or []
 
         hostname = wait(ingress, "the Service's ingress")[0].hostname
@@ -124,6 +126,76 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
         assert sorted(i["InstanceId"] for i in elb["Instances"]) == sorted(
             i["InstanceId"] for i in instances
         )
+
+        # 3b. An NLB Service: the hostname, a listener per port, every instance a target; a
+        # port changed → the listeners follow. A malformed annotation: a Warning naming it.
+        nlb_name = unique_name("nlb")
+        core.create_namespaced_service(
+            kube_namespace,
+            {
+                "metadata": {"name": nlb_name, "annotations": {ann.TYPE: "nlb"}},
+                "spec": {
+                    "type": "LoadBalancer",
+                    "selector": {"app": "web"},
+                    "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}],
+                },
+            },
+        )
+        bad_name = unique_name("bad")
+        core.create_namespaced_service(
+            kube_namespace,
+            {
+                "metadata": {"name": bad_name, "annotations": {ann.HC_INTERVAL: "often"}},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}]},
+            },
+        )
+        nlb_host = wait(lambda: ingress(nlb_name), "the NLB Service's ingress")[0].hostname
+        (nlb,) = [
+            x
+            for x in console.elbv2.describe_load_balancers()["LoadBalancers"]
+            if x["DNSName"] == nlb_host
+        ]
+        assert nlb["Type"] == "network"
+
+        def nlb_listeners() -> dict[int, tuple[int, set[str]]]:
+            """Port → (node port, targets); ``{}`` when the daemon changed them while read."""
+            out = {}
+            try:
+                for x in console.elbv2.describe_listeners(LoadBalancerArn=nlb["LoadBalancerArn"])[
+                    "Listeners"
+                ]:
+                    arn = x["DefaultActions"][0]["TargetGroupArn"]
+                    group = console.elbv2.describe_target_groups(TargetGroupArns=[arn])
+                    health = console.elbv2.describe_target_health(TargetGroupArn=arn)
+                    out[int(x["Port"])] = (
+                        int(group["TargetGroups"][0]["Port"]),
+                        {d["Target"]["Id"] for d in health["TargetHealthDescriptions"]},
+                    )
+            except botocore.exceptions.ClientError:
+                return {}
+            return out
+
+        ids = {i["InstanceId"] for i in instances}
+        node_port = core.read_namespaced_service(nlb_name, kube_namespace).spec.ports[0].node_port
+        wait(lambda: nlb_listeners() == {80: (node_port, ids)}, "the NLB's targets")
+        core.patch_namespaced_service(
+            nlb_name,
+            kube_namespace,
+            [{"op": "replace", "path": "/spec/ports/0/port", "value": 8081}],
+        )
+        wait(lambda: sorted(nlb_listeners()) == [8081], "the NLB's listener follows the port")
+        warning = wait(
+            lambda: [
+                e.message
+                for e in core.list_namespaced_event(
+                    kube_namespace, field_selector=f"involvedObject.name={bad_name}"
+                ).items
+                if e.type == "Warning" and ann.HC_INTERVAL in (e.message or "")
+            ],
+            "a Warning naming the malformed annotation",
+        )
+        assert "often" in warning[0]
+        assert not ingress(bad_name)
 
         # 4. Terminated → Node and route deleted; stopped → Node kept, tainted shutdown.
         _, _, doomed, stopped = names
@@ -147,9 +219,27 @@ def test_aws_provider_initializes_deletes_and_taints_nodes(
             "the deleted Node's route deleted",
         )
         assert {n.metadata.name for n in core.list_node().items} >= set(names) - {doomed}
+        # The deleted Node's instance leaves both load balancers; the stopped one leaves the NLB
+        # (AWS refuses a stopped target) and stays behind the classic ELB.
+        gone, halted = instances[2]["InstanceId"], instances[3]["InstanceId"]
 
-        # 5. The Service deleted: its ELB goes.
-        core.delete_namespaced_service(svc_name, kube_namespace)
+        def elb_instances() -> set[str]:
+            (found,) = console.elb.describe_load_balancers(
+                LoadBalancerNames=[elb["LoadBalancerName"]]
+            )["LoadBalancerDescriptions"]
+            return {i["InstanceId"] for i in found["Instances"]}
+
+        wait(lambda: elb_instances() == ids - {gone}, "the deleted Node's instance off the ELB")
+        wait(
+            lambda: nlb_listeners() == {8081: (node_port, ids - {gone, halted})},
+            "the deleted and the stopped Nodes' instances off the NLB",
+        )
+
+        # 5. The Services deleted: nothing tagged for the cluster is left (ELB, NLB, target
+        # groups, the ELB's security group) and the NLB's rules leave the nodes' groups.
+        for name in (svc_name, nlb_name, bad_name):
+            core.delete_namespaced_service(name, kube_namespace)
+        wait(lambda: not tagged_for(console, cluster_id), "nothing tagged for the cluster left")
         wait(
             lambda: (
                 elb["LoadBalancerName"]

@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from ccm_aws.elbrules import ANNOTATION_INTERNAL, ANNOTATION_TYPE
+from ccm_aws.annotations import INTERNAL as ANNOTATION_INTERNAL
+from ccm_aws.annotations import TYPE as ANNOTATION_TYPE
 from ccm_aws.testing import Ec2Console
 
 from ccm.cloudprovider import Node, Service
@@ -186,7 +187,7 @@ def subnet_cidr(console: Ec2Console, vpc: str) -> str:
     return f"{a}.{b}.128.0/20"
 
 
-async def test_external_types_are_implemented_elsewhere_and_nlb_is_refused(
+async def test_external_types_are_implemented_elsewhere(
     make_provider: MakeProvider, setup: dict[str, Any]
 ) -> None:
     lb = (await make_provider()).load_balancer()
@@ -194,12 +195,10 @@ async def test_external_types_are_implemented_elsewhere_and_nlb_is_refused(
         svc = service(annotations={ANNOTATION_TYPE: kind})
         with pytest.raises(ImplementedElsewhereError):
             await lb.ensure_load_balancer(CLUSTER, svc, setup["nodes"])
+        with pytest.raises(ImplementedElsewhereError):
+            await lb.update_load_balancer(CLUSTER, svc, setup["nodes"])
         assert await lb.get_load_balancer(CLUSTER, svc) is None
         await lb.ensure_load_balancer_deleted(CLUSTER, svc)
-    nlb = service(annotations={ANNOTATION_TYPE: "nlb"})
-    with pytest.raises(CloudProviderError, match="nlb is not supported"):
-        await lb.ensure_load_balancer(CLUSTER, nlb, setup["nodes"])
-    assert await lb.get_load_balancer(CLUSTER, nlb) is None
 
 
 async def test_udp_is_refused_before_anything_is_created(
@@ -263,3 +262,13 @@ async def test_node_security_groups_admit_their_elb(
         Filters=[{"Name": "group-name", "Values": [f"k8s-elb-{name}"]}]
     )["SecurityGroups"]
     assert remaining == []
+
+
+async def test_a_classic_elb_needs_a_node_port(
+    make_provider: MakeProvider, setup: dict[str, Any]
+) -> None:
+    lb = (await make_provider()).load_balancer()
+    svc = service(ports=((80, 0),))
+    with pytest.raises(CloudProviderError, match="no node ports"):
+        await lb.ensure_load_balancer(CLUSTER, svc, setup["nodes"])
+    assert await lb.get_load_balancer(CLUSTER, svc) is None

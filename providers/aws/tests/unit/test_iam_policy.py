@@ -33,8 +33,13 @@ from ..conftest import POLICY, policy_actions
 from .test_elb import service, subnet_cidr
 
 #: Permissions AWS checks on top of a call's own action (the call is recorded, not these): tags
-#: given to CreateLoadBalancer need elasticloadbalancing:AddTags.
-IMPLIED = {"elasticloadbalancing:CreateLoadBalancer": {"elasticloadbalancing:AddTags"}}
+#: given to a create call need elasticloadbalancing:AddTags or ec2:CreateTags.
+IMPLIED = {
+    "elasticloadbalancing:CreateLoadBalancer": {"elasticloadbalancing:AddTags"},
+    "elasticloadbalancing:CreateTargetGroup": {"elasticloadbalancing:AddTags"},
+    "elasticloadbalancing:CreateListener": {"elasticloadbalancing:AddTags"},
+    "ec2:CreateSecurityGroup": {"ec2:CreateTags"},
+}
 
 MakeProvider = Callable[..., Awaitable[Any]]
 
@@ -78,7 +83,14 @@ async def workload(
     console.ec2.create_tags(
         Resources=[better], Tags=[{"Key": "kubernetes.io/role/elb", "Value": "1"}]
     )
-    changed = service(uid=svc.uid, ports=((80, 30099),), ranges=("198.51.100.0/24",))
+    changed = service(
+        uid=svc.uid,
+        ports=((80, 30099),),
+        ranges=("198.51.100.0/24",),
+        annotations={
+            "service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-enabled": "1"
+        },
+    )
     await lb.ensure_load_balancer("kubernetes", changed, nodes)
     await lb.update_load_balancer("kubernetes", changed, nodes[:1])
     shared_group = console.ec2.create_security_group(
@@ -90,6 +102,18 @@ async def workload(
     )
     await shared.load_balancer().ensure_load_balancer("kubernetes", changed, nodes[:1])
     await lb.ensure_load_balancer_deleted("kubernetes", changed)
+    # An NLB: created, a node port changed (a new target group, the listener modified), a
+    # Node gone (deregistered), a health check changed in place, deleted.
+    nlb_type = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
+    nlb = service(ports=((80, 30080), (81, 30081)), annotations=nlb_type)
+    await lb.ensure_load_balancer("kubernetes", nlb, nodes)
+    moved = service(uid=nlb.uid, ports=((80, 30090),), annotations=nlb_type)
+    await lb.ensure_load_balancer("kubernetes", moved, nodes)
+    threshold = "service.beta.kubernetes.io/aws-load-balancer-healthcheck-healthy-threshold"
+    moved = service(uid=nlb.uid, ports=((80, 30090),), annotations={**nlb_type, threshold: "5"})
+    await lb.ensure_load_balancer("kubernetes", moved, nodes)
+    await lb.update_load_balancer("kubernetes", moved, nodes[:1])
+    await lb.ensure_load_balancer_deleted("kubernetes", moved)
     return used
 
 
