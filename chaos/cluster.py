@@ -351,8 +351,8 @@ class Cluster:
     # ---- faults
 
     def leader(self, *, wait: float = 0.0) -> Replica | None:
-        """The replica holding the Lease, waiting up to ``wait`` seconds for one (after an
-        outage the Lease may name a replica that has exited until another takes over)."""
+        """The replica holding the Lease, waiting up to ``wait`` seconds for one (after an outage
+        the Lease may name a replica that has exited until another takes over)."""
         deadline = time.monotonic() + wait
         while (found := self._leader()) is None and time.monotonic() < deadline:
             self.supervise()
