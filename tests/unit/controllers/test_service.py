@@ -1256,8 +1256,8 @@ async def _blocked_update_env(
 
 
 async def test_slow_node_sync(env: Env) -> None:
-    """A Service synced while a slow node sync is in flight is not updated again with stale hosts
-    (upstream TestSlowNodeSync)."""
+    """A Service synced while a slow node sync is in flight is not updated again with stale
+    hosts (upstream TestSlowNodeSync)."""
     _, entered, release = await _blocked_update_env(env)
     sync = asyncio.create_task(env.controller.sync_nodes(), name="test/sync-nodes")
     await entered.wait()
