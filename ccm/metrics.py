@@ -2,11 +2,11 @@
 
 Ports the metric definitions of ``controllers/node/metrics.go``, ``controllers/service/metrics.go``,
 ``controllers/route/metrics.go`` and component-base's workqueue, leader-election and controller
-metrics.
-All live in :data:`REGISTRY`, which ``/metrics`` serves, with the standard process, platform and GC
-collectors of ``prometheus_client`` (``process_*``, ``python_info``, ``python_gc_*``) and
-component-base's ``kubernetes_build_info``. A provider registers its own metrics in the same
-registry (``ccm.cloudprovider.METRICS_REGISTRY`` is this one) to have them served on ``/metrics``.
+metrics. All live in :data:`REGISTRY`, which ``/metrics`` serves, with the standard process,
+platform and GC collectors of ``prometheus_client`` (``process_*``, ``python_info``,
+``python_gc_*``) and component-base's ``kubernetes_build_info``. A provider registers its own
+metrics in the same registry (``ccm.cloudprovider.METRICS_REGISTRY`` is this one) to have them
+served on ``/metrics``.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 event reasons and messages, component names.
 
 Ports ``api/well_known_taints.go``, ``api/well_known_annotations.go``, ``ports.go`` of
-k8s.io/cloud-provider,
-the well-known labels of k8s.io/api ``core/v1/well_known_labels.go`` and the event reasons of each
-controller.
+k8s.io/cloud-provider, the well-known labels of k8s.io/api ``core/v1/well_known_labels.go`` and the
+event reasons of each controller.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ replicas with leader election (:mod:`ccm.testing.daemon`, ``--cloud-provider=fak
 own client identity) and drives the fake cloud through its state file. Modules:
 
 * :mod:`chaos.plan`: the seeded schedule of workload actions and faults (pure, repeatable);
-* :mod:`chaos.cluster`: the system under test and the actions that change it;
+* :mod:`chaos.cluster`: the system under test (control plane, replicas, fake cloud) and its faults;
+* :mod:`chaos.workload`: the simulated kubelets and users, whose changes are retried in order;
 * :mod:`chaos.checker`: the invariant checker (audit log, fake-cloud status, apiserver);
 * :mod:`chaos.run`: the orchestrator and the command line.
 

@@ -1,11 +1,9 @@
-"""The system under test of a chaos run, and the actions that change it.
+"""The system under test of a chaos run, and the faults injected into it.
 
 :class:`Cluster` owns the control plane, the ``ccm`` replicas, the fake cloud's files and the
-simulated kubelets. Cloud-side changes (a machine added, shut down or deleted; a fault) are state
-file writes and take effect at once; apiserver-side changes (a Node registered, its Ready
-condition, a Service) go through a FIFO that is retried while the apiserver is down, as kubelets
-and users retry. The times at which machines and Ready conditions changed are recorded for the
-checker (``machines``, ``ready``: wall-clock seconds, the audit log's clock).
+simulated kubelets and users (its base, :class:`chaos.workload.Workload`). Faults on the cloud side
+are state file writes and take effect at once; faults on the control plane and the replicas are
+signals to their processes. Replicas that exit are restarted, as their Deployment would.
 """
 
 from __future__ import annotations
@@ -22,12 +20,13 @@ from typing import Any
 
 import yaml
 
-from ccm import errors, wellknown
+from ccm import errors
 from ccm.kube.blocking import BlockingClient
 from ccm.testing.controlplane import ControlPlane
 from ccm.testing.daemon import Daemon
 from ccm.testing.fake_cloud import FakeCloudState, FakeCloudStatus
 from chaos import plan as planmod
+from chaos.workload import Workload
 
 __all__ = ["LEASE_NAME", "LEASE_NAMESPACE", "Cluster", "ReplicaSettings"]
 
@@ -35,7 +34,6 @@ _log = logging.getLogger("chaos")
 
 LEASE_NAMESPACE = "kube-system"
 LEASE_NAME = "cloud-controller-manager"
-NAMESPACE = "default"
 
 
 class ReplicaSettings:
@@ -95,7 +93,7 @@ class Replica:
         return self._identity[1] if self._identity else ""
 
 
-class Cluster:
+class Cluster(Workload):
     """Control plane + replicas + fake cloud + simulated kubelets and users."""
 
     def __init__(self, workdir: Path, *, replicas: int = 3, settings: ReplicaSettings) -> None:
@@ -179,180 +177,11 @@ class Cluster:
         except (OSError, RuntimeError, errors.KubeError, ValueError):
             return None
 
-    # ---- the workload
-
-    def _enqueue(self, what: str, step: Callable[[], bool]) -> None:
-        self.pending.append((what, step))
-
-    def pump(self, budget: float = 1.0) -> None:
-        """Run queued apiserver steps in order until one fails (it is retried next time)."""
-        deadline = time.monotonic() + budget
-        while self.pending and time.monotonic() < deadline:
-            what, step = self.pending[0]
-            try:
-                done = step()
-            except (OSError, RuntimeError, errors.KubeError, ValueError) as exc:
-                _log.debug("retrying %s: %s", what, exc)
-                return
-            if not done:
-                return
-            self.pending.popleft()
-
-    def _machine(self, name: str, state: str) -> None:
-        self.machines.setdefault(name, []).append((time.time(), state))
-        if state == "gone":
-            self.state.remove_instance(name)
-        else:
-            addresses = [
-                {"type": "InternalIP", "address": self.internal_ips[name]},
-                {"type": "Hostname", "address": name},
-            ]
-            self.state.add_instance(name, shutdown=state == "stopped", addresses=addresses)
-        self.state.write(self.state_path)
-
-    def _set_ready(self, name: str, ready: bool) -> Callable[[], bool]:
-        def step() -> bool:
-            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            condition = {
-                "type": "Ready",
-                "status": "True" if ready else "False",
-                "reason": "KubeletReady" if ready else "KubeletNotReady",
-                "lastHeartbeatTime": now,
-                "lastTransitionTime": now,
-            }
-            before = time.time()
-            try:
-                self.request(
-                    "PATCH",
-                    f"/api/v1/nodes/{name}/status",
-                    {"status": {"conditions": [condition]}},
-                    patch="application/strategic-merge-patch+json",
-                )
-            except RuntimeError as exc:
-                if " 404 " in str(exc):
-                    return True  # deleted meanwhile (by ccm): nothing to report on
-                raise
-            # A Node deleted before the change reached the apiserver counts as still in the old
-            # state: record the time the request was sent for a change to NotReady and the time
-            # it was answered for a change to Ready.
-            self.ready.setdefault(name, []).append((before if not ready else time.time(), ready))
-            return True
-
-        return step
-
-    def join(self, name: str, index: int, *, foreign: bool = False) -> None:
-        subnet = 200 + index // 250 if foreign else index // 250
-        self.internal_ips[name] = f"10.0.{subnet}.{index % 250 + 2}"
-        self._machine(name, "running")
-        cidr = planmod.pod_cidr(index, foreign=foreign)
-        self.pod_cidrs[name] = cidr
-
-        def register() -> bool:
-            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            body = {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {"name": name, "labels": {wellknown.LABEL_HOSTNAME: name}},
-                "spec": {
-                    "podCIDR": cidr,
-                    "podCIDRs": [cidr],
-                    "taints": [
-                        {
-                            "key": wellknown.TAINT_UNINITIALIZED,
-                            "value": "true",
-                            "effect": "NoSchedule",
-                        }
-                    ],
-                },
-                "status": {
-                    "addresses": [
-                        {"type": "InternalIP", "address": self.internal_ips[name]},
-                        {"type": "Hostname", "address": name},
-                    ],
-                    "conditions": [
-                        {
-                            "type": "Ready",
-                            "status": "True",
-                            "reason": "KubeletReady",
-                            "lastHeartbeatTime": now,
-                            "lastTransitionTime": now,
-                        }
-                    ],
-                    "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
-                    "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
-                },
-            }
-            try:
-                self.request("POST", "/api/v1/nodes", body)
-            except RuntimeError as exc:
-                if " 409 " not in str(exc):  # created by an earlier attempt that timed out
-                    raise
-            self.ready.setdefault(name, []).append((time.time(), True))
-            return True
-
-        self._enqueue(f"register {name}", register)
-
-    def leave(self, name: str) -> None:
-        self._machine(name, "gone")
-        self._enqueue(f"{name} NotReady", self._set_ready(name, False))
-
-    def stop_machine(self, name: str) -> None:
-        self._machine(name, "stopped")
-        self._enqueue(f"{name} NotReady", self._set_ready(name, False))
-
-    def start_machine(self, name: str) -> None:
-        self._machine(name, "running")
-        self._enqueue(f"{name} Ready", self._set_ready(name, True))
-
-    def flap(self, name: str, ready: bool) -> None:
-        self._enqueue(f"{name} {'Ready' if ready else 'NotReady'}", self._set_ready(name, ready))
-
-    def create_service(self, name: str, ports: tuple[int, ...]) -> None:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name},
-            "spec": {"type": "LoadBalancer", "ports": _service_ports(ports)},
-        }
-
-        def step() -> bool:
-            try:
-                self.request("POST", f"/api/v1/namespaces/{NAMESPACE}/services", body)
-            except RuntimeError as exc:
-                if " 409 " not in str(exc):
-                    raise
-            return True
-
-        self._enqueue(f"create service {name}", step)
-
-    def change_service(self, name: str, ports: tuple[int, ...]) -> None:
-        def step() -> bool:
-            self.request(
-                "PATCH",
-                f"/api/v1/namespaces/{NAMESPACE}/services/{name}",
-                {"spec": {"ports": _service_ports(ports)}},
-                patch="application/merge-patch+json",
-            )
-            return True
-
-        self._enqueue(f"change service {name}", step)
-
-    def delete_service(self, name: str) -> None:
-        def step() -> bool:
-            try:
-                self.request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/services/{name}")
-            except RuntimeError as exc:
-                if " 404 " not in str(exc):
-                    raise
-            return True
-
-        self._enqueue(f"delete service {name}", step)
-
     # ---- faults
 
     def leader(self, *, wait: float = 0.0) -> Replica | None:
-        """The replica holding the Lease, waiting up to ``wait`` seconds for one (after an
-        outage the Lease may name a replica that has exited until another takes over)."""
+        """The replica holding the Lease, waiting up to ``wait`` seconds for one (after an outage
+        the Lease may name a replica that has exited until another takes over)."""
         deadline = time.monotonic() + wait
         while (found := self._leader()) is None and time.monotonic() < deadline:
             self.supervise()
@@ -484,9 +313,3 @@ class Cluster:
             self.plane.apiserver_log_path,
             self.plane.etcd_log_path,
         ]
-
-
-def _service_ports(ports: tuple[int, ...]) -> list[dict[str, Any]]:
-    return [
-        {"name": f"p{port}", "port": port, "targetPort": port, "protocol": "TCP"} for port in ports
-    ]

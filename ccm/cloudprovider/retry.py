@@ -27,8 +27,8 @@ The classifier sorts each exception the call raises into one of four verdicts:
   :class:`ccm.errors.RetryAfterError` with the server's hint (or ``throttle_delay`` without one),
   so the controller requeues the object after exactly that long.
 - ``FATAL`` (any other 4xx, a bad request, a permission error) and ``NOT_FOUND`` (404): never
-  retried; the exception is raised unchanged for the provider to translate (a 404 means "gone"
-  to one call and "already deleted" to another).
+  retried; the exception is raised unchanged for the provider to translate (a 404 means "gone" to
+  one call and "already deleted" to another).
 
 A classifier returns ``None`` to defer to :func:`default_classification`: a ``RetryAfterError`` is
 throttling with its own delay, any other :mod:`ccm.errors` type is fatal (already translated),

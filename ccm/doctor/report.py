@@ -40,8 +40,8 @@ async def run_checks(
     only: Sequence[str] = (),
     now: dt.datetime | None = None,
 ) -> list[Finding]:
-    """Run the named checks (default: all) in report order. A check the doctor's own user may
-    not read for answers ``warn`` with the apiserver's refusal; an unreachable apiserver raises
+    """Run the named checks (default: all) in report order. A check the doctor's own user may not
+    read for answers ``warn`` with the apiserver's refusal; an unreachable apiserver raises
     :class:`ccm.errors.KubeError`."""
     ctx = model.Context(client=client, scope=scope, now=now or dt.datetime.now(dt.UTC))
     findings = []

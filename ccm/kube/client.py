@@ -187,10 +187,10 @@ class KubeClient(rest.RestClient):
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Yield watch events ``{"type": ADDED|MODIFIED|DELETED|BOOKMARK, "object": {...}}``.
 
-        Ends when the server closes the watch (after ``timeout_seconds``). An ``ERROR`` event
-        raises the ApiError of its Status (:class:`ccm.errors.GoneError` for a too-old
-        resourceVersion); a broken connection raises :class:`ccm.errors.KubeError`. Close it
-        when done early: ``async with contextlib.aclosing(client.watch(...)) as events:``.
+        Ends when the server closes the watch (after ``timeout_seconds``). An ``ERROR`` event raises
+        the ApiError of its Status (:class:`ccm.errors.GoneError` for a too-old resourceVersion); a
+        broken connection raises :class:`ccm.errors.KubeError`. Close it when done early:
+        ``async with contextlib.aclosing(client.watch(...)) as events:``.
         """
         query = wire.query(
             {

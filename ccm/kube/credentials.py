@@ -1,13 +1,12 @@
 """``--use-service-account-credentials``: one ServiceAccount identity per controller.
 
-Ports the behaviour of upstream's dynamic client builder (controller-manager
-``pkg/clientbuilder``): for each controller client name (``node-controller``,
-``service-controller``, ``route-controller``) ensure a ServiceAccount of that name exists in
-``kube-system``, obtain a bound token for it with TokenRequest, and talk to the apiserver with
-that token alone, so the apiserver's audit log and RBAC see
-``system:serviceaccount:kube-system:<name>``.
-Tokens are refreshed at 80% of their lifetime. The daemon's own identity needs ``get``/``create``
-on serviceaccounts and ``create`` on serviceaccounts/token in kube-system.
+Ports the behaviour of upstream's dynamic client builder (controller-manager ``pkg/clientbuilder``):
+for each controller client name (``node-controller``, ``service-controller``, ``route-controller``)
+ensure a ServiceAccount of that name exists in ``kube-system``, obtain a bound token for it with
+TokenRequest, and talk to the apiserver with that token alone, so the apiserver's audit log and RBAC
+see ``system:serviceaccount:kube-system:<name>``. Tokens are refreshed at 80% of their lifetime. The
+daemon's own identity needs ``get``/``create`` on serviceaccounts and ``create`` on
+serviceaccounts/token in kube-system.
 """
 
 from __future__ import annotations

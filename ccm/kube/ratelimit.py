@@ -1,9 +1,9 @@
 """Client-side rate limiting: an async token bucket on the event loop's clock.
 
-Ports the behaviour of client-go's ``flowcontrol.NewTokenBucketRateLimiter`` (QPS and burst,
-what ``--kube-api-qps``/``--kube-api-burst`` configure) and of ``golang.org/x/time/rate``'s
-reservations, which the work queue's ``BucketRateLimiter`` uses. Time comes from
-:mod:`ccm.clock`, so looptime can fast-forward it in tests.
+Ports the behaviour of client-go's ``flowcontrol.NewTokenBucketRateLimiter`` (QPS and burst, what
+``--kube-api-qps``/``--kube-api-burst`` configure) and of ``golang.org/x/time/rate``'s reservations,
+which the work queue's ``BucketRateLimiter`` uses. Time comes from :mod:`ccm.clock`, so looptime can
+fast-forward it in tests.
 """
 
 from __future__ import annotations

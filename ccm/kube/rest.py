@@ -82,9 +82,9 @@ class RestClient:
         """A client sharing this one's transport and rate limiter, for one component.
 
         Its User-Agent is this client's base user agent + ``/`` + ``user_agent`` (upstream
-        ``rest.AddUserAgent``): ``for_component("node-controller")`` on a ``ccm/v1`` client
-        sends ``ccm/v1/node-controller``. Closing a derived client does not close the transport;
-        closing the client :meth:`connect` returned does.
+        ``rest.AddUserAgent``): ``for_component("node-controller")`` on a ``ccm/v1`` client sends
+        ``ccm/v1/node-controller``. Closing a derived client does not close the transport; closing
+        the client :meth:`connect` returned does.
         """
         clone = copy.copy(self)
         clone.user_agent = f"{self._base_user_agent}/{user_agent}"

@@ -2,12 +2,9 @@
 suite.
 
 ``Daemon`` starts ``python -m ccm`` with the flags you give (plus a free ``--secure-port`` on
-127.0.0.1 unless you
-set one), writes its log to a file, waits until ``/healthz`` answers, and stops it with SIGTERM
-(SIGKILL after a
-timeout). It never leaves a process behind: the child dies with its parent (``PR_SET_PDEATHSIG``)
-and an
-``atexit`` hook kills any daemon still running.
+127.0.0.1 unless you set one), writes its log to a file, waits until ``/healthz`` answers, and stops
+it with SIGTERM (SIGKILL after a timeout). It never leaves a process behind: the child dies with its
+parent (``PR_SET_PDEATHSIG``) and an ``atexit`` hook kills any daemon still running.
 """
 
 from __future__ import annotations

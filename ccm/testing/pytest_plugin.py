@@ -5,8 +5,8 @@ Fixtures:
 ``control_plane`` (session)
     A started :class:`ccm.testing.controlplane.ControlPlane`, one per session (per xdist worker),
     started the first time a test asks for it and stopped at the end of the session. Override the
-    session fixture ``control_plane_kwargs`` to pass constructor arguments
-    (e.g. ``{"extra_apiserver_args": ["--max-requests-inflight=0"]}``).
+    session fixture ``control_plane_kwargs`` to pass constructor arguments (e.g.
+    ``{"extra_apiserver_args": ["--max-requests-inflight=0"]}``).
 ``k8s_admin`` (function)
     An official ``kubernetes.client.ApiClient`` authenticated as the admin (``system:masters``);
     closed after the test. The synchronous ``kubernetes`` package is the tests' independent observer

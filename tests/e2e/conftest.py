@@ -1,6 +1,5 @@
 """Shared fixtures of the end-to-end tests: tainted Nodes as a kubelet registers them, fake-cloud
-files, and
-the real ``ccm`` daemon as a subprocess against the session's real kube-apiserver."""
+files, and the real ``ccm`` daemon as a subprocess against the session's real kube-apiserver."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """End to end: the real ``ccm`` daemon (a subprocess) with the fake provider, on the real
-kube-apiserver,
-observed through the official ``kubernetes`` client."""
+kube-apiserver, observed through the official ``kubernetes`` client."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ cluster and against a healthy one where the real daemon with the fake provider i
 Nodes and provisions the load balancer, on the session's real kube-apiserver.
 
 Each test scopes the doctor to its own objects: Nodes by a unique label (``--node-selector``),
-Services and ccm Pods by a unique namespace, its own Lease name, and a unique ServiceAccount
-for the RBAC check.
+Services and ccm Pods by a unique namespace, its own Lease name, and a unique ServiceAccount for the
+RBAC check.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ def _would(daemon: Daemon) -> list[dict[str, Any]]:
 
 
 def _ccm_writes(control_plane: ControlPlane, offset: int) -> list[dict[str, Any]]:
-    """Writes sent by a ccm client (its User-Agent starts ``ccm/``) since ``offset`` of the
-    audit log, except the reviews that authorize a /metrics scrape (they persist nothing)."""
+    """Writes sent by a ccm client (its User-Agent starts ``ccm/``) since ``offset`` of the audit
+    log, except the reviews that authorize a /metrics scrape (they persist nothing)."""
     with control_plane.audit_log_path.open("rb") as f:
         f.seek(offset)
         lines = f.read().splitlines()

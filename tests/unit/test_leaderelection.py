@@ -288,8 +288,8 @@ async def test_takes_over_after_the_others_lease_expires_by_our_observation(
     looptime: Any,
 ) -> None:
     store = Kube()
-    # The record's timestamps are ancient, but only our own observation clock counts: we must
-    # see the record unchanged for leaseDurationSeconds before taking over.
+    # The record's timestamps are ancient, but only our own observation clock counts: we must see
+    # the record unchanged for leaseDurationSeconds before taking over.
     store.put_lease(
         holderIdentity="other",
         leaseDurationSeconds=15,

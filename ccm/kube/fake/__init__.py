@@ -7,8 +7,8 @@ parameters, JSON encoding, error translation (a ``Status`` body → :class:`ccm.
 …) and watch decoding are the production code. Objects cross the boundary as JSON: nothing a test or
 a controller does to a returned dict can change the stored object.
 
-Modules: :mod:`~ccm.kube.fake.server` (the apiserver), :mod:`~ccm.kube.fake.store` (its
-objects, history and watches), :mod:`~ccm.kube.fake.patches`, :mod:`~ccm.kube.fake.selectors`,
+Modules: :mod:`~ccm.kube.fake.server` (the apiserver), :mod:`~ccm.kube.fake.store` (its objects,
+history and watches), :mod:`~ccm.kube.fake.patches`, :mod:`~ccm.kube.fake.selectors`,
 :mod:`~ccm.kube.fake.status`; :class:`FakeKubeClient` is here.
 
 Use it with the real :class:`ccm.kube.informer.Informer`::
@@ -39,16 +39,16 @@ synthetic ADDED events, bookmarks on :meth:`FakeApiServer.send_bookmarks`, serve
 and SubjectAccessReview (allowed) answered by default reactors; ``/healthz``, ``/readyz``,
 ``/livez``, ``/version``.
 
-Limits (by design): no admission, defaulting or validation beyond the above (objects may be
-created in namespaces that do not exist; create keeps a given status); lists ignore
-``resourceVersion`` and pages are not a snapshot; strategic merge patch knows the merge keys
-controllers use — ``metadata.finalizers`` (set), ``metadata.ownerReferences`` (uid),
-``spec.podCIDRs`` (set), ``spec.ports`` (port), ``spec.containers`` (name), ``status.addresses``
-and ``status.conditions`` (type) — every other list is replaced, as for ``spec.taints`` upstream;
-it honours ``null``, ``$patch: replace|delete``, ``$retainKeys`` and
-``$deleteFromPrimitiveList`` and ignores ``$setElementOrder``; server-side apply is approximated
-by a strategic merge of the applied object (creating it if absent), without field ownership;
-JSON patch supports add, remove, replace, move, copy and test.
+Limits (by design): no admission, defaulting or validation beyond the above (objects may be created
+in namespaces that do not exist; create keeps a given status); lists ignore ``resourceVersion`` and
+pages are not a snapshot; strategic merge patch knows the merge keys controllers use —
+``metadata.finalizers`` (set), ``metadata.ownerReferences`` (uid), ``spec.podCIDRs`` (set),
+``spec.ports`` (port), ``spec.containers`` (name), ``status.addresses`` and ``status.conditions``
+(type) — every other list is replaced, as for ``spec.taints`` upstream; it honours ``null``,
+``$patch: replace|delete``, ``$retainKeys`` and ``$deleteFromPrimitiveList`` and ignores
+``$setElementOrder``; server-side apply is approximated by a strategic merge of the applied object
+(creating it if absent), without field ownership; JSON patch supports add, remove, replace, move,
+copy and test.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The patch algorithms of the apiserver: strategic merge, JSON merge (RFC 7386), JSON patch
-(RFC 6902). An invalid patch raises :class:`ccm.kube.fake.status.Reply` with the apiserver's
-answer (400 or 422)."""
+(RFC 6902). An invalid patch raises :class:`ccm.kube.fake.status.Reply` with the apiserver's answer
+(400 or 422)."""
 
 from __future__ import annotations
 

@@ -11,12 +11,12 @@ Rules for a driver
 * Every method is ``async``. Calls are bounded by the suite's timeouts; a driver must honour
   cancellation.
 * ``create_machine(name)`` creates a *running* machine that the provider will report for a Node
-  called ``name``, and returns a :class:`Machine`: what a Node for it needs (``provider_id``
-  when the driver knows it, ``addresses``) plus, optionally, what the suite should expect on
-  the Node after initialization (instance type, zone, region, extra labels). ``None`` means
-  "do not check". A cloud that names its machines itself (EC2: a Node is named by the
-  instance's private DNS name, as its kubelet names itself) returns that name in
-  :attr:`Machine.name`; the suite uses ``Machine.name`` for the Node and every later call.
+  called ``name``, and returns a :class:`Machine`: what a Node for it needs (``provider_id`` when
+  the driver knows it, ``addresses``) plus, optionally, what the suite should expect on the Node
+  after initialization (instance type, zone, region, extra labels). ``None`` means "do not check". A
+  cloud that names its machines itself (EC2: a Node is named by the instance's private DNS name, as
+  its kubelet names itself) returns that name in :attr:`Machine.name`; the suite uses
+  ``Machine.name`` for the Node and every later call.
 * ``stop_machine`` / ``start_machine`` power the machine off / on; it must still exist while
   stopped. ``delete_machine`` removes it for good (idempotent).
 * ``change_addresses(name)`` (optional) changes the machine's addresses in the cloud and returns

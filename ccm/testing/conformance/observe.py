@@ -11,10 +11,10 @@ How a hold is measured
 A coroutine holds the event loop from each resumption until its next suspension: nothing else on
 that loop runs meanwhile (no controller, no timer, no watch). The proxy drives the provider's
 coroutine itself, one step at a time, and times every step; a synchronous method
-(``get_load_balancer_name``) is timed as one step. A step that does ``time.sleep(1)``, a
-synchronous SDK call or a long parse takes as long as that work, whereas a well-behaved step
-(compute a request, hand it to a socket or a thread, suspend) takes microseconds. The measure
-is exact about *who* held the loop: only the provider's own code runs inside a step.
+(``get_load_balancer_name``) is timed as one step. A step that does ``time.sleep(1)``, a synchronous
+SDK call or a long parse takes as long as that work, whereas a well-behaved step (compute a request,
+hand it to a socket or a thread, suspend) takes microseconds. The measure is exact about *who* held
+the loop: only the provider's own code runs inside a step.
 
 On a loaded machine a step can also be slow because the loop's thread waited for a CPU. That wait
 is not the provider's doing, so it is subtracted: on Linux the kernel counts, per thread, the time

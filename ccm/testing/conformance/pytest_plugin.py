@@ -25,8 +25,7 @@ provider does not offer is *skipped* with reason ``not offered: ...`` (never pas
 names the broken rule. A passed scenario with checks it could not verify in the cloud records them
 as ``unverified`` user properties (in pytest's JUnit XML) and issues an
 :class:`UnverifiedChecksWarning` naming them. Override ``conformance_config`` (a
-:class:`SuiteConfig`) to change bounds.
-Select a capability with ``-k instances-v2`` etc.
+:class:`SuiteConfig`) to change bounds. Select a capability with ``-k instances-v2`` etc.
 """
 
 from __future__ import annotations

@@ -322,9 +322,9 @@ async def provider_id_wins(ctx: Context) -> None:
     """A Node's spec.providerID, when set, names its machine whatever the Node's name says. For a
     Node named after machine A whose providerID is machine B's (as when a machine is re-created
     under the same name while its Node still carries the old machine's ID): instance_metadata
-    describes B, instance_shutdown follows B's power state, and once B is deleted
-    instance_exists is False (A still runs) and instance_metadata raises InstanceNotFoundError, so
-    that the lifecycle controller deletes the stale Node."""
+    describes B, instance_shutdown follows B's power state, and once B is deleted instance_exists is
+    False (A still runs) and instance_metadata raises InstanceNotFoundError, so that the lifecycle
+    controller deletes the stale Node."""
     cap, a, _ = await _machine_and_view(ctx, "pid-a")
     _, b, b_view = await _machine_and_view(ctx, "pid-b")
     driver = ctx.need_driver()

@@ -11,15 +11,15 @@ provider directly too (idempotence, cancellation, mutation checks need the provi
 shares one provider instance between the controllers and the driver of an in-memory test double,
 and needs no packaging of the provider.
 
-Each scenario belongs to a capability (``instances-v2``, ``load-balancer``, ``routes``,
-``hygiene``) and checks one or more *rules*; a failure names the rule it broke
-(:class:`RuleViolation`). A capability the provider does not offer is reported ``not offered``.
-A failed scenario during which a provider call held the event loop is reported as that hold
-(rule ``does-not-block-event-loop``, naming the method, the task and the time), with the symptom
-it caused after it: a blocked loop makes unrelated waits and timeouts fail, and the symptom alone
-would point at the wrong place. A check that needs the driver's own view of the cloud (a leaked
-load balancer or route, a round trip) and could not get it (the driver returns ``None``) is listed
-as *unverified* on the result: the scenario passes on the provider's word, and the report says so.
+Each scenario belongs to a capability (``instances-v2``, ``load-balancer``, ``routes``, ``hygiene``)
+and checks one or more *rules*; a failure names the rule it broke (:class:`RuleViolation`). A
+capability the provider does not offer is reported ``not offered``. A failed scenario during which a
+provider call held the event loop is reported as that hold (rule ``does-not-block-event-loop``,
+naming the method, the task and the time), with the symptom it caused after it: a blocked loop makes
+unrelated waits and timeouts fail, and the symptom alone would point at the wrong place. A check
+that needs the driver's own view of the cloud (a leaked load balancer or route, a round trip) and
+could not get it (the driver returns ``None``) is listed as *unverified* on the result: the scenario
+passes on the provider's word, and the report says so.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from ccm.testing.controlplane.paths import (
     DEFAULT_START_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
     SERVICE_CLUSTER_IP_RANGE,
+    ApiserverUnreachableError,
     ControlPlaneError,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "DEFAULT_START_TIMEOUT",
     "DEFAULT_STOP_TIMEOUT",
     "SERVICE_CLUSTER_IP_RANGE",
+    "ApiserverUnreachableError",
     "ControlPlane",
     "ControlPlaneError",
     "main",

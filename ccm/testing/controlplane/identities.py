@@ -1,13 +1,12 @@
 """The control plane's identities: its certificates and kubeconfigs, client users, ServiceAccount
-tokens, and admin requests with the standard library."""
+tokens, and admin requests with ccm's own client (:class:`ccm.kube.blocking.BlockingClient`)."""
 
 from __future__ import annotations
 
 import base64
-import http.client
 import ipaddress
 import json
-import ssl
+import threading
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,9 +14,11 @@ from typing import Any
 
 import yaml
 
-from ccm import certs
+from ccm import certs, errors
+from ccm.kube.blocking import BlockingClient
 from ccm.testing.controlplane.paths import (
     SERVICE_CLUSTER_IP_RANGE,
+    ApiserverUnreachableError,
     ControlPlaneError,
     ControlPlanePaths,
 )
@@ -28,7 +29,8 @@ class ControlPlaneIdentities(ControlPlanePaths):
     """Certificates, users, tokens and admin requests of a :class:`ControlPlane` (its base)."""
 
     _client_ca: certs.KeyPair | None
-    _ssl_context: ssl.SSLContext | None
+    _admin_client: BlockingClient | None
+    _admin_client_lock: threading.Lock
 
     # ---- identities ----------------------------------------------------------------------------
 
@@ -125,33 +127,33 @@ class ControlPlaneIdentities(ControlPlanePaths):
     def request(
         self, method: str, path: str, body: Any = None, *, timeout: float = 10.0
     ) -> tuple[int, bytes]:
-        """Send one request as admin with the standard library; return (HTTP status, body bytes).
+        """Send one request as admin; return (HTTP status, body bytes), whatever the status.
 
-        ``body``, when given, is sent as JSON. Meant for set-up and probes, not for code under test.
+        ``body``, when given, is sent as JSON. Meant for set-up and probes, not for code under
+        test. Raises :class:`ApiserverUnreachableError` (an :class:`OSError`) when no answer came:
+        the apiserver is not up yet, is stopped, or did not answer within ``timeout`` seconds.
         """
-        layout = self._require()
-        connection = http.client.HTTPSConnection(
-            "127.0.0.1", layout.apiserver_port, context=self._admin_context(), timeout=timeout
-        )
-        headers = {"Accept": "application/json"}
-        payload: bytes | None = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
         try:
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
+            return self._admin().request(method, path, body, timeout=timeout)
+        except errors.KubeError as exc:
+            raise ApiserverUnreachableError(f"{method} {path}: {exc}") from exc
 
     # ---- internals -----------------------------------------------------------------------------
-    def _admin_context(self) -> ssl.SSLContext:
-        if self._ssl_context is None:
-            context = ssl.create_default_context(cafile=str(self.ca_cert_path))
-            context.load_cert_chain(str(self.admin_cert_path), str(self.admin_key_path))
-            self._ssl_context = context
-        return self._ssl_context
+    def _admin(self) -> BlockingClient:
+        """The admin's client, made on first use after each start (on the kubeconfig it wrote)."""
+        self._require()
+        with self._admin_client_lock:
+            if self._admin_client is None:
+                self._admin_client = BlockingClient(
+                    str(self.kubeconfig_path), user_agent="ccm-controlplane", request_timeout=10.0
+                )
+            return self._admin_client
+
+    def _close_admin(self) -> None:
+        # Without the lock: this also runs in the SIGTERM handler, maybe while _admin holds it.
+        client, self._admin_client = self._admin_client, None
+        if client is not None:
+            client.close()
 
     def _write_certificates(self) -> None:
         folder = self._require().certs

@@ -8,15 +8,16 @@ import json
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from ccm import certs
+from ccm.kube.blocking import BlockingClient
 from ccm.testing import assets
 from ccm.testing.controlplane.identities import ControlPlaneIdentities
 from ccm.testing.controlplane.paths import (
@@ -98,7 +99,8 @@ class ControlPlane(ControlPlaneIdentities):
         self._etcd: subprocess.Popen[bytes] | None = None
         self._apiserver: subprocess.Popen[bytes] | None = None
         self._client_ca: certs.KeyPair | None = None
-        self._ssl_context: ssl.SSLContext | None = None
+        self._admin_client: BlockingClient | None = None
+        self._admin_client_lock = threading.Lock()
         self._pids: list[int] = []
         self._stopping = False
         self.startup_seconds: float | None = None
@@ -235,7 +237,7 @@ class ControlPlane(ControlPlaneIdentities):
             etcd_peer_port=etcd_peer_port,
             apiserver_port=apiserver_port,
         )
-        self._ssl_context = None
+        self._close_admin()
         self._pids = []
         self._write_certificates()
         with _RUNNING_LOCK:
@@ -385,6 +387,7 @@ class ControlPlane(ControlPlaneIdentities):
                 if process is not None:
                     _terminate(process, stop_timeout)
             self._apiserver = self._etcd = None
+            self._close_admin()
             with _RUNNING_LOCK:
                 _RUNNING.discard(self)
             if self._layout is not None and not self._keep_data_dir:

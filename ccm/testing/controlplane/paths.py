@@ -33,6 +33,11 @@ class ControlPlaneError(errors.CCMError):
     """
 
 
+class ApiserverUnreachableError(ConnectionError):
+    """A request of :meth:`ControlPlane.request` got no answer: the apiserver is not up (yet), was
+    stopped, or did not answer in time. An :class:`OSError`, as a refused connection is."""
+
+
 class _PortInUseError(ControlPlaneError):
     """A child lost the race for a free port; start() retries with new ports."""
 

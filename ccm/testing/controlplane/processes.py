@@ -1,5 +1,5 @@
-"""The control plane's child processes: spawned so that they never outlive us, stopped by a
-hook at exit and on SIGTERM, and the small helpers of their command lines and logs."""
+"""The control plane's child processes: spawned so that they never outlive us, stopped by a hook at
+exit and on SIGTERM, and the small helpers of their command lines and logs."""
 
 from __future__ import annotations
 

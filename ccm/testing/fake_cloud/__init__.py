@@ -24,9 +24,9 @@ argument is also a public attribute (``capabilities.routes = False`` works at an
   ``ignore_cancellation`` (a set of methods, ``"*"`` for every cloud call, whose latency sleep
   ignores cancellation: a misbehaving provider that answers late instead of stopping),
   ``set_rate_limit(qps, burst, reject=False)`` (token bucket; ``reject=True``: a call finding no
-  token is refused at once with a RetryAfterError whose delay is when the next token comes, like
-  an HTTP 429 with ``Retry-After``), ``call_hook`` (called, and awaited if it returns
-  an awaitable, inside every call: block a call on an Event, observe concurrency, ...).
+  token is refused at once with a RetryAfterError whose delay is when the next token comes, like an
+  HTTP 429 with ``Retry-After``), ``call_hook`` (called, and awaited if it returns an awaitable,
+  inside every call: block a call on an Event, observe concurrency, ...).
 * Recorded calls: ``calls`` (list of :class:`FakeCall` ``(method, key)`` named tuples),
   ``call_counts`` (Counter per method), ``call_count(method, key=None)``, ``total_calls``,
   ``clear_calls()``.
@@ -126,9 +126,9 @@ Config file (``--cloud-config``, YAML or JSON; every key is optional)
 
 Error kinds: ``cloud`` (CloudProviderError), ``retryAfter`` (RetryAfterError after ``retryAfter``
 seconds, default 1), ``instanceNotFound``, ``implementedElsewhere``, ``notImplemented``
-(NotImplementedByProviderError), ``generic`` (RuntimeError: the "any other exception" path).
-A malformed config raises ConfigError with one line naming the first problem; the registry
-prefixes ``could not init cloud provider "fake": ``.
+(NotImplementedByProviderError), ``generic`` (RuntimeError: the "any other exception" path). A
+malformed config raises ConfigError with one line naming the first problem; the registry prefixes
+``could not init cloud provider "fake": ``.
 
 State file (``stateFile``: written by tests, usually with :class:`FakeCloudState`)
 ==================================================================================

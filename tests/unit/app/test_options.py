@@ -1,5 +1,5 @@
-"""Flag parsing and validation: upstream names, defaults, --controllers semantics,
-one-line errors."""
+"""Flag parsing and validation: upstream names, defaults, --controllers semantics, one-line
+errors."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Pure node helpers: provided-node-ip filtering, address change detection, initialization patches.
 
 Upstream table cases (node/helpers/address_test.go, controllers/node/node_controller_test.go) are
-ported as
-pytest.param(..., id=<upstream case name>).
+ported as pytest.param(..., id=<upstream case name>).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The ``service.beta.kubernetes.io/azure-*`` annotations a Service's load balancer follows,
-with upstream's (cloud-provider-azure) names and parsing.
+"""The ``service.beta.kubernetes.io/azure-*`` annotations a Service's load balancer follows, with
+upstream's (cloud-provider-azure) names and parsing.
 
 :func:`parse` reads a Service into :class:`ServiceOptions` before any cloud call; an annotation
 this provider does not know, or a value it cannot parse, raises
@@ -174,8 +174,8 @@ def parse(service: Service) -> ServiceOptions:
 
 
 def lenient(service: Service) -> ServiceOptions:
-    """The options that name the Service's resources, for deleting them: never refuses (a
-    Service whose annotations went bad must still be cleaned up)."""
+    """The options that name the Service's resources, for deleting them: never refuses (a Service
+    whose annotations went bad must still be cleaned up)."""
     ann = service.annotations
     internal = is_internal(service)
     subnet = ann.get(INTERNAL_SUBNET, "").strip() if internal else ""

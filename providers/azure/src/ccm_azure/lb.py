@@ -12,12 +12,12 @@
 - One backend pool ``<clusterName>`` per load balancer holding the Nodes' internal IPv4 addresses
   (upstream's ``nodeIP`` backend pool configuration: no NIC or scale set is written).
 
-The annotations are read first (:mod:`ccm_azure.annotations`): an unknown or malformed one
-fails the ensure before any cloud call. Every change is a read-modify-write of the whole load
-balancer guarded by its etag (``If-Match``; ``If-None-Match: *`` when creating it): a write that
-lost a race (HTTP 412) reads again and retries (4 tries in all), so two writers never drop each
-other's frontend. Within the process, the writes to one load balancer are serialized (as
-upstream serializes its reconciles).
+The annotations are read first (:mod:`ccm_azure.annotations`): an unknown or malformed one fails the
+ensure before any cloud call. Every change is a read-modify-write of the whole load balancer guarded
+by its etag (``If-Match``; ``If-None-Match: *`` when creating it): a write that lost a race (HTTP
+412) reads again and retries (4 tries in all), so two writers never drop each other's frontend.
+Within the process, the writes to one load balancer are serialized (as upstream serializes its
+reconciles).
 """
 
 from __future__ import annotations
@@ -125,9 +125,9 @@ class AzureLoadBalancers(LoadBalancer):
         )
 
     async def _modify(self, name: str, change: Callable[[Any], bool | None]) -> Any | None:
-        """Read the load balancer, ``change(lb)`` it (False: nothing to write; None: delete it)
-        and write it under its etag, again on a lost race. The writes of this process to one
-        load balancer go one at a time; the etag guards against other writers."""
+        """Read the load balancer, ``change(lb)`` it (False: nothing to write; None: delete it) and
+        write it under its etag, again on a lost race. The writes of this process to one load
+        balancer go one at a time; the etag guards against other writers."""
         async with self._locks.setdefault(name, asyncio.Lock()):
             for attempt in range(_ATTEMPTS):
                 lb = await self._read(name)

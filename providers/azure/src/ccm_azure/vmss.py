@@ -236,8 +236,8 @@ class VmssInstances:
     async def metadata_batch(
         self, nodes: Sequence[Node]
     ) -> list[InstanceMetadata | Exception | None]:
-        """Metadata of VMSS Nodes with provider IDs: one listing per resource group, and the
-        NICs and public IPs of each scale set involved."""
+        """Metadata of VMSS Nodes with provider IDs: one listing per resource group, and the NICs
+        and public IPs of each scale set involved."""
         refs: list[VmssRef | Exception] = []
         for node in nodes:
             try:

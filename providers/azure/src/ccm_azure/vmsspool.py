@@ -2,13 +2,13 @@
 network profile as upstream does it.
 
 A scale set instance joins a load balancer's backend pool by the pool's ID in the
-``loadBalancerBackendAddressPools`` of its primary NIC configuration's primary IP configuration:
-in the scale set's model (so that new instances join) and in each instance's own copy of it.
+``loadBalancerBackendAddressPools`` of its primary NIC configuration's primary IP configuration: in
+the scale set's model (so that new instances join) and in each instance's own copy of it.
 :meth:`ScaleSetPools.sync` makes that hold for exactly the instances of ``nodes``: it lists the
-scale sets of the resource groups involved and their instances (two list calls per scale set)
-and writes only what differs: the scale set (``PUT`` under its etag) when some or none of its
-instances is a backend, each instance whose membership changes (``PUT`` under its etag). A
-lost race (HTTP 412) fails the call; the service controller retries it.
+scale sets of the resource groups involved and their instances (two list calls per scale set) and
+writes only what differs: the scale set (``PUT`` under its etag) when some or none of its instances
+is a backend, each instance whose membership changes (``PUT`` under its etag). A lost race (HTTP
+412) fails the call; the service controller retries it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The Azure provider against ccm's conformance suite on the fake ARM server: ``ccm
-conformance`` with the provider's driver, in a subprocess reaching the fake over HTTPS like the
-daemon would reach Azure.
+"""The Azure provider against ccm's conformance suite on the fake ARM server: ``ccm conformance``
+with the provider's driver, in a subprocess reaching the fake over HTTPS like the daemon would reach
+Azure.
 
 Every instance, load-balancer, route and hygiene scenario passes but routes'
 cluster-name-scoping, by design (as upstream): Azure routes carry no tags, the route table is the

@@ -379,8 +379,8 @@ def _error(
 
 @contextlib.contextmanager
 def serve_in_thread(**kwargs: Any) -> Iterator[FakeArm]:
-    """A :class:`FakeArm` serving from an event loop of its own thread, for tests whose own
-    loop blocks (a subprocess they wait for) or that have none."""
+    """A :class:`FakeArm` serving from an event loop of its own thread, for tests whose own loop
+    blocks (a subprocess they wait for) or that have none."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fake-arm", daemon=True)
     thread.start()
