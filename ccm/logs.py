@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import json.encoder
 import logging
 import sys
 import types
@@ -81,10 +82,27 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return out
 
 
+# What ``json.dumps(text, ensure_ascii=False)`` returns for a str, without building a JSONEncoder
+# on every call (the non-default ensure_ascii does): the quoted string, ``"`` ``\\`` and control
+# characters escaped, everything else as is.
+_quote = json.encoder.encode_basestring
+
+
 def _klog_value(val: Any) -> str:
-    if isinstance(val, bool | int | float) or val is None:
+    """A field's value as text lines show it: JSON, a non-JSON value as the JSON string of its
+    ``str()``. The common types (str, int, None, bool) skip ``json.dumps``; the text is the same."""
+    kind = type(val)
+    if kind is str:
+        return _quote(val)
+    if kind is int:
+        return int.__repr__(val)
+    if val is None:
+        return "null"
+    if kind is bool:
+        return "true" if val else "false"
+    if isinstance(val, bool | int | float):
         return json.dumps(val)
-    return json.dumps(str(val), ensure_ascii=False)
+    return _quote(str(val))
 
 
 class TextFormatter(logging.Formatter):

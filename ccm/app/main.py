@@ -24,7 +24,7 @@ from typing import NoReturn
 
 import ccm
 from ccm import logs
-from ccm.app import cloudconfig, manager, options, upstreamflags
+from ccm.app import cloudconfig, looplag, manager, options, upstreamflags
 from ccm.cloudprovider import (
     BlockingPool,
     CloudProvider,
@@ -231,7 +231,11 @@ def run(
     ``ccm.app.manager.default_controllers()`` to add to it); ``flag_sets`` adds flags, shown in
     ``--help`` and handed to the controllers (``ControllerContext.flags``) and the provider
     (``InitContext.flags``). The provider's factory may add both as well.
+
+    Raises the cyclic GC's young threshold first (:func:`ccm.app.looplag.raise_gen0_threshold`):
+    the provider's imports, the initial LISTs and the first writes allocate heavily.
     """
+    looplag.raise_gen0_threshold()
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a == "--version" or a.startswith("--version=") for a in args):
         print(f"{prog} {version()}")

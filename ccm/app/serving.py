@@ -8,7 +8,9 @@ withheld``, ``healthz check failed``; ``?verbose``, ``?exclude=name``, ``/health
 HTTPS only, as upstream: with no ``--tls-cert-file``/``--tls-private-key-file`` a self-signed
 certificate for ``localhost`` and ``127.0.0.1`` is generated in memory at start-up. A given pair is
 re-read when the files change (upstream ``DynamicServingCertificateController``), so a rotated
-certificate (cert-manager, a projected Secret) is served without a restart.
+certificate (cert-manager, a projected Secret) is served without a restart. The certificate
+toolkit (:mod:`ccm.certs`, which loads ``cryptography``: ~40 ms of start-up) is imported only to
+generate that certificate.
 
 Checks are mutable after start (upstream ``MutableHealthzHandler``): the manager adds one per
 controller as it starts them. A check added with :meth:`SecureServer.add_healthz_check` serves
@@ -40,7 +42,7 @@ import prometheus_client
 from aiohttp import web
 from prometheus_client import exposition
 
-from ccm import certs, metrics, wellknown
+from ccm import metrics, wellknown
 from ccm.errors import ConfigError
 from ccm.logs import v
 
@@ -89,13 +91,18 @@ def generate_self_signed_cert(
     common_name: str | None = None,
     dns_names: Sequence[str] = ("localhost",),
     ip_addresses: Sequence[str] = ("127.0.0.1",),
-    valid_for: dt.timedelta = certs.DEFAULT_VALIDITY,
+    valid_for: dt.timedelta | None = None,
 ) -> tuple[bytes, bytes]:
     """A self-signed serving certificate and its key, PEM-encoded: ``(cert, key)``.
 
     Like upstream ``GenerateSelfSignedCertKey``: ``CN=localhost@<unix time>``, SANs for the given
-    names and addresses, valid for a year. ECDSA P-256 (instant to generate).
+    names and addresses, valid for ``valid_for`` (default a year, ``ccm.certs.DEFAULT_VALIDITY``).
+    ECDSA P-256 (instant to generate).
     """
+    from ccm import certs  # loads cryptography: only when a certificate is generated
+
+    if valid_for is None:
+        valid_for = certs.DEFAULT_VALIDITY
     now = dt.datetime.now(dt.UTC)
     cn = common_name or f"{dns_names[0] if dns_names else 'localhost'}@{int(now.timestamp())}"
     pair = certs.self_signed(

@@ -10,7 +10,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload
 
 from ccm import clock, dryrun, fencing, logs, metrics, names, wellknown
 from ccm.cloudprovider import LoadBalancerStatus
@@ -44,8 +44,9 @@ class KubeGetter(Protocol):
 
 
 class KubePatcher(Protocol):
-    """``KubeClient.patch``."""
+    """``KubeClient.patch`` (``decode=False``: the result is not decoded, ``None`` returned)."""
 
+    @overload
     async def patch(
         self,
         res: kclient.Resource,
@@ -57,7 +58,23 @@ class KubePatcher(Protocol):
         patch_type: kclient.PatchType = "strategic",
         field_manager: str | None = None,
         force: bool | None = None,
+        decode: Literal[True] = True,
     ) -> dict[str, Any]: ...
+
+    @overload
+    async def patch(
+        self,
+        res: kclient.Resource,
+        name: str,
+        body: Any,
+        *,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        patch_type: kclient.PatchType = "strategic",
+        field_manager: str | None = None,
+        force: bool | None = None,
+        decode: Literal[False],
+    ) -> None: ...
 
 
 class KubeDeleter(Protocol):

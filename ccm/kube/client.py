@@ -31,7 +31,7 @@ import builtins
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import parse_qsl
 
 import orjson
@@ -267,6 +267,7 @@ class KubeClient(rest.RestClient):
         )
         return obj
 
+    @overload
     async def patch(
         self,
         res: Resource,
@@ -278,21 +279,59 @@ class KubeClient(rest.RestClient):
         patch_type: wire.PatchType = "strategic",
         field_manager: str | None = None,
         force: bool | None = None,
-    ) -> dict[str, Any]:
-        """PATCH: strategic merge (default), JSON merge, JSON patch (a list of ops) or apply."""
+        decode: Literal[True] = True,
+    ) -> dict[str, Any]: ...
+
+    @overload
+    async def patch(
+        self,
+        res: Resource,
+        name: str,
+        body: Any,
+        *,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        patch_type: wire.PatchType = "strategic",
+        field_manager: str | None = None,
+        force: bool | None = None,
+        decode: Literal[False],
+    ) -> None: ...
+
+    async def patch(
+        self,
+        res: Resource,
+        name: str,
+        body: Any,
+        *,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        patch_type: wire.PatchType = "strategic",
+        field_manager: str | None = None,
+        force: bool | None = None,
+        decode: bool = True,
+    ) -> dict[str, Any] | None:
+        """PATCH: strategic merge (default), JSON merge, JSON patch (a list of ops) or apply.
+
+        Returns the patched object; with ``decode=False``, ``None``: the response body (a whole
+        Node, managedFields included, for a Node) is read but not decoded, for a caller that does
+        not use the result. An error status raises the same error either way (its ``Status`` body
+        is still decoded).
+        """
         content_type = wire.PATCH_CONTENT_TYPES.get(patch_type)
         if content_type is None:
             raise ValueError(f"unknown patch type {patch_type!r}")
         if patch_type == "apply" and not field_manager:
             raise ValueError("server-side apply needs a field_manager")
         query = wire.query({"fieldManager": field_manager, "force": force})
+        path = res.path(namespace=namespace, name=name, subresource=subresource)
+        raw_body = body if isinstance(body, bytes) else orjson.dumps(body)
+        if not decode:
+            await self._call(
+                "patch", "PATCH", path, query=query, body=raw_body, content_type=content_type
+            )
+            return None
         obj: dict[str, Any] = await self._json(
-            "patch",
-            "PATCH",
-            res.path(namespace=namespace, name=name, subresource=subresource),
-            query=query,
-            body=body if isinstance(body, bytes) else orjson.dumps(body),
-            content_type=content_type,
+            "patch", "PATCH", path, query=query, body=raw_body, content_type=content_type
         )
         return obj
 

@@ -9,10 +9,11 @@ import collections
 import contextlib
 import copy
 import logging
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
+from prometheus_client import Counter, Histogram
 
 from ccm import clock, errors, fencing, metrics
 from ccm.kube import http, ratelimit, wire
@@ -24,6 +25,32 @@ _log = logging.getLogger("ccm.kube.client")
 
 # client-go's rest.Request retries 429s and 5xx responses carrying Retry-After up to 10 times.
 MAX_RETRY_AFTER_RETRIES = 10
+
+_M = TypeVar("_M", Counter, Histogram)
+
+
+class _Children(Generic[_M]):
+    """A metric's labelled children, asked of prometheus_client once per set of label values
+    (its ``labels()`` checks the values and takes a lock on every call; a request touches three
+    children). The ``rest_client_*`` metrics are process-wide and never cleared, and their label
+    sets are few (verbs, methods, status codes, apiservers), so the children are kept."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: _M) -> None:
+        self._metric: _M = metric
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *labels: str) -> _M:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
+
+
+_REQUESTS = _Children(metrics.REST_CLIENT_REQUESTS)
+_REQUEST_DURATION = _Children(metrics.REST_CLIENT_REQUEST_DURATION)
+_RATE_LIMITER_DURATION = _Children(metrics.REST_CLIENT_RATE_LIMITER_DURATION)
 
 
 class RestClient:
@@ -143,12 +170,10 @@ class RestClient:
         try:
             return await self._transport.send(request)
         except errors.KubeError:
-            metrics.REST_CLIENT_REQUESTS.labels("<error>", request.method, host).inc()
+            _REQUESTS("<error>", request.method, host).inc()
             raise
         finally:
-            metrics.REST_CLIENT_REQUEST_DURATION.labels(verb, host).observe(
-                max(0.0, clock.monotonic() - started)
-            )
+            _REQUEST_DURATION(verb, host).observe(max(0.0, clock.monotonic() - started))
 
     async def _send(
         self, verb: str, request: HttpRequest, *, raise_for_status: bool = True
@@ -159,7 +184,7 @@ class RestClient:
         retries = 0
         while True:
             waited = await self._limiter.acquire()
-            metrics.REST_CLIENT_RATE_LIMITER_DURATION.labels(verb, host).observe(waited)
+            _RATE_LIMITER_DURATION(verb, host).observe(waited)
             if waited > 1.0:
                 _log.info(
                     "Waited for %.2fs due to client-side throttling, request: %s:%s",
@@ -180,7 +205,7 @@ class RestClient:
                 self.all_requests_total[verb] += 1
                 started = clock.monotonic()
                 resp = await self._timed_send(request, verb, host, started)
-            metrics.REST_CLIENT_REQUESTS.labels(str(resp.status), request.method, host).inc()
+            _REQUESTS(str(resp.status), request.method, host).inc()
             if resp.status < 400:
                 return resp
             delay = wire.retry_after(resp)

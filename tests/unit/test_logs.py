@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 import logging
 from collections.abc import Iterator
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from ccm import logs
 
@@ -112,3 +115,84 @@ def test_err_field_in_json_and_klog_like_text() -> None:
     except ValueError:
         logging.getLogger("ccm.test").exception("failed")
     assert json.loads(out.getvalue())["err"] == "bad CIDR"
+
+
+def _klog_value_by_json_dumps(val: object) -> str:
+    """The reference: every value through ``json.dumps`` (what text lines always showed)."""
+    if isinstance(val, bool | int | float) or val is None:
+        return json.dumps(val)
+    return json.dumps(str(val), ensure_ascii=False)
+
+
+class _Colour(enum.StrEnum):
+    RED = "red"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Old(str, enum.Enum):  # noqa: UP042 - the str mixin str()s as "_Old.A"
+    A = 'a"b'
+
+
+class _Text(str):
+    pass
+
+
+_VALUES: list[object] = [
+    "",
+    "n1",
+    'say "hi"',
+    "back\\slash",
+    "tab\tnew\nline\rcr\x00nul\x1f\x7f",
+    "ünïcødé 名前 🙂",
+    "\u2028\u2029",
+    "\ud800 lone surrogate",
+    0,
+    -1,
+    2**70,
+    True,
+    False,
+    None,
+    0.5,
+    -0.0,
+    1e300,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    _Colour.RED,
+    _Level.HIGH,
+    _Old.A,
+    _Text('sub"class'),
+    ValueError('boom: "x"\n'),
+    TimeoutError(),
+    ["a", 1],
+    {"k": "v"},
+    ("t",),
+    b"bytes",
+    object,
+]
+
+
+@pytest.mark.parametrize("val", _VALUES, ids=repr)
+def test_klog_values_are_byte_identical_to_json_dumps(val: object) -> None:
+    assert logs._klog_value(val) == _klog_value_by_json_dumps(val)
+
+
+@hypothesis.settings(max_examples=2000, deadline=None)
+@hypothesis.given(
+    st.one_of(
+        st.text(st.characters(codec=None)),
+        st.text(st.characters(max_codepoint=0x7F)),
+        st.integers(),
+        st.floats(),
+        st.booleans(),
+        st.none(),
+        st.lists(st.one_of(st.text(), st.integers()), max_size=3),
+        st.builds(_Text, st.text()),
+        st.builds(RuntimeError, st.text()),
+    )
+)
+def test_klog_values_match_json_dumps_for_any_value(val: object) -> None:
+    assert logs._klog_value(val) == _klog_value_by_json_dumps(val)

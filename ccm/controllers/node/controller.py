@@ -223,7 +223,9 @@ class CloudNodeController:
             return
         name = str(node["metadata"]["name"])
         try:
-            await self._client.patch(kclient.NODES, name, patch, patch_type="strategic")
+            await self._client.patch(
+                kclient.NODES, name, patch, patch_type="strategic", decode=False
+            )
         except NotFoundError:
             return
 
@@ -326,7 +328,7 @@ class CloudNodeController:
         body = {"status": {"addresses": [a.to_dict() for a in desired]}}
         try:
             await self._client.patch(
-                kclient.NODES, name, body, subresource="status", patch_type="merge"
+                kclient.NODES, name, body, subresource="status", patch_type="merge", decode=False
             )
         except NotFoundError:
             return

@@ -120,3 +120,26 @@ async def test_young_collections_are_rarer_once_synced(
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ((700, 10, 10), (GEN0_THRESHOLD, 10, 10)),  # CPython's default: raised from the start
+        ((GEN0_THRESHOLD * 2, 5, 7), (GEN0_THRESHOLD * 2, 5, 7)),  # already higher: kept
+        ((0, 10, 10), (0, 10, 10)),  # collection switched off by the embedder: kept off
+    ],
+)
+def test_the_daemon_raises_the_young_threshold_as_it_starts(
+    before: tuple[int, int, int], after: tuple[int, int, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ccm.app import main as appmain
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*before)
+    try:
+        assert appmain.run(["--version"]) == 0
+        assert gc.get_threshold() == after
+    finally:
+        gc.set_threshold(*thresholds)
+    assert capsys.readouterr().out.startswith("ccm ")

@@ -433,3 +433,23 @@ async def _peer_cert(port: int, ctx: ssl.SSLContext) -> x509.Certificate:
     finally:
         writer.close()
     return x509.load_der_x509_certificate(der)
+
+
+def test_the_daemon_imports_cryptography_only_to_generate_a_certificate() -> None:
+    """Start-up: ``cryptography`` (~40 ms of imports) loads when a self-signed certificate is
+    generated, not when the daemon's modules are imported (a given certificate never needs it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import ccm.cli\n"
+        "print('cryptography' in sys.modules)\n"
+        "from ccm.app import serving\n"
+        "cert, key = serving.generate_self_signed_cert()\n"
+        "print('cryptography' in sys.modules, cert.startswith(b'-----BEGIN CERTIFICATE'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["False", "True", "True"]

@@ -561,3 +561,54 @@ async def test_status_loop_runs_at_most_its_workers_at_once_and_covers_every_nod
     assert sorted(asked) == sorted(f"s{i}" for i in range(30))
     assert loop.time() - start == pytest.approx(8.0)  # ceil(30 / 4) rounds of 1 s
     assert env.node("s7")["status"]["addresses"][0]["address"] == "10.1.0.7"
+
+
+class DecodeRecordingClient(FakeKubeClient):
+    """Records, per Node PATCH, the subresource and whether its answer was asked decoded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patches: list[tuple[str, bool]] = []
+
+    async def patch(  # type: ignore[override]
+        self, res: kclient.Resource, name: str, body: Any, **kw: Any
+    ) -> dict[str, Any] | None:
+        if res is kclient.NODES:
+            self.patches.append((kw.get("subresource") or "", kw.get("decode", True)))
+        result: dict[str, Any] | None = await super().patch(res, name, body, **kw)
+        return result
+
+
+async def test_only_the_patch_whose_answer_is_used_is_decoded() -> None:
+    # The initialisation PATCH's answer feeds the address update and the Event; the status and
+    # label PATCHes' answers (whole Nodes) are dropped, so they are not decoded.
+    client = DecodeRecordingClient()
+    cloud = FakeCloud()
+    cloud.add_instance("node0", addresses=[addr("InternalIP", "10.0.0.1")])
+    client.put_object(kclient.NODES, make_node("node0"))
+    beta = {wellknown.LABEL_ZONE_BETA: "foo", wellknown.LABEL_ZONE: "blah"}
+    client.put_object(kclient.NODES, make_node("node1", tainted=False, labels=beta))
+    informer = kinformer.Informer(client, kclient.NODES)
+    controller = node_controller.CloudNodeController(
+        client=client, nodes=informer, cloud=cloud, recorder=Recorder()
+    )
+    task = asyncio.create_task(informer.run(), name="test/informer")
+    try:
+        await informer.wait_for_sync(timeout=5)
+        await controller.sync_node("node0")
+        assert client.patches == [("", True), ("status", False)]
+        node0 = client.get_object(kclient.NODES, "node0")
+        assert node0 is not None
+        assert node0["status"]["addresses"][0] == {"type": "InternalIP", "address": "10.0.0.1"}
+
+        client.patches.clear()
+        await controller.sync_node("node1")
+        assert client.patches == [("", False)]
+        node1 = client.get_object(kclient.NODES, "node1")
+        assert node1 is not None
+        assert node1["metadata"]["labels"][wellknown.LABEL_ZONE] == "foo"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await client.aclose()

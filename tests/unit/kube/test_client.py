@@ -287,6 +287,38 @@ async def test_a_slow_apiserver_times_out_as_kube_error(server: Server, tmp_path
     assert not isinstance(info.value, errors.ApiError)
 
 
+async def test_a_patch_without_decode_sends_the_same_request_and_leaves_the_body_undecoded(
+    server: Server, kube: kclient.KubeClient
+) -> None:
+    async def not_json(request: web.Request) -> web.StreamResponse:
+        server.bodies.append(await request.read())
+        return web.Response(status=200, body=b"{not json", content_type="application/json")
+
+    server.on("PATCH", "/api/v1/nodes/n/status", not_json)
+    body = {"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}}
+    patched = await kube.patch(
+        kclient.NODES, "n", body, subresource="status", patch_type="merge", decode=False
+    )
+    assert patched is None
+    assert server.seen[-1].headers["Content-Type"] == "application/merge-patch+json"
+    assert orjson.loads(server.bodies[-1]) == body
+    # Decoding the same answer fails: decode=False is what skipped it.
+    with pytest.raises(errors.KubeError, match="malformed JSON"):
+        await kube.patch(kclient.NODES, "n", body, subresource="status", patch_type="merge")
+
+
+@pytest.mark.parametrize("decode", [True, False])
+async def test_a_patch_error_is_the_same_with_or_without_decode(
+    server: Server, kube: kclient.KubeClient, decode: bool
+) -> None:
+    server.json("PATCH", "/api/v1/nodes/gone", status_body(404, "NotFound", "no gone"), 404)
+    with pytest.raises(errors.NotFoundError, match="no gone") as info:
+        await kube.patch(kclient.NODES, "gone", {"a": 1}, decode=decode)  # type: ignore[call-overload]
+    assert info.value.status_code == 404
+    assert info.value.reason == "NotFound"
+    assert info.value.body["message"] == "no gone"
+
+
 async def test_writes_send_json_with_the_right_content_types(
     server: Server, kube: kclient.KubeClient
 ) -> None:
