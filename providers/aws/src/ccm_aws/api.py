@@ -124,6 +124,21 @@ def classify(exc: Exception) -> retry.Verdict | None:
     return None
 
 
+class AWSError(CloudProviderError):
+    """A failed AWS call, with AWS's error code (``LoadBalancerNotFound``...) kept as a field so
+    that callers test the code, typed here at the boundary, instead of unwrapping the botocore
+    exception from ``__cause__``."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def aws_code(exc: BaseException) -> str:
+    """AWS's error code of a failed call (``""`` when the failure was not an AWS error answer)."""
+    return exc.code if isinstance(exc, AWSError) else ""
+
+
 def translate_error(exc: Exception, operation: str) -> Exception:
     """The :mod:`ccm.errors` exception for an exception raised by a boto3 call."""
     if isinstance(exc, botocore.exceptions.ClientError):
@@ -135,7 +150,7 @@ def translate_error(exc: Exception, operation: str) -> Exception:
             )
         if code == INSTANCE_NOT_FOUND_CODE:
             return InstanceNotFoundError(f"{operation}: {code}: {message}")
-        return CloudProviderError(f"AWS {operation} failed: {code}: {message}")
+        return AWSError(f"AWS {operation} failed: {code}: {message}", code=code)
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return CloudProviderError(f"AWS {operation} failed: {exc}")
     return CloudProviderError(f"AWS {operation} failed: {type(exc).__name__}: {exc}")

@@ -36,7 +36,7 @@ from ccm.cloudprovider import LoadBalancerIngress, LoadBalancerStatus, Node, Ser
 from ccm.errors import CloudProviderError
 from ccm_aws import annotations as ann
 from ccm_aws import elbrules, nodegroups
-from ccm_aws.api import AWSApi, error_code
+from ccm_aws.api import AWSApi, aws_code
 from ccm_aws.instances import AWSInstances
 from ccm_aws.lbnetwork import LBNetwork, instance_ids
 from ccm_aws.tags import RESOURCE_LIFECYCLE_OWNED, ClusterTagging
@@ -70,7 +70,7 @@ class ClassicLoadBalancers:
         try:
             found = await self.api.call("elb", "describe_load_balancers", LoadBalancerNames=[name])
         except CloudProviderError as exc:
-            if error_code(exc.__cause__ or exc) == "LoadBalancerNotFound":
+            if aws_code(exc) == "LoadBalancerNotFound":
                 return None
             raise
         descriptions = found.get("LoadBalancerDescriptions") or []
@@ -402,7 +402,7 @@ class ClassicLoadBalancers:
                 "ec2", "describe_security_groups", "SecurityGroups", GroupIds=[group]
             )
         except CloudProviderError as exc:
-            if error_code(exc.__cause__ or exc) == "InvalidGroup.NotFound":
+            if aws_code(exc) == "InvalidGroup.NotFound":
                 return
             raise
         if not found or not self.tagging.cluster_id:

@@ -39,7 +39,7 @@ from ccm.errors import CloudProviderError
 from ccm_aws import annotations as ann
 from ccm_aws import nlbrules
 from ccm_aws.annotations import PortMapping
-from ccm_aws.api import AWSApi, error_code
+from ccm_aws.api import AWSApi, aws_code
 from ccm_aws.elbrules import TAG_SERVICE_NAME
 from ccm_aws.lbnetwork import LBNetwork, instance_ids
 from ccm_aws.tags import RESOURCE_LIFECYCLE_OWNED, ClusterTagging
@@ -114,7 +114,7 @@ class NetworkLoadBalancers:
         try:
             found = await self.api.call("elbv2", "describe_load_balancers", Names=[name])
         except CloudProviderError as exc:
-            if error_code(exc.__cause__ or exc) == "LoadBalancerNotFound":
+            if aws_code(exc) == "LoadBalancerNotFound":
                 return None
             raise
         for lb in found.get("LoadBalancers") or ():
@@ -349,7 +349,7 @@ class NetworkLoadBalancers:
             try:
                 created = await self.api.call("elbv2", "create_target_group", **args)
             except CloudProviderError as exc:
-                if error_code(exc.__cause__ or exc) != "DuplicateTargetGroupName":
+                if aws_code(exc) != "DuplicateTargetGroupName":
                     raise
                 # Made by an earlier try that failed after it (AWS itself answers such a
                 # repeated create with the existing group).
@@ -430,7 +430,7 @@ class NetworkLoadBalancers:
                 "elbv2", "describe_target_groups", "TargetGroups", **params
             )
         except CloudProviderError as exc:
-            if error_code(exc.__cause__ or exc) == "TargetGroupNotFound":
+            if aws_code(exc) == "TargetGroupNotFound":
                 raise _TargetGroupNotFound() from exc
             raise
 
@@ -440,7 +440,7 @@ class NetworkLoadBalancers:
         try:
             await self.api.call("elbv2", "delete_target_group", TargetGroupArn=arn)
         except CloudProviderError as exc:
-            if error_code(exc.__cause__ or exc) != "TargetGroupNotFound":
+            if aws_code(exc) != "TargetGroupNotFound":
                 raise
 
     async def orphans(self, service: Service) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ccm.errors import CloudProviderError
 from ccm_aws.annotations import DEFAULT_HC_PORT, PortMapping
-from ccm_aws.api import AWSApi, error_code
+from ccm_aws.api import AWSApi, aws_code
 from ccm_aws.nodegroups import instance_group
 from ccm_aws.tags import ClusterTagging
 
@@ -137,7 +137,7 @@ async def _authorize(api: AWSApi, group_id: str, rules: set[Rule]) -> None:
             IpPermissions=_api_rules(rules),
         )
     except CloudProviderError as exc:
-        if error_code(exc.__cause__ or exc) != DUPLICATE:
+        if aws_code(exc) != DUPLICATE:
             raise
         for rule in sorted(rules):
             try:
@@ -148,5 +148,5 @@ async def _authorize(api: AWSApi, group_id: str, rules: set[Rule]) -> None:
                     IpPermissions=_api_rules([rule]),
                 )
             except CloudProviderError as one:
-                if error_code(one.__cause__ or one) != DUPLICATE:
+                if aws_code(one) != DUPLICATE:
                     raise

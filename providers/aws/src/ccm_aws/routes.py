@@ -27,7 +27,7 @@ from typing import Any
 
 from ccm.cloudprovider import Route
 from ccm.errors import CloudProviderError
-from ccm_aws.api import AWSApi, error_code
+from ccm_aws.api import AWSApi, aws_code
 from ccm_aws.instances import AWSInstances
 from ccm_aws.tags import ClusterTagging
 
@@ -166,5 +166,5 @@ class AWSRoutes:
                 **_destination_args(route.destination_cidr),
             )
         except CloudProviderError as exc:
-            if error_code(exc.__cause__ or exc) != "InvalidRoute.NotFound":
+            if aws_code(exc) != "InvalidRoute.NotFound":
                 raise

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from ccm_aws.api import MAX_ATTEMPTS, THROTTLE_DELAY
+from ccm_aws.api import MAX_ATTEMPTS, THROTTLE_DELAY, AWSError
 from ccm_aws.provider import factory
 from ccm_aws.testing import cloud_config
 
@@ -96,7 +96,9 @@ async def test_other_aws_errors_are_cloud_provider_errors_naming_the_code(
             await provider.instances_v2().instance_metadata(_node())
     finally:
         await provider.aclose()
-    assert type(caught.value) is CloudProviderError
+    # A ccm error typed at the boundary, with AWS's code as a field (never read from __cause__).
+    assert type(caught.value) is AWSError
+    assert caught.value.code == code
     assert str(caught.value) == f"AWS DescribeInstances failed: {code}: test"
     assert len(ec2_errors.requests) == 1
 
