@@ -10,8 +10,7 @@ from typing import Any
 
 from ccm import logs, names
 from ccm.cloudprovider import CloudProvider
-from ccm.controllers import base
-from ccm.controllers import servicehelpers as helpers
+from ccm.controllers import base, servicehelpers
 from ccm.controllers.base import WorkQueueLoop
 from ccm.controllers.service.nodesync import NodeSync
 from ccm.controllers.service.state import KubeWriter, Recorder
@@ -106,15 +105,17 @@ class ServiceController(ServiceSync, NodeSync):
 
     def _on_service_add(self, svc: Mapping[str, Any]) -> None:
         # needs_cleanup here is the remedy for changes missed while ccm was down.
-        if helpers.wants_load_balancer(svc) or helpers.needs_cleanup(svc):
-            self.service_queue.add(helpers.service_key(svc), low=helpers.is_served(svc))
+        if servicehelpers.wants_load_balancer(svc) or servicehelpers.needs_cleanup(svc):
+            self.service_queue.add(
+                servicehelpers.service_key(svc), low=servicehelpers.is_served(svc)
+            )
 
     def _on_service_update(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-        if helpers.needs_update(old, new) or helpers.needs_cleanup(new):
-            self.service_queue.add(helpers.service_key(new))
+        if servicehelpers.needs_update(old, new) or servicehelpers.needs_cleanup(new):
+            self.service_queue.add(servicehelpers.service_key(new))
 
     def _on_service_delete(self, svc: Mapping[str, Any]) -> None:
-        key = helpers.service_key(svc)
+        key = servicehelpers.service_key(svc)
         if key in self.cache:
             self.service_queue.add(key)
 
@@ -122,7 +123,7 @@ class ServiceController(ServiceSync, NodeSync):
         self.node_queue.add(_name(node))
 
     def _on_node_update(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-        if helpers.should_sync_updated_node(old, new):
+        if servicehelpers.should_sync_updated_node(old, new):
             self.node_queue.add(_name(new))
 
     def _on_node_delete(self, node: Mapping[str, Any]) -> None:

@@ -17,8 +17,7 @@ from typing import Any
 
 from ccm import clock, logs, metrics, wellknown
 from ccm.cloudprovider import Service
-from ccm.controllers import base
-from ccm.controllers import servicehelpers as helpers
+from ccm.controllers import base, servicehelpers
 from ccm.controllers.service.state import ServiceState
 from ccm.errors import ImplementedElsewhereError
 from ccm.kube import workqueue
@@ -63,7 +62,7 @@ class NodeSync(ServiceState):
 
         async def one(svc: Mapping[str, Any]) -> None:
             if await self.node_sync_service(svc):
-                retry.add(helpers.service_key(svc))
+                retry.add(servicehelpers.service_key(svc))
 
         await base.run_bounded(
             (functools.partial(one, svc) for svc in services if svc is not None),
@@ -74,21 +73,21 @@ class NodeSync(ServiceState):
 
     async def node_sync_service(self, svc: Mapping[str, Any]) -> bool:
         """Sync the backends of one Service's load balancer; True when it must be retried."""
-        key = helpers.service_key(svc)
+        key = servicehelpers.service_key(svc)
         async with self._lock(key):
             svc = self.cache.get(key, svc)
             current = self._services.get(key)
             if current is None and key in self.cache:
                 return False  # deleted: the delete path owns its load balancer
-            if not helpers.wants_node_sync(svc) or (
-                current is not None and not helpers.wants_node_sync(current)
+            if not servicehelpers.wants_node_sync(svc) or (
+                current is not None and not servicehelpers.wants_node_sync(current)
             ):
                 return False
-            new_nodes = helpers.stable_node_set(self._nodes.list())
-            old_nodes = helpers.stable_node_set(self.last_synced_nodes.get(key, ()))
+            new_nodes = servicehelpers.stable_node_set(self._nodes.list())
+            old_nodes = servicehelpers.stable_node_set(self.last_synced_nodes.get(key, ()))
             # Stored whether or not the update succeeds: a failure is retried as a full ensure.
             self.last_synced_nodes[key] = new_nodes
-            if helpers.nodes_sufficiently_equal(old_nodes, new_nodes):
+            if servicehelpers.nodes_sufficiently_equal(old_nodes, new_nodes):
                 return False
             _log.log(logs.v(4), "nodeSyncService started for service %s", key)
             try:
@@ -111,7 +110,7 @@ class NodeSync(ServiceState):
     ) -> None:
         start = clock.monotonic()
         metrics.SERVICE_LOADBALANCER_SYNC.inc()
-        key = helpers.service_key(svc)
+        key = servicehelpers.service_key(svc)
         view = Service(svc)
         try:
             _log.log(
@@ -119,7 +118,7 @@ class NodeSync(ServiceState):
                 "Updating backends for load balancer %s with %d nodes: %s",
                 key,
                 len(hosts),
-                helpers.loggable_node_names(hosts),
+                servicehelpers.loggable_node_names(hosts),
             )
             try:
                 await self._call(
@@ -147,7 +146,7 @@ class NodeSync(ServiceState):
                 else:
                     if status is None:
                         return
-                shown = " ".join(helpers.loggable_node_names(hosts))
+                shown = " ".join(servicehelpers.loggable_node_names(hosts))
                 self._event(
                     svc,
                     wellknown.EVENT_WARNING,

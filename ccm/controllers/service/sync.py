@@ -23,8 +23,7 @@ from typing import Any
 
 from ccm import clock, logs, wellknown
 from ccm.cloudprovider import LoadBalancerStatus, Service
-from ccm.controllers import failures
-from ccm.controllers import servicehelpers as helpers
+from ccm.controllers import failures, servicehelpers
 from ccm.controllers.service.state import ServiceState, ServiceSyncError
 from ccm.errors import ImplementedElsewhereError, NotFoundError
 from ccm.kube import client as kclient
@@ -55,7 +54,7 @@ class ServiceSync(ServiceState):
         """Reconcile one Service key (upstream ``syncService``)."""
         start = clock.monotonic()
         try:
-            helpers.split_key(key)
+            servicehelpers.split_key(key)
             svc = self._services.get(key)
             if svc is None:
                 await self._process_service_deletion(key)
@@ -86,7 +85,7 @@ class ServiceSync(ServiceState):
 
     async def _process_load_balancer_delete(self, svc: Mapping[str, Any], key: str) -> None:
         """Delete the load balancer of a Service we no longer see (legacy, cache-based path)."""
-        if not helpers.wants_load_balancer(svc):
+        if not servicehelpers.wants_load_balancer(svc):
             return
         self._event(
             svc,
@@ -125,7 +124,11 @@ class ServiceSync(ServiceState):
                 await self._process_load_balancer_delete(cached, key)
             # Always cache: a delete whose Service is already gone needs this copy.
             self.cache[key] = svc
-            urgent = self.gate.urgent() if not helpers.is_served(svc) else contextlib.nullcontext()
+            urgent = (
+                self.gate.urgent()
+                if not servicehelpers.is_served(svc)
+                else contextlib.nullcontext()
+            )
             try:
                 with urgent:
                     op = await self._sync_load_balancer_if_needed(svc, key)
@@ -144,7 +147,7 @@ class ServiceSync(ServiceState):
         """Upstream ``syncLoadBalancerIfNeeded``: the delete path or the ensure path, each a
         sequence of steps that ends with the Service status."""
         view = Service(svc)
-        if helpers.should_delete_load_balancer(svc):
+        if servicehelpers.should_delete_load_balancer(svc):
             await self._delete_load_balancer_if_exists(svc, view, key)
             # The finalizer goes only once the load balancer is gone.
             try:
@@ -235,7 +238,7 @@ class ServiceSync(ServiceState):
     async def _ensure_load_balancer(
         self, svc: Mapping[str, Any], view: Service, key: str
     ) -> LoadBalancerStatus | None:
-        nodes = helpers.stable_node_set(self._nodes.list())
+        nodes = servicehelpers.stable_node_set(self._nodes.list())
         if not nodes:
             self._event(
                 svc,
@@ -271,21 +274,21 @@ class ServiceSync(ServiceState):
         )
 
     async def _add_finalizer(self, svc: Mapping[str, Any]) -> None:
-        if helpers.has_lb_finalizer(svc):
+        if servicehelpers.has_lb_finalizer(svc):
             return
-        _log.log(logs.v(2), "Adding finalizer to service %s", helpers.service_key(svc))
-        await self._patch(svc, helpers.add_finalizer_patch())
+        _log.log(logs.v(2), "Adding finalizer to service %s", servicehelpers.service_key(svc))
+        await self._patch(svc, servicehelpers.add_finalizer_patch())
 
     async def _remove_finalizer(self, svc: Mapping[str, Any]) -> None:
-        if not helpers.has_lb_finalizer(svc):
+        if not servicehelpers.has_lb_finalizer(svc):
             return
-        _log.log(logs.v(2), "Removing finalizer from service %s", helpers.service_key(svc))
-        await self._patch(svc, helpers.remove_finalizer_patch())
+        _log.log(logs.v(2), "Removing finalizer from service %s", servicehelpers.service_key(svc))
+        await self._patch(svc, servicehelpers.remove_finalizer_patch())
 
     async def _patch_status(
         self, svc: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]
     ) -> None:
-        if helpers.load_balancer_status_equal(previous, new):
+        if servicehelpers.load_balancer_status_equal(previous, new):
             return
-        _log.log(logs.v(2), "Patching status for service %s", helpers.service_key(svc))
-        await self._patch(svc, helpers.status_patch(new))
+        _log.log(logs.v(2), "Patching status for service %s", servicehelpers.service_key(svc))
+        await self._patch(svc, servicehelpers.status_patch(new))
