@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ccm.testing.conformance import suite
+from ccm.testing.conformance import scenarios_routes, suite
 from ccm.testing.conformance.fake_driver import fake_driver_factory
 from ccm.testing.controlplane import ControlPlane
 from ccm.testing.fake_cloud import FakeCapabilities, FakeCloud
@@ -30,8 +30,11 @@ from tests.conformance_broken.non_idempotent_ensure import NonIdempotentEnsure
 from tests.conformance_broken.raises_foreign_error import RaisesForeignError
 from tests.conformance_broken.route_delete_ignores_cluster import RouteDeleteIgnoresCluster
 from tests.conformance_broken.stopped_not_exists import StoppedReportedGone
+from tests.conformance_route_table import RouteTableScopedDriver
 
 pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
 
 CONFIG = suite.SuiteConfig(wait_timeout=15.0)
 
@@ -111,6 +114,73 @@ def test_cli_fails_a_provider_raising_foreign_errors_and_reports_not_offered(
     root = ET.parse(junit).getroot()
     assert root.findall(".//testsuite[@name='load-balancer']/testcase/skipped")
     assert root.findall(".//testsuite[@name='hygiene']/testcase/failure")
+
+
+def test_cli_reports_route_scoping_not_applicable_for_a_route_table_driver(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    junit = tmp_path / "conformance.xml"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ccm",
+            "conformance",
+            "--cloud-provider=fake",
+            "--driver=tests.conformance_route_table:driver_factory",
+            f"--kubeconfig={control_plane.kubeconfig_path}",
+            f"--junit-xml={junit}",
+            "--only=routes",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    reason = scenarios_routes.ROUTE_TABLE_SCOPE
+    assert "routes: passed" in proc.stdout
+    assert "N/A  cluster-name-scoping" in proc.stdout
+    assert f"— not applicable: {reason}" in proc.stdout
+    assert "CONFORMANT: 3 passed, 0 failed, 0 not offered, 1 not applicable" in proc.stdout
+    root = ET.parse(junit).getroot()
+    assert not root.findall(".//failure")
+    cases = {c.get("name"): c.find("skipped") for c in root.iter("testcase")}
+    assert set(cases) == {
+        "round-trip",
+        "idempotent-create-delete",
+        "cluster-name-scoping",
+        "dual-stack",
+    }
+    skipped = {name: s.get("message") for name, s in cases.items() if s is not None}
+    assert skipped == {"cluster-name-scoping": f"not applicable: {reason}"}
+
+
+async def test_route_scope_decides_whether_routes_ignoring_the_cluster_fail(
+    control_plane: ControlPlane,
+) -> None:
+    kubeconfig = str(control_plane.kubeconfig_path)
+    # The default declaration ("cluster-name"): the provider fails the scoping rule.
+    report = await _run(RouteDeleteIgnoresCluster(), "routes", kubeconfig=kubeconfig)
+    assert [(r.scenario, r.rule) for r in report.failures()] == [
+        ("cluster-name-scoping", "route-cluster-scoping")
+    ]
+    # A driver declaring "route-table": that scenario alone is not applicable, the run passes.
+    cloud = RouteDeleteIgnoresCluster()
+    report = await suite.run_suite(
+        cloud, RouteTableScopedDriver(cloud), kubeconfig=kubeconfig, only=["routes"], config=CONFIG
+    )
+    assert report.passed
+    outcomes = {r.scenario: (r.outcome, r.reason) for r in report.results}
+    assert outcomes.pop("cluster-name-scoping") == (
+        "not applicable",
+        scenarios_routes.ROUTE_TABLE_SCOPE,
+    )
+    assert outcomes == dict.fromkeys(
+        ("round-trip", "idempotent-create-delete", "dual-stack"), ("passed", "")
+    )
 
 
 async def _run(provider: FakeCloud, *only: str, kubeconfig: str) -> suite.Report:
@@ -250,3 +320,55 @@ def test_pytest_plugin_turns_scenarios_into_test_items(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{len(suite.SCENARIOS) - 1} passed, 1 skipped" in proc.stdout
+
+
+def test_pytest_plugin_skips_a_not_applicable_scenario_with_the_reason(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    (tmp_path / "conftest.py").write_text(
+        textwrap.dedent(
+            """\
+            import os
+            import pytest
+            from ccm.testing.fake_cloud import FakeCloud
+            from tests.conformance_route_table import RouteTableScopedDriver
+
+            pytest_plugins = ["ccm.testing.conformance.pytest_plugin"]
+
+            @pytest.fixture
+            def conformance_provider():
+                return FakeCloud()
+
+            @pytest.fixture
+            def conformance_driver(conformance_provider):
+                return RouteTableScopedDriver(conformance_provider)
+
+            @pytest.fixture
+            def conformance_kubeconfig():
+                return os.environ["CF_KUBECONFIG"]
+            """
+        )
+    )
+    (tmp_path / "test_my_cloud.py").write_text(
+        "from ccm.testing.conformance.pytest_plugin import test_conformance  # noqa: F401\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k", "routes"),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "CF_KUBECONFIG": str(control_plane.kubeconfig_path),
+            "PYTHONPATH": str(REPO),
+        },
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 passed, 1 skipped" in proc.stdout, proc.stdout
+    assert f"not applicable: {scenarios_routes.ROUTE_TABLE_SCOPE}" in proc.stdout, proc.stdout

@@ -27,6 +27,13 @@ Rules for a driver
   when the provider's own ``get_load_balancer`` lies. Return ``None`` when the driver cannot
   inspect them (the checks that need it then fall back to the provider's own view, and say so).
 * ``max_load_balancer_name_length``: the longest load-balancer name the cloud accepts (default 32).
+* ``route_scope`` (optional, default ``"cluster-name"``): how the cloud scopes a cluster's routes.
+  ``"cluster-name"``: routes carry their cluster, so routes of cluster A are neither listed nor
+  deleted through cluster B (the scenario ``cluster-name-scoping`` checks it). ``"route-table"``:
+  the cloud's routes carry no cluster (EC2, Azure), the route table the provider is configured
+  with is the cluster's scope and ``cluster_name`` only names routes, as upstream;
+  ``cluster-name-scoping`` is then reported "not applicable" with that reason, and every other
+  route scenario is still checked in full. Read through :func:`declared_route_scope`.
 * ``cleanup()`` removes whatever the driver created; the suite calls it at the end, also on
   failure.
 
@@ -47,22 +54,33 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from ccm import errors
 from ccm.cloudprovider import CloudProvider, NodeAddress
 
 __all__ = [
     "DEFAULT_MAX_LOAD_BALANCER_NAME_LENGTH",
+    "DEFAULT_ROUTE_SCOPE",
+    "ROUTE_SCOPES",
     "CloudLoadBalancer",
     "CloudRoute",
     "ConformanceDriver",
     "ConformanceDriverBase",
     "DriverFactory",
     "Machine",
+    "RouteScope",
+    "declared_route_scope",
 ]
 
 #: Upstream's ``DefaultLoadBalancerName`` is cut at 32 characters; most clouds accept at least this.
 DEFAULT_MAX_LOAD_BALANCER_NAME_LENGTH = 32
+
+#: How a cloud scopes a cluster's routes: by the cluster name the routes carry, or by the route
+#: table the provider is configured with (routes carry no cluster; ``cluster_name`` names them).
+RouteScope = Literal["cluster-name", "route-table"]
+ROUTE_SCOPES: tuple[RouteScope, ...] = ("cluster-name", "route-table")
+DEFAULT_ROUTE_SCOPE: RouteScope = "cluster-name"
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -122,6 +140,9 @@ class ConformanceDriver(Protocol):
     #: The longest load-balancer name the cloud accepts.
     max_load_balancer_name_length: int
 
+    # Optional, so not a member of the protocol (a driver written before it stays one):
+    # ``route_scope: RouteScope``, read through :func:`declared_route_scope`.
+
     async def create_machine(self, name: str) -> Machine:
         """Create a running machine for a Node called ``name``; return what its Node needs."""
         ...
@@ -164,6 +185,8 @@ class ConformanceDriverBase:
     """
 
     max_load_balancer_name_length: int = DEFAULT_MAX_LOAD_BALANCER_NAME_LENGTH
+    #: How the cloud scopes a cluster's routes (the module's rules say what each value means).
+    route_scope: RouteScope = DEFAULT_ROUTE_SCOPE
 
     def __init__(self) -> None:
         self.machines: dict[str, Machine] = {}
@@ -197,6 +220,19 @@ class ConformanceDriverBase:
 
 #: ``--driver MODULE:ATTR`` names a driver, or a callable building one from the provider.
 DriverFactory = Callable[[CloudProvider], "ConformanceDriver | Awaitable[ConformanceDriver]"]
+
+
+def declared_route_scope(driver: object | None) -> RouteScope:
+    """The ``route_scope`` a driver declares (``"cluster-name"`` when it declares none, or there is
+    no driver); a value that is not a :data:`RouteScope` is a :class:`~ccm.errors.ConfigError`."""
+    scope = getattr(driver, "route_scope", DEFAULT_ROUTE_SCOPE)
+    for known in ROUTE_SCOPES:
+        if scope == known:
+            return known
+    raise errors.ConfigError(
+        f"conformance driver {describe(driver)}: route_scope {scope!r} is not one of "
+        + ", ".join(repr(s) for s in ROUTE_SCOPES)
+    )
 
 
 def describe(driver: Any) -> str:

@@ -21,9 +21,10 @@ and supply the provider (and, for anything but the fake provider, the driver)::
 ``test_conformance`` is parametrized over every scenario (ids ``<capability>/<scenario>``); each
 item runs one scenario on the real controllers in-process, against the kube-apiserver of the
 ``conformance_kubeconfig`` fixture (default: ccm's session ``control_plane``). A scenario the
-provider does not offer is *skipped* with reason ``not offered: ...`` (never passed); a failure
-names the broken rule. A passed scenario with checks it could not verify in the cloud records them
-as ``unverified`` user properties (in pytest's JUnit XML) and issues an
+provider does not offer is *skipped* with reason ``not offered: ...``, one whose rule the driver
+declares does not hold for its cloud with ``not applicable: ...`` (neither is ever passed); a
+failure names the broken rule. A passed scenario with checks it could not verify in the cloud
+records them as ``unverified`` user properties (in pytest's JUnit XML) and issues an
 :class:`UnverifiedChecksWarning` naming them. Override ``conformance_config`` (a
 :class:`SuiteConfig`) to change bounds. Select a capability with ``-k instances-v2`` etc.
 """
@@ -107,8 +108,8 @@ def test_conformance(
 
     report = asyncio.run(go())
     (result,) = report.results
-    if result.outcome == "not offered":
-        pytest.skip(f"not offered: {result.reason}")
+    if result.outcome in ("not offered", "not applicable"):
+        pytest.skip(f"{result.outcome}: {result.reason}")
     if result.outcome == "failed":
         pytest.fail(result.reason, pytrace=False)
     for check in result.unverified:

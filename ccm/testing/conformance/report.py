@@ -5,6 +5,11 @@ part of it, so the provider's own view was taken) lists them: on its line and in
 (``CONFORMANT (2 checks unverified: ...)``) of the text, and as ``<property name="unverified">``
 elements of its ``<testcase>`` (with a count on its ``<testsuite>``) in the XML. The exit code does
 not change; the wording does.
+
+A scenario is *not offered* (the provider lacks the capability) or *not applicable* (the driver
+declares the rule does not hold for its cloud): marked ``N/A`` with the reason on its line, counted
+in the summary line (``..., 1 not applicable``, shown when there is one), ``<skipped>`` in the XML
+with the reason; neither fails the run.
 """
 
 from __future__ import annotations
@@ -16,15 +21,16 @@ from ccm.testing.conformance.suite import CAPABILITIES, Report, Result
 
 __all__ = ["format_report", "format_result", "write_junit_xml"]
 
-_MARK = {"passed": "PASS", "failed": "FAIL", "not offered": "N/A "}
+_MARK = {"passed": "PASS", "failed": "FAIL", "not offered": "N/A ", "not applicable": "N/A "}
+_SKIPPED = ("not offered", "not applicable")
 
 
 def format_result(result: Result) -> str:
     line = f"  {_MARK[result.outcome]} {result.scenario} ({result.seconds:.1f}s)"
     if result.outcome == "failed":
         line += f"\n       {result.reason}"
-    elif result.outcome == "not offered":
-        line += f" — not offered: {result.reason}"
+    elif result.outcome in _SKIPPED:
+        line += f" — {result.outcome}: {result.reason}"
     for check in result.unverified:
         line += f"\n       unverified: {check}"
     return line
@@ -39,6 +45,8 @@ def format_report(report: Report) -> str:
             continue
         if all(r.outcome == "not offered" for r in results):
             summary = "not offered"
+        elif all(r.outcome == "not applicable" for r in results):
+            summary = "not applicable"
         elif any(r.outcome == "failed" for r in results):
             summary = "FAILED"
         else:
@@ -50,16 +58,19 @@ def format_report(report: Report) -> str:
     unverified = report.unverified()
     if unverified:
         verdict += f" ({len(unverified)} checks unverified: {'; '.join(unverified)})"
+    not_applicable = (
+        f", {counts['not applicable']} not applicable" if counts["not applicable"] else ""
+    )
     lines.append(
         f"{verdict}: {counts['passed']} passed, {counts['failed']} failed, "
-        f"{counts['not offered']} not offered"
+        f"{counts['not offered']} not offered{not_applicable}"
     )
     return "\n".join(lines)
 
 
 def write_junit_xml(report: Report, path: str | Path) -> None:
-    """One <testsuite> per capability; failed → <failure>, not offered → <skipped>, unverified
-    checks → <property name="unverified">."""
+    """One <testsuite> per capability; failed → <failure>, not offered or not applicable →
+    <skipped> with the reason, unverified checks → <property name="unverified">."""
     root = ET.Element("testsuites", name=f"ccm-conformance-{report.provider}")
     for cap, results in report.by_capability().items():
         suite = ET.SubElement(
@@ -68,7 +79,7 @@ def write_junit_xml(report: Report, path: str | Path) -> None:
             name=cap,
             tests=str(len(results)),
             failures=str(sum(r.outcome == "failed" for r in results)),
-            skipped=str(sum(r.outcome == "not offered" for r in results)),
+            skipped=str(sum(r.outcome in _SKIPPED for r in results)),
             errors="0",
             time=f"{sum(r.seconds for r in results):.3f}",
         )
@@ -92,6 +103,6 @@ def write_junit_xml(report: Report, path: str | Path) -> None:
                 ET.SubElement(
                     case, "failure", message=r.reason, type=r.rule or "failure"
                 ).text = r.reason
-            elif r.outcome == "not offered":
-                ET.SubElement(case, "skipped", message=f"not offered: {r.reason}")
+            elif r.outcome in _SKIPPED:
+                ET.SubElement(case, "skipped", message=f"{r.outcome}: {r.reason}")
     Path(path).write_bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))

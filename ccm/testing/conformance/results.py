@@ -10,7 +10,7 @@ from typing import Literal
 from ccm.testing.conformance.observe import DEFAULT_LOOP_HOLD_THRESHOLD, LoopHold
 
 CAPABILITIES = ("instances-v2", "load-balancer", "routes", "hygiene")
-Outcome = Literal["passed", "failed", "not offered"]
+Outcome = Literal["passed", "failed", "not offered", "not applicable"]
 
 
 class RuleViolation(AssertionError):
@@ -40,6 +40,11 @@ def describe_holds(holds: Sequence[LoopHold], threshold: float) -> str:
 
 class NotOffered(Exception):
     """Raised by a scenario when something it needs is not available (driver or provider)."""
+
+
+class NotApplicable(Exception):
+    """Raised by a scenario whose rule does not apply to the cloud, as its driver declares (e.g.
+    routes scoped by the route table, not by the cluster name); the message says why."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,7 +13,10 @@ and needs no packaging of the provider.
 
 Each scenario belongs to a capability (``instances-v2``, ``load-balancer``, ``routes``, ``hygiene``)
 and checks one or more *rules*; a failure names the rule it broke (:class:`RuleViolation`). A
-capability the provider does not offer is reported ``not offered``. A failed scenario during which a
+capability the provider does not offer is reported ``not offered``; a rule the driver declares does
+not hold for its cloud (``route_scope = "route-table"``: routes scoped by the configured route
+table, not by the cluster name) is reported ``not applicable`` with the reason, for that scenario
+only. Neither is ever ``passed``, and neither fails the run. A failed scenario during which a
 provider call held the event loop is reported as that hold (rule ``does-not-block-event-loop``,
 naming the method, the task and the time), with the symptom it caused after it: a blocked loop makes
 unrelated waits and timeouts fail, and the symptom alone would point at the wrong place. A check
@@ -43,12 +46,13 @@ from ccm.testing.conformance import (
     scenarios_routes,
 )
 from ccm.testing.conformance.context import Context, node_view, service_view
-from ccm.testing.conformance.driver import ConformanceDriver
+from ccm.testing.conformance.driver import ConformanceDriver, declared_route_scope
 from ccm.testing.conformance.observe import LoopHold, ObservedProvider, Observer
 from ccm.testing.conformance.registry import SCENARIOS, Scenario, scenario
 from ccm.testing.conformance.results import (
     BLOCKING_RULE,
     CAPABILITIES,
+    NotApplicable,
     NotOffered,
     Outcome,
     Report,
@@ -65,6 +69,7 @@ __all__ = [
     "Context",
     "LoadBalancerStatus",
     "LoopHold",
+    "NotApplicable",
     "NotOffered",
     "ObservedProvider",
     "Observer",
@@ -134,6 +139,8 @@ async def play_scenario(
         outcome = "passed"
     except NotOffered as exc:
         outcome, reason = "not offered", str(exc)
+    except NotApplicable as exc:
+        outcome, reason = "not applicable", str(exc)
     except RuleViolation as exc:
         rule, reason = exc.rule, str(exc)
     except TimeoutError:
@@ -188,6 +195,7 @@ async def run_suite(
         raise errors.ConfigError(
             f"--only: unknown capability {sorted(unknown)[0]!r} (one of {', '.join(CAPABILITIES)})"
         )
+    declared_route_scope(driver)  # a bad declaration is a usage error, before anything runs
     selected = sorted(
         (s for s in (scenarios or SCENARIOS) if s.capability in wanted),
         key=lambda s: CAPABILITIES.index(s.capability),

@@ -14,7 +14,7 @@ import pytest
 from ccm import cli as appmain
 from ccm import errors
 from ccm.cloudprovider import CloudProvider, Route
-from ccm.testing.conformance import cli, driver, suite
+from ccm.testing.conformance import cli, driver, scenarios_routes, suite
 from ccm.testing.conformance.fake_driver import FakeCloudDriver, fake_driver_factory
 from ccm.testing.conformance.report import format_report, write_junit_xml
 from ccm.testing.fake_cloud import FakeCapabilities, FakeCloud, FakeCloudStatus
@@ -31,6 +31,7 @@ from tests.conformance_broken.raises_foreign_error import RaisesForeignError
 from tests.conformance_broken.route_delete_ignores_cluster import RouteDeleteIgnoresCluster
 from tests.conformance_broken.stopped_not_exists import StoppedReportedGone
 from tests.conformance_broken.swallows_cancellation import SwallowsCancellation
+from tests.conformance_route_table import RouteTableScopedDriver
 
 # Scenarios that talk only to the provider and the driver (no Kubernetes objects).
 DIRECT = [
@@ -215,6 +216,65 @@ async def test_capability_not_offered_is_reported_not_passed(
         await _scenario(name).fn(_ctx(FakeCloud(capabilities=capabilities)))
 
 
+class RouteDeleteDoesNothing(FakeCloud):
+    """delete_route succeeds and leaves the route in place."""
+
+    async def delete_route(self, cluster_name: str, route: Route) -> None:
+        return None
+
+
+async def test_route_table_scoped_driver_gets_cluster_scoping_not_applicable() -> None:
+    cloud = RouteDeleteIgnoresCluster()
+    ctx = _ctx(cloud, RouteTableScopedDriver(cloud))
+    result = await suite.play_scenario(_scenario("cluster-name-scoping"), ctx)
+    assert (result.outcome, result.rule) == ("not applicable", "")
+    assert result.reason == (
+        "routes are scoped by the route table the provider is configured with; "
+        "cluster_name only names them, as upstream"
+    )
+    assert cloud.call_count("create-route") == 0
+    # The same provider with a driver that declares nothing: the full check, which it fails.
+    cloud = RouteDeleteIgnoresCluster()
+    result = await suite.play_scenario(_scenario("cluster-name-scoping"), _ctx(cloud))
+    assert (result.outcome, result.rule) == ("failed", "route-cluster-scoping")
+
+
+@pytest.mark.parametrize("name", ["round-trip", "idempotent-create-delete", "dual-stack"])
+async def test_route_table_scoped_driver_keeps_the_other_route_scenarios(name: str) -> None:
+    cloud = FakeCloud()
+    result = await suite.play_scenario(_scenario(name), _ctx(cloud, RouteTableScopedDriver(cloud)))
+    assert result.outcome == "passed", result.reason
+    assert cloud.call_count("create-route") >= 1
+
+
+async def test_route_table_scoped_driver_still_fails_a_route_left_after_delete() -> None:
+    cloud = RouteDeleteDoesNothing()
+    ctx = _ctx(cloud, RouteTableScopedDriver(cloud))
+    result = await suite.play_scenario(_scenario("round-trip"), ctx)
+    assert (result.outcome, result.rule) == ("failed", "route-round-trip")
+
+
+def test_declared_route_scope() -> None:
+    assert driver.declared_route_scope(None) == "cluster-name"
+    assert driver.declared_route_scope(object()) == "cluster-name"
+    assert driver.declared_route_scope(FakeCloudDriver(FakeCloud())) == "cluster-name"
+    assert driver.declared_route_scope(RouteTableScopedDriver(FakeCloud())) == "route-table"
+
+    class Tagged(FakeCloudDriver):
+        route_scope = "tags"  # type: ignore[assignment]
+
+    with pytest.raises(errors.ConfigError, match="route_scope 'tags' is not one of"):
+        driver.declared_route_scope(Tagged(FakeCloud()))
+
+
+async def test_run_suite_refuses_an_unknown_route_scope_before_running() -> None:
+    class Tagged(FakeCloudDriver):
+        route_scope = "tags"  # type: ignore[assignment]
+
+    with pytest.raises(errors.ConfigError, match="route_scope"):
+        await suite.run_suite(FakeCloud(), Tagged(FakeCloud()), kubeconfig="unused")
+
+
 async def test_scenarios_needing_machines_fail_without_a_driver() -> None:
     with pytest.raises(suite.RuleViolation, match=r"\[driver-required\]"):
         await _scenario("stopped-instance-exists").fn(_ctx(FakeCloud(), None))
@@ -361,6 +421,47 @@ def test_not_offered_alone_is_still_conformant() -> None:
         results=[suite.Result(capability="routes", scenario="c", outcome="not offered")],
     )
     assert report.passed
+
+
+def _not_applicable_report() -> suite.Report:
+    return suite.Report(
+        provider="demo",
+        results=[
+            suite.Result(capability="routes", scenario="round-trip", outcome="passed"),
+            suite.Result(
+                capability="routes",
+                scenario="cluster-name-scoping",
+                outcome="not applicable",
+                reason=scenarios_routes.ROUTE_TABLE_SCOPE,
+            ),
+        ],
+    )
+
+
+def test_report_text_counts_not_applicable_apart_and_passes() -> None:
+    report = _not_applicable_report()
+    assert report.passed
+    text = format_report(report)
+    assert "routes: passed" in text
+    assert (
+        f"N/A  cluster-name-scoping (0.0s) — not applicable: {scenarios_routes.ROUTE_TABLE_SCOPE}"
+        in text
+    )
+    assert text.endswith("CONFORMANT: 1 passed, 0 failed, 0 not offered, 1 not applicable")
+    # A run without one keeps its summary line.
+    assert format_report(_report()).endswith("NOT CONFORMANT: 1 passed, 1 failed, 1 not offered")
+
+
+def test_junit_xml_skips_not_applicable_with_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "r.xml"
+    write_junit_xml(_not_applicable_report(), path)
+    root = ET.parse(path).getroot()
+    (routes,) = root.iter("testsuite")
+    assert (routes.get("skipped"), routes.get("failures")) == ("1", "0")
+    skipped = root.find(".//testcase[@name='cluster-name-scoping']/skipped")
+    assert skipped is not None
+    assert skipped.get("message") == f"not applicable: {scenarios_routes.ROUTE_TABLE_SCOPE}"
+    assert root.find(".//testcase[@name='round-trip']/skipped") is None
 
 
 def test_junit_xml(tmp_path: Path) -> None:
