@@ -14,12 +14,20 @@ with the reason; neither fails the run.
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 
 from ccm.testing.conformance.suite import CAPABILITIES, Report, Result
 
-__all__ = ["format_report", "format_result", "write_junit_xml"]
+__all__ = [
+    "JUnitOutcomes",
+    "format_report",
+    "format_result",
+    "read_junit_xml",
+    "write_junit_xml",
+]
 
 _MARK = {"passed": "PASS", "failed": "FAIL", "not offered": "N/A ", "not applicable": "N/A "}
 _SKIPPED = ("not offered", "not applicable")
@@ -106,3 +114,31 @@ def write_junit_xml(report: Report, path: str | Path) -> None:
             elif r.outcome in _SKIPPED:
                 ET.SubElement(case, "skipped", message=f"{r.outcome}: {r.reason}")
     Path(path).write_bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JUnitOutcomes:
+    """What :func:`read_junit_xml` found, by scenario name: the passed ones, and the message of
+    each failed or skipped (not offered, not applicable) one."""
+
+    passed: frozenset[str]
+    failed: Mapping[str, str]
+    skipped: Mapping[str, str]
+
+
+def read_junit_xml(path: str | Path) -> JUnitOutcomes:
+    """The outcome of every scenario in a file :func:`write_junit_xml` wrote (for a provider's own
+    CI checks of a ``ccm conformance --junit-xml`` run)."""
+    passed: set[str] = set()
+    failed: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for case in ET.parse(path).iter("testcase"):
+        name = str(case.get("name"))
+        failure, skip = case.find("failure"), case.find("skipped")
+        if failure is not None:
+            failed[name] = str(failure.get("message", ""))
+        elif skip is not None:
+            skipped[name] = str(skip.get("message", ""))
+        else:
+            passed.add(name)
+    return JUnitOutcomes(passed=frozenset(passed), failed=failed, skipped=skipped)

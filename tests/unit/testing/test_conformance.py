@@ -16,7 +16,7 @@ from ccm import errors
 from ccm.cloudprovider import CloudProvider, Route
 from ccm.testing.conformance import cli, driver, scenarios_routes, suite
 from ccm.testing.conformance.fake_driver import FakeCloudDriver, fake_driver_factory
-from ccm.testing.conformance.report import format_report, write_junit_xml
+from ccm.testing.conformance.report import format_report, read_junit_xml, write_junit_xml
 from ccm.testing.fake_cloud import FakeCapabilities, FakeCloud, FakeCloudStatus
 from tests.conformance_broken.batch_wrong_answers import (
     BatchDropsLastAnswer,
@@ -462,6 +462,15 @@ def test_junit_xml_skips_not_applicable_with_the_reason(tmp_path: Path) -> None:
     assert skipped is not None
     assert skipped.get("message") == f"not applicable: {scenarios_routes.ROUTE_TABLE_SCOPE}"
     assert root.find(".//testcase[@name='round-trip']/skipped") is None
+
+
+def test_junit_xml_reads_back_each_scenarios_outcome(tmp_path: Path) -> None:
+    path = tmp_path / "r.xml"
+    write_junit_xml(_report(), path)
+    got = read_junit_xml(path)
+    assert got.passed == {"a"}
+    assert got.failed == {"b": "[ensure-idempotent] two load balancers"}
+    assert got.skipped == {"c": "not offered: no routes"}
 
 
 def test_junit_xml(tmp_path: Path) -> None:

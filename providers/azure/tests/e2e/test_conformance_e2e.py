@@ -13,13 +13,13 @@ import os
 import re
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from ccm_azure.testing.arm import serve_in_thread
 from ccm_azure.testing.world import AzureWorld, azure_json
 
+from ccm.testing.conformance.report import read_junit_xml
 from ccm.testing.conformance.scenarios_routes import ROUTE_TABLE_SCOPE
 from ccm.testing.controlplane import ControlPlane
 
@@ -98,16 +98,11 @@ def test_ccm_conformance_passes_the_azure_provider_route_scoping_not_applicable(
         assert summary, out[-4000:]
         assert "N/A  cluster-name-scoping" in out
         assert f"— not applicable: {ROUTE_TABLE_SCOPE}" in out
-        cases = {
-            str(c.get("name")).rsplit("/", 1)[-1].rsplit(".", 1)[-1]: c
-            for c in ET.parse(junit).iter("testcase")
-        }
-        passed = {n for n, c in cases.items() if {x.tag for x in c} <= {"system-out"}}
-        skipped = {n: s.get("message") for n, c in cases.items() for s in c.iter("skipped")}
-        assert not [c for c in cases.values() if c.find("failure") is not None], sorted(cases)
-        assert passed == INSTANCE_SCENARIOS | LB_SCENARIOS | ROUTE_SCENARIOS | HYGIENE_SCENARIOS, (
-            sorted(cases)
-        )
-        assert len(passed) == int(summary[1])
-        assert skipped == {"cluster-name-scoping": f"not applicable: {ROUTE_TABLE_SCOPE}"}
+        cases = read_junit_xml(junit)
+        assert not cases.failed, cases
+        assert cases.passed == (
+            INSTANCE_SCENARIOS | LB_SCENARIOS | ROUTE_SCENARIOS | HYGIENE_SCENARIOS
+        ), cases
+        assert len(cases.passed) == int(summary[1])
+        assert cases.skipped == {"cluster-name-scoping": f"not applicable: {ROUTE_TABLE_SCOPE}"}
         assert arm.tokens_issued >= 1
