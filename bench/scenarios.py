@@ -63,7 +63,8 @@ def node_init(
         if leader_lease:
             startup = StartupProbe(api, lease=leader_lease, tag=tag, started=started, pid=proc.pid)
             startup.start()
-        probe = LagProbe(side.port) if side.name == "ccm" else None
+        # Both sides answer the same probe: its CPU cost is on both bills.
+        probe = LagProbe(side.port)
         if probe is not None:
             probe.start()
         if profile and side.name == "ccm":
@@ -75,8 +76,7 @@ def node_init(
                     "--pid",
                     str(proc.pid),
                     "--rate",
-                    "50",
-                    "--nonblocking",
+                    "200",
                     "--gil",  # only the thread holding the GIL: CPU, not waits in epoll/send
                     "--format",
                     "raw",
@@ -108,7 +108,7 @@ def node_init(
             probe.stop.set()
             probe.join(timeout=10)
             result["healthz_rtt"] = probe.summary()
-            if side.metrics_token:
+            if side.name == "ccm" and side.metrics_token:
                 result["event_loop_lag"] = event_loop_lag(side.port, side.metrics_token)
         if startup is not None:
             startup.stop.set()

@@ -69,8 +69,8 @@ class Side:
             ]
         else:
             common.append("--leader-elect=false")
+        self.port = free_port()
         if self.name == "ccm":
-            self.port = free_port()
             config = self.work / "fake-cloud.yaml"
             config.write_text(
                 json.dumps(
@@ -109,7 +109,10 @@ class Side:
                 else [f"--fake-ensure-latency={int(self.ensure * 1000)}ms"]
             ),
             *([f"--fake-qps={self.cloud_qps}", "--fake-burst=1"] if self.cloud_qps else []),
-            "--secure-port=0",
+            # Served like ccm's, so both answer the same /healthz probe (bench.metrics.LagProbe).
+            f"--secure-port={self.port}",
+            "--bind-address=127.0.0.1",
+            "--authentication-skip-lookup=true",
             "--webhook-secure-port=0",
         ]
 

@@ -12,7 +12,10 @@ Modules (import the module, then use its names: ``from ccm.kube import client``)
 * :mod:`ccm.kube.transport` — the :class:`~ccm.kube.transport.Transport` interface.
 * :mod:`ccm.kube.kubeconfig` — kubeconfig files and the in-cluster service account, read once.
 * :mod:`ccm.kube.auth` — tokens, rotating token files, basic auth, credential plugins.
-* :mod:`ccm.kube.http` — the aiohttp transport with its TLS context.
+* :mod:`ccm.kube.dial` — connecting: configuration, credentials, and the transport that suits them.
+* :mod:`ccm.kube.h1` — the transport: HTTP/1.1 keep-alive connections parsed by httptools.
+* :mod:`ccm.kube.http` — the aiohttp transport, used when a proxy is in the way.
+* :mod:`ccm.kube.tls` — the TLS context of a connection (CA, client certificate).
 * :mod:`ccm.kube.credentials` — one ServiceAccount identity per controller.
 * :mod:`ccm.kube.informer` — LIST+WATCH caches with event handlers.
 * :mod:`ccm.kube.workqueue` — client-go style work queues and rate limiters.

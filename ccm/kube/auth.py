@@ -3,7 +3,7 @@
 ccm implements the credentials a cloud controller manager meets in practice: a bearer ``token``,
 a ``tokenFile`` (and the in-cluster service-account token) re-read every minute as client-go's
 cached file token source does, and ``username``/``password``. Client certificates are TLS, not a
-header (:mod:`ccm.kube.http`).
+header (:mod:`ccm.kube.tls`).
 
 Exec credential plugins and legacy ``auth-provider`` entries (gcp, oidc) are delegated to
 kubernetes_asyncio's public kubeconfig loader (``kubernetes_asyncio.config.load_kube_config``),

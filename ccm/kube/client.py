@@ -10,11 +10,12 @@ Layers::
     KubeClient            paths and verbs
       └── RestClient      throttling, retries, fencing, dry run, errors, counters (ccm.kube.rest)
             └── Transport sends one HTTP request (ccm.kube.transport)
-                  ├── AiohttpTransport  aiohttp, TLS, credentials (ccm.kube.http; connect())
+                  ├── H1Transport       HTTP/1.1 + httptools, TLS, credentials (ccm.kube.h1)
+                  ├── AiohttpTransport  the same through a proxy (ccm.kube.http)
                   └── FakeApiServer     in-memory apiserver for unit tests (ccm.kube.fake)
 
 :meth:`KubeClient.connect` reads the configuration with :mod:`ccm.kube.kubeconfig` and the
-credentials with :mod:`ccm.kube.auth`.
+credentials with :mod:`ccm.kube.auth`, and :mod:`ccm.kube.dial` picks the transport.
 
 Errors: an HTTP error status raises the :class:`ccm.errors.ApiError` subclass for its ``Status``
 (404 → ``NotFoundError``, 409 → ``ConflictError``/``AlreadyExistsError``, 410 → ``GoneError`` …); an

@@ -1,23 +1,15 @@
-"""The network transport: aiohttp, the TLS context and the credentials of one :class:`Connection`.
-
-Built from a :class:`ccm.kube.kubeconfig.Connection` and its :class:`ccm.kube.auth.Credentials`:
-one connection pool (100 connections, as kubernetes_asyncio's default) with a TLS context trusting
-the cluster's CA (or the system's), presenting the client certificate if there is one, checking
-the server's name against ``tls-server-name`` when set, and not verifying at all with
-``insecure-skip-tls-verify``. A proxy is ``proxy-url`` or, as client-go's
-``ProxyFromEnvironment``, the environment's proxy for the apiserver URL, resolved once (aiohttp's
-per-request lookup reads ``~/.netrc`` in a thread on every request).
+"""The transport through a proxy: aiohttp, when the apiserver is reached through ``proxy-url``
+or, as client-go's ``ProxyFromEnvironment``, the environment's proxy for the apiserver URL
+(resolved once: aiohttp's per-request lookup reads ``~/.netrc`` in a thread on every request).
+Without a proxy ccm uses :class:`ccm.kube.h1.H1Transport` (:func:`ccm.kube.dial.connect_transport`
+chooses). One connection pool (100 connections, as kubernetes_asyncio's default) with the TLS
+context of :func:`ccm.kube.tls.ssl_context`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import logging
-import os
 import ssl
-import tempfile
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -25,7 +17,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from ccm import errors
-from ccm.kube import auth, kubeconfig
+from ccm.kube import auth, kubeconfig, tls
 from ccm.kube.transport import (
     BufferedResponse,
     HttpRequest,
@@ -35,57 +27,13 @@ from ccm.kube.transport import (
     describe,
 )
 
-__all__ = ["AiohttpTransport", "connect_transport", "ssl_context"]
+__all__ = ["AiohttpTransport"]
 
-_log = logging.getLogger("ccm.kube.client")
 
 #: Connections per apiserver (kubernetes_asyncio's ``connection_pool_maxsize``).
 POOL_SIZE = 100
 #: Watch events of large objects exceed aiohttp's default read buffer (etcd allows 1.5 MiB).
 READ_BUFSIZE = 2**21
-
-
-@contextlib.contextmanager
-def _pem_file(data: bytes) -> Iterator[str]:
-    """``data`` in a private temporary file for as long as ``ssl`` needs a path."""
-    fd, path = tempfile.mkstemp(prefix="ccm-", suffix=".pem")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        yield path
-    finally:
-        os.unlink(path)
-
-
-def ssl_context(
-    conn: kubeconfig.Connection, *, cert_file: str | None = None, key_file: str | None = None
-) -> ssl.SSLContext:
-    """The TLS context of ``conn`` (``cert_file``/``key_file``: a plugin's client certificate).
-
-    Raises :class:`ccm.errors.ConfigError` naming the field whose content ``ssl`` refused.
-    """
-    field = "certificate-authority"
-    try:
-        if conn.ca_data is not None:
-            field += "-data"
-            context = ssl.create_default_context(cadata=conn.ca_data.decode("ascii", "replace"))
-        else:
-            context = ssl.create_default_context(cafile=conn.ca_file)
-        field = "client-certificate/client-key"
-        cert, key = conn.cert_file or cert_file, conn.key_file or key_file
-        with contextlib.ExitStack() as stack:
-            if conn.cert_data is not None:
-                cert = stack.enter_context(_pem_file(conn.cert_data))
-            if conn.key_data is not None:
-                key = stack.enter_context(_pem_file(conn.key_data))
-            if cert is not None:
-                context.load_cert_chain(cert, keyfile=key)
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise errors.ConfigError(f"{conn.where}: {field}: {describe(exc)}") from exc
-    if conn.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class _AiohttpStream(HttpResponse):
@@ -127,14 +75,12 @@ class AiohttpTransport(Transport):
         self.connection = conn
         self.credentials = credentials if credentials is not None else auth.NoCredentials()
         self._connect_timeout = connect_timeout
-        cert = key = None
-        if isinstance(self.credentials, auth.PluginCredentials):
-            cert, key = self.credentials.cert_file, self.credentials.key_file
-        tls: ssl.SSLContext | bool = True
+        context: ssl.SSLContext | bool = True
         if self.host.startswith("https"):
-            tls = ssl_context(conn, cert_file=cert, key_file=key)
+            cert, key = tls.client_certificate(self.credentials)
+            context = tls.ssl_context(conn, cert_file=cert, key_file=key)
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=POOL_SIZE, ssl=tls),
+            connector=aiohttp.TCPConnector(limit=POOL_SIZE, ssl=context),
             trust_env=False,
             read_bufsize=READ_BUFSIZE,
         )
@@ -198,19 +144,9 @@ class AiohttpTransport(Transport):
     def with_bearer_token(self, token: str) -> TokenTransport:
         """A new connection pool to the same apiserver, trusting the same CA, that presents only
         ``token`` (a client certificate would win over the token at the apiserver)."""
-        conn = dataclasses.replace(
-            self.connection,
-            cert_file=None,
-            cert_data=None,
-            key_file=None,
-            key_data=None,
-            token=None,
-            token_file=None,
-            username=None,
-            password=None,
-            plugin=None,
+        return _AiohttpTokenTransport(
+            self.connection.without_credentials(), token, connect_timeout=self._connect_timeout
         )
-        return _AiohttpTokenTransport(conn, token, connect_timeout=self._connect_timeout)
 
 
 class _AiohttpTokenTransport(AiohttpTransport, TokenTransport):
@@ -220,23 +156,3 @@ class _AiohttpTokenTransport(AiohttpTransport, TokenTransport):
 
     def set_token(self, token: str) -> None:
         self._token.token = token
-
-
-async def connect_transport(
-    *, kubeconfig_path: str | None, context: str | None, master: str | None, connect_timeout: float
-) -> AiohttpTransport:
-    """Load the configuration (see :meth:`ccm.kube.client.KubeClient.connect`) and open a pool."""
-    if kubeconfig_path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        conn = kubeconfig.in_cluster()
-        _log.info("Using in-cluster configuration")
-    else:
-        paths, label = kubeconfig.kubeconfig_paths(kubeconfig_path)
-        if kubeconfig_path is None and master and not kubeconfig.any_exists(paths):
-            conn = kubeconfig.master_only(master)  # upstream: --master alone, no credentials
-        else:
-            conn = kubeconfig.load_kubeconfig(paths, label, context=context, master=master)
-            _log.info("Using kubeconfig %s", label)
-    if master:
-        conn = conn.with_server(master)
-    credentials = await auth.credentials_for(conn)
-    return AiohttpTransport(conn, credentials, connect_timeout=connect_timeout)

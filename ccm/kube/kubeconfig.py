@@ -71,6 +71,21 @@ class Connection:
     files: tuple[str, ...] = ()
     context: str | None = None
 
+    def without_credentials(self) -> Connection:
+        """The same server and trust, with no client certificate, token, password or plugin."""
+        return dataclasses.replace(
+            self,
+            cert_file=None,
+            cert_data=None,
+            key_file=None,
+            key_data=None,
+            token=None,
+            token_file=None,
+            username=None,
+            password=None,
+            plugin=None,
+        )
+
     def with_server(self, server: str) -> Connection:
         """The same connection to another URL (``--master``)."""
         return dataclasses.replace(self, server=server.rstrip("/"))

@@ -16,7 +16,7 @@ import orjson
 from prometheus_client import Counter, Histogram
 
 from ccm import clock, errors, fencing, metrics
-from ccm.kube import http, ratelimit, wire
+from ccm.kube import dial, ratelimit, wire
 from ccm.kube.transport import HttpRequest, HttpResponse, Transport
 
 __all__ = ["MAX_RETRY_AFTER_RETRIES", "RestClient"]
@@ -95,7 +95,7 @@ class RestClient:
         URL (upstream ``--master``). Nothing is sent until the first request. Raises
         :class:`ccm.errors.ConfigError` for a missing, unreadable or malformed configuration.
         """
-        transport = await http.connect_transport(
+        transport = await dial.connect_transport(
             kubeconfig_path=kubeconfig,
             context=context,
             master=master,

@@ -1,7 +1,8 @@
 """How ccm's client sends one HTTP request: the :class:`Transport` interface and its values.
 
-A :class:`Transport` sends to one apiserver; :class:`ccm.kube.http.AiohttpTransport` does it over
-the network and :class:`ccm.kube.fake.FakeApiServer` in memory, for unit tests.
+A :class:`Transport` sends to one apiserver; :class:`ccm.kube.h1.H1Transport` does it over the
+network (:class:`ccm.kube.http.AiohttpTransport` through a proxy) and
+:class:`ccm.kube.fake.FakeApiServer` in memory, for unit tests.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ccm import certs, errors
-from ccm.kube import auth, http, kubeconfig
+from ccm.kube import auth, kubeconfig, tls
 from ccm.kube import client as kclient
 
 
@@ -398,10 +398,10 @@ def test_a_certificate_ssl_refuses_is_a_config_error_naming_the_field(tmp_path: 
     with pytest.raises(
         errors.ConfigError, match=r"^kubeconfig kc: client-certificate/client-key: "
     ):
-        http.ssl_context(conn)
+        tls.ssl_context(conn)
     conn = kubeconfig.Connection(where="kubeconfig kc", server="https://k", ca_data=b"junk")
     with pytest.raises(errors.ConfigError, match=r"^kubeconfig kc: certificate-authority-data: "):
-        http.ssl_context(conn)
+        tls.ssl_context(conn)
 
 
 def test_a_plain_kubeconfig_never_imports_kubernetes_asyncio(tmp_path: Path) -> None:
