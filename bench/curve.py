@@ -42,7 +42,7 @@ NO_APF = [
 
 
 #: NodePorts for more LoadBalancer Services than the default range (30000-32767) holds.
-NODE_PORTS = ["--service-node-port-range=20000-32767"]
+NODE_PORTS = ["--service-node-port-range=10000-32767"]
 
 
 def _sizes(text: str) -> list[int]:

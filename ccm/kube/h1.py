@@ -63,7 +63,7 @@ class _Response(HttpResponse):
         self.status = 0
         self.headers: dict[str, str] = {}
         self.what = what
-        self.deadline: float | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self.received = False  # any byte of the answer
         self.keep_alive = False
         self._conn: _Connection | None = conn
@@ -99,13 +99,32 @@ class _Response(HttpResponse):
     def complete(self) -> None:
         self._complete = True
         self._conn = None
+        self._stop_expiry()
         self._wake()
 
+    def expire_at(self, deadline: float | None) -> None:
+        """Fail the rest of the body at ``deadline`` (one timer, not one per chunk awaited)."""
+        if deadline is not None and not self._complete and self._error is None:
+            self._expiry = self._loop.call_at(deadline, self._expire)
+
+    def _stop_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    def _expire(self) -> None:
+        self._expiry = None
+        conn = self._conn
+        if conn is not None and not self._complete:
+            conn.abort()
+            self.fail(TimeoutError())
+
     def fail(self, exc: BaseException) -> None:
-        if self._complete:
-            return
+        if self._complete or self._error is not None:
+            return  # the first cause stays
         self._error = exc
         self._conn = None
+        self._stop_expiry()
         if not self._headers_done.done():
             self._headers_done.set_exception(exc)
             self._headers_done.exception()  # raised to whoever awaits it; never "unretrieved"
@@ -131,10 +150,7 @@ class _Response(HttpResponse):
                 raise errors.KubeError(f"{self.what}: {describe(self._error)}") from self._error
             self._waiter = self._loop.create_future()
             try:
-                async with asyncio.timeout_at(self.deadline):
-                    await self._waiter
-            except TimeoutError as exc:
-                raise errors.KubeError(f"{self.what}: timed out") from exc
+                await self._waiter
             finally:
                 self._waiter = None
 
@@ -612,7 +628,7 @@ class H1Transport(Transport):
                     await resp.aclose()
                 raise
             assert resp is not None
-            resp.deadline = deadline
+            resp.expire_at(deadline)
             return resp
 
     async def send(self, request: HttpRequest) -> HttpResponse:
