@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
-from ccm import errors
+from ccm import certs, errors
 from ccm.kube import auth, h1, kubeconfig
 from ccm.kube.transport import HttpRequest
 
@@ -339,3 +341,73 @@ def test_a_non_http_server_url_is_a_config_error() -> None:
     conn = kubeconfig.Connection(where="kc.yaml", server="ftp://x")
     with pytest.raises(errors.ConfigError, match=r"kc\.yaml: server"):
         h1.H1Transport(conn)
+
+
+async def test_tls_with_a_client_certificate_and_large_bodies_both_ways(tmp_path: Path) -> None:
+    """The server trusts only our CA's client certificate; 4 MiB go up and 6 MiB come back, more
+    than one TLS record and more than a socket buffer either way."""
+    ca = certs.new_ca("test-ca")
+    server_pair = certs.issue(ca, "server", usage="server", ip_addresses=["127.0.0.1"])
+    client_pair = certs.issue(ca, "admin", usage="client", organizations=["system:masters"])
+    server_pair.write(tmp_path / "s.crt", tmp_path / "s.key")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=ca.cert_pem.decode())
+    server_ctx.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    up = bytes(range(256)) * (4 * 4096)
+    down = b"y" * (6 * 2**20)
+    peers: list[object] = []
+
+    async def serve(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        peers.append(w.get_extra_info("peercert"))
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        ok = await reader.readexactly(length) == up
+        w.write(_response(down if ok else b"bad"))
+        await w.drain()
+        await reader.read(1)
+        w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    conn = kubeconfig.Connection(
+        where="test",
+        server=f"https://127.0.0.1:{port}",
+        ca_data=ca.cert_pem,
+        cert_data=client_pair.cert_pem,
+        key_data=client_pair.key_pem,
+    )
+    transport = h1.H1Transport(conn)
+    try:
+        req = HttpRequest(method="PUT", path="/big", body=up, timeout=30)
+        resp = await transport.send(req)
+        assert resp.status == 200
+        assert await resp.read() == down
+        assert peers and peers[0]  # the server saw our client certificate
+    finally:
+        await transport.aclose()
+        server.close()
+
+
+async def test_tls_refuses_a_server_outside_the_trusted_ca(tmp_path: Path) -> None:
+    pair = certs.self_signed("stranger", ip_addresses=["127.0.0.1"])
+    pair.write(tmp_path / "s.crt", tmp_path / "s.key")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
+
+    async def serve(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        w.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    ca = certs.new_ca("other-ca")
+    conn = kubeconfig.Connection(
+        where="test", server=f"https://127.0.0.1:{port}", ca_data=ca.cert_pem
+    )
+    transport = h1.H1Transport(conn)
+    try:
+        with pytest.raises(errors.KubeError, match="CERTIFICATE_VERIFY_FAILED"):
+            await transport.send(_get())
+    finally:
+        await transport.aclose()
+        server.close()
