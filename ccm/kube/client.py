@@ -313,10 +313,11 @@ class KubeClient(rest.RestClient):
     ) -> dict[str, Any] | None:
         """PATCH: strategic merge (default), JSON merge, JSON patch (a list of ops) or apply.
 
-        Returns the patched object; with ``decode=False``, ``None``: the response body (a whole
-        Node, managedFields included, for a Node) is read but not decoded, for a caller that does
-        not use the result. An error status raises the same error either way (its ``Status`` body
-        is still decoded).
+        Returns the patched object; with ``decode=False``, ``None``, for a caller that does not use
+        the result: the apiserver is asked for the object's metadata only
+        (``PartialObjectMetadata``, :data:`ccm.kube.wire.METADATA_ONLY`), and that is read but
+        not decoded. An error status raises the same error either way (its ``Status`` body is
+        still decoded).
         """
         content_type = wire.PATCH_CONTENT_TYPES.get(patch_type)
         if content_type is None:
@@ -328,7 +329,13 @@ class KubeClient(rest.RestClient):
         raw_body = body if isinstance(body, bytes) else orjson.dumps(body)
         if not decode:
             await self._call(
-                "patch", "PATCH", path, query=query, body=raw_body, content_type=content_type
+                "patch",
+                "PATCH",
+                path,
+                query=query,
+                body=raw_body,
+                content_type=content_type,
+                accept=wire.METADATA_ONLY,
             )
             return None
         obj: dict[str, Any] = await self._json(

@@ -239,16 +239,20 @@ class RestClient:
         query: builtins.list[tuple[str, str]] | None = None,
         body: bytes | None = None,
         content_type: str | None = None,
+        accept: str | None = None,
     ) -> bytes:
         if wire.dry_run_applies(verb, method, path):
             return await wire.dry_run_answer(
                 verb, path, body, content_type, lambda: self._call("get", "GET", path)
             )
+        headers = self._headers(content_type)
+        if accept is not None:
+            headers["Accept"] = accept
         request = HttpRequest(
             method=method,
             path=path,
             query=query or [],
-            headers=self._headers(content_type),
+            headers=headers,
             body=body,
             timeout=self.request_timeout,
         )

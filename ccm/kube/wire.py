@@ -49,6 +49,10 @@ PATCH_CONTENT_TYPES: dict[str, str] = {
     "apply": "application/apply-patch+yaml",  # JSON is YAML; the apiserver accepts it as is
 }
 
+#: The Accept header of a write whose answer nobody reads: the apiserver encodes (and sends) only
+#: the object's metadata, not a whole kubelet Node; an apiserver that cannot still answers JSON.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+
 
 def api_error_from_body(status: int, body: bytes) -> errors.ApiError:
     """The ApiError for an HTTP error status and its raw body (a ``Status`` object, or not)."""

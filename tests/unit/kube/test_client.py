@@ -301,10 +301,15 @@ async def test_a_patch_without_decode_sends_the_same_request_and_leaves_the_body
     )
     assert patched is None
     assert server.seen[-1].headers["Content-Type"] == "application/merge-patch+json"
+    # Only the metadata is asked for, with plain JSON as the fallback.
+    assert server.seen[-1].headers["Accept"] == (
+        "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+    )
     assert orjson.loads(server.bodies[-1]) == body
     # Decoding the same answer fails: decode=False is what skipped it.
     with pytest.raises(errors.KubeError, match="malformed JSON"):
         await kube.patch(kclient.NODES, "n", body, subresource="status", patch_type="merge")
+    assert server.seen[-1].headers["Accept"] == "application/json"
 
 
 @pytest.mark.parametrize("decode", [True, False])
