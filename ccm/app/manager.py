@@ -40,7 +40,6 @@ from ccm.cloudprovider import CloudProvider, InitContext
 from ccm.controllers import cloudapi
 from ccm.errors import ConfigError
 from ccm.kube import client as kclient
-from ccm.kube import credentials
 from ccm.kube import events as kevents
 from ccm.kube import health as khealth
 
@@ -255,11 +254,11 @@ class ControllerManager:
             resync_period=None,  # level-triggered periodic loops make resync unnecessary
         )
         recorders: list[kevents.EventRecorder] = []
-        sa_clients = (
-            credentials.ServiceAccountClients(client)
-            if self.opts.use_service_account_credentials
-            else None
-        )
+        sa_clients = None
+        if self.opts.use_service_account_credentials:
+            from ccm.kube import credentials  # only with --use-service-account-credentials
+
+            sa_clients = credentials.ServiceAccountClients(client)
         try:
             await self.cloud.initialize(
                 InitContext(
