@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from ccm.app import upstreamflags
 from ccm.app.catalog import ControllerCatalog
@@ -47,6 +47,17 @@ UPSTREAM_THROUGHPUT_DEFAULTS: dict[str, int | float] = {
 
 #: The values of ``--tls-min-version`` (Go's names; older versions are not served).
 TLS_VERSIONS = ("VersionTLS12", "VersionTLS13")
+
+#: ``--authorization-always-allow-paths`` default: the paths no authorizer is asked about (upstream
+#: ``AlwaysAllowPaths`` plus the per-check sub-paths). A trailing ``*`` matches any suffix.
+DEFAULT_ALWAYS_ALLOW_PATHS: Final = (
+    "/healthz",
+    "/healthz/*",
+    "/livez",
+    "/livez/*",
+    "/readyz",
+    "/readyz/*",
+)
 
 #: The subcommands of ``ccm`` (name → one line), listed at the end of ``--help``.
 SUBCOMMANDS: dict[str, str] = {

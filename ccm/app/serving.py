@@ -43,6 +43,7 @@ from aiohttp import web
 from prometheus_client import exposition
 
 from ccm import metrics, wellknown
+from ccm.app.flagtable import DEFAULT_ALWAYS_ALLOW_PATHS
 from ccm.errors import ConfigError
 from ccm.logs import v
 
@@ -68,17 +69,6 @@ _TLS_VERSIONS: Final = {
     "VersionTLS12": ssl.TLSVersion.TLSv1_2,
     "VersionTLS13": ssl.TLSVersion.TLSv1_3,
 }
-
-#: Paths no authorizer is asked about (upstream ``AlwaysAllowPaths`` plus the per-check
-#: sub-paths). A trailing ``*`` matches any suffix.
-DEFAULT_ALWAYS_ALLOW_PATHS: Final = (
-    "/healthz",
-    "/healthz/*",
-    "/livez",
-    "/livez/*",
-    "/readyz",
-    "/readyz/*",
-)
 
 _HEALTHZ: Final = "healthz"
 _LIVEZ: Final = "livez"

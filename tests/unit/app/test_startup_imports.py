@@ -36,6 +36,10 @@ def cli_modules() -> set[str]:
         "ccm.controllers.nodelifecycle",
         # Only with --use-service-account-credentials.
         "ccm.kube.credentials",
+        # The secure server and its authorization: only with --secure-port, when it starts.
+        "ccm.app.serving",
+        "ccm.app.auth",
+        "aiohttp.web",
         # Only to generate a self-signed serving certificate.
         "ccm.certs",
         "cryptography.x509",
