@@ -19,6 +19,9 @@ TAINT_EFFECT_NO_EXECUTE: Final = "NoExecute"
 TAINT_NODE_NOT_READY: Final = "node.kubernetes.io/not-ready"
 TAINT_CONTROL_PLANE: Final = "node-role.kubernetes.io/control-plane"
 
+# Feature gates (KEP-5237): the route controller's watch-based mode
+FEATURE_GATE_WATCH_BASED_ROUTES: Final = "CloudControllerManagerWatchBasedRoutesReconciliation"
+
 # Annotations
 ANNOTATION_PROVIDED_NODE_IP: Final = "alpha.kubernetes.io/provided-node-ip"
 

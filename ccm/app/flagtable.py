@@ -9,8 +9,9 @@ module only builds the parser from the defaults (an ``Options``) it is given.
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from ccm.app import upstreamflags
 from ccm.app.catalog import ControllerCatalog
@@ -18,8 +19,8 @@ from ccm.cloudprovider import registry
 from ccm.cloudprovider.durations import parse_duration
 from ccm.cloudprovider.flags import FlagSet
 from ccm.cloudprovider.strconv import parse_bool
-from ccm.controllers.route import WATCH_BASED_FEATURE_GATE
 from ccm.errors import ConfigError
+from ccm.wellknown import FEATURE_GATE_WATCH_BASED_ROUTES
 
 if TYPE_CHECKING:
     from ccm.app.options import Options
@@ -47,6 +48,17 @@ UPSTREAM_THROUGHPUT_DEFAULTS: dict[str, int | float] = {
 #: The values of ``--tls-min-version`` (Go's names; older versions are not served).
 TLS_VERSIONS = ("VersionTLS12", "VersionTLS13")
 
+#: ``--authorization-always-allow-paths`` default: the paths no authorizer is asked about (upstream
+#: ``AlwaysAllowPaths`` plus the per-check sub-paths). A trailing ``*`` matches any suffix.
+DEFAULT_ALWAYS_ALLOW_PATHS: Final = (
+    "/healthz",
+    "/healthz/*",
+    "/livez",
+    "/livez/*",
+    "/readyz",
+    "/readyz/*",
+)
+
 #: The subcommands of ``ccm`` (name → one line), listed at the end of ``--help``.
 SUBCOMMANDS: dict[str, str] = {
     "conformance": "run the provider conformance suite against a cloud (ccm conformance --help)",
@@ -59,8 +71,22 @@ EXTENSION_PREFIX = "extension:"
 
 
 class _Parser(argparse.ArgumentParser):
+    #: Whether ``--help`` ends with the installed providers yet: they are listed when the help is
+    #: first formatted, since finding them scans every installed distribution's entry points.
+    _providers_listed = False
+
     def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
+
+    def format_help(self) -> str:
+        if not self._providers_listed:
+            self._providers_listed = True
+            text = _installed_providers_text()
+            # After the subcommand table (raw formatting, so wrapped here) when there is one.
+            self.epilog = (
+                f"{self.epilog}\n\n{textwrap.fill(text, width=100)}" if self.epilog else text
+            )
+        return super().format_help()
 
 
 def _duration(text: str) -> float:
@@ -297,8 +323,8 @@ def build_parser(
         "--feature-gates",
         metavar="KEY=BOOL,...",
         help="Feature gates. ccm implements "
-        f"{WATCH_BASED_FEATURE_GATE}=true|false (ALPHA - default=false): route reconciliation "
-        "driven by Node events; other upstream gates are accepted and ignored.",
+        f"{FEATURE_GATE_WATCH_BASED_ROUTES}=true|false (ALPHA - default=false): route "
+        "reconciliation driven by Node events; other upstream gates are accepted and ignored.",
     )
     flag("--logging-format", choices=("text", "json"), help="Log format: text or json.")
     g.add_argument(
@@ -349,7 +375,6 @@ def build_parser(
         help="ccm: how long SIGTERM waits for the controllers to stop.",
     )
     _operability_flags(p, d)
-    _installed_providers_epilog(p)
     p.add_argument(
         "--version",
         nargs="?",
@@ -385,10 +410,10 @@ def build_parser(
     return p
 
 
-def _installed_providers_epilog(p: argparse.ArgumentParser) -> None:
+def _installed_providers_text() -> str:
     """``--help`` ends with the providers ``--cloud-provider`` can name on this installation."""
     installed = registry.installed_providers()
-    p.epilog = (
+    return (
         "Installed cloud providers (--cloud-provider, from the ccm.cloud_providers entry points "
         "and register()): " + (", ".join(installed) if installed else "none") + "."
     )

@@ -24,9 +24,10 @@ import logging
 import socket
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from ccm import dryrun, fencing, leaderelection, metrics, names, wellknown
-from ccm.app import auth, looplag, options, serving
+from ccm.app import looplag, options
 from ccm.app.specs import (
     ControllerContext,
     ControllerSpec,
@@ -40,9 +41,13 @@ from ccm.cloudprovider import CloudProvider, InitContext
 from ccm.controllers import cloudapi
 from ccm.errors import ConfigError
 from ccm.kube import client as kclient
-from ccm.kube import credentials
 from ccm.kube import events as kevents
 from ccm.kube import health as khealth
+
+if TYPE_CHECKING:
+    # The secure server (aiohttp.web, prometheus exposition) and its authorization are imported
+    # only with --secure-port.
+    from ccm.app import auth, serving
 
 # The controller types and ccm's own controllers live in ccm.app.specs; they are exported here
 # too, the path an embedding program imports them from (docs/providers.md).
@@ -163,6 +168,8 @@ class ControllerManager:
         self._elector = elector
         try:
             if self.opts.secure_port:
+                from ccm.app import serving
+
                 cert_file = self.opts.tls_cert_file or None
                 key_file = self.opts.tls_private_key_file or None
                 if cert_file is None and self.opts.cert_dir:
@@ -211,6 +218,8 @@ class ControllerManager:
     ) -> auth.DelegatedAuth:
         """TokenReview/SubjectAccessReview clients: ``--authentication-kubeconfig`` and
         ``--authorization-kubeconfig`` when given, else the daemon's own client."""
+        from ccm.app import auth
+
         clients: list[kclient.KubeClient] = []
         for path in (self.opts.authentication_kubeconfig, self.opts.authorization_kubeconfig):
             if path:
@@ -255,11 +264,11 @@ class ControllerManager:
             resync_period=None,  # level-triggered periodic loops make resync unnecessary
         )
         recorders: list[kevents.EventRecorder] = []
-        sa_clients = (
-            credentials.ServiceAccountClients(client)
-            if self.opts.use_service_account_credentials
-            else None
-        )
+        sa_clients = None
+        if self.opts.use_service_account_credentials:
+            from ccm.kube import credentials  # only with --use-service-account-credentials
+
+            sa_clients = credentials.ServiceAccountClients(client)
         try:
             await self.cloud.initialize(
                 InitContext(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccm import wellknown
-from ccm.app import flagtable, serving, upstreamflags
+from ccm.app import flagtable, upstreamflags
 from ccm.app.catalog import ControllerCatalog, NamedController, enabled_controllers
 from ccm.app.flagtable import SUBCOMMANDS, TLS_VERSIONS, UPSTREAM_THROUGHPUT_DEFAULTS
 from ccm.cloudprovider.durations import parse_duration
@@ -91,7 +91,7 @@ class Options:
     cert_dir: str = ""
     #: Paths served without authorization; ccm's default adds the per-check sub-paths.
     authorization_always_allow_paths: list[str] = field(
-        default_factory=lambda: list(serving.DEFAULT_ALWAYS_ALLOW_PATHS)
+        default_factory=lambda: list(flagtable.DEFAULT_ALWAYS_ALLOW_PATHS)
     )
     profiling: bool = True
     authentication_kubeconfig: str = ""

@@ -4,7 +4,8 @@
 ``app/core.go``), and which of them run with a given provider and flags (:func:`plan_controllers`).
 
 An embedding program or a provider adds its own ``ControllerSpec`` s (docs/providers.md); they are
-also importable from :mod:`ccm.app.manager`.
+also importable from :mod:`ccm.app.manager`. Each of ccm's controller packages is imported by its
+constructor, on the leader: the daemon loads only the controllers it runs.
 """
 
 from __future__ import annotations
@@ -19,10 +20,6 @@ from typing import Any
 from ccm import names
 from ccm.app import options as appoptions
 from ccm.cloudprovider import CAPABILITIES, CloudProvider
-from ccm.controllers import node as ctlnode
-from ccm.controllers import nodelifecycle as ctlnodelifecycle
-from ccm.controllers import route as ctlroute
-from ccm.controllers import service as ctlservice
 from ccm.kube import client as kclient
 from ccm.kube import events as kevents
 from ccm.kube import informer as kinformer
@@ -135,6 +132,8 @@ def _needs_routes(opts: appoptions.Options, cloud: CloudProvider) -> str | None:
 
 
 def _init_node_controller(ctx: ControllerContext) -> Runnable:
+    from ccm.controllers import node as ctlnode
+
     controller = ctlnode.CloudNodeController(
         client=ctx.client,
         nodes=ctx.informers.get(kclient.NODES),
@@ -149,6 +148,8 @@ def _init_node_controller(ctx: ControllerContext) -> Runnable:
 
 
 def _init_route_controller(ctx: ControllerContext) -> Runnable | str:
+    from ccm.controllers import route as ctlroute
+
     routes = ctx.cloud.routes()
     if routes is None:
         return "cloud provider does not support routes"
@@ -167,6 +168,8 @@ def _init_route_controller(ctx: ControllerContext) -> Runnable | str:
 
 
 def _init_service_controller(ctx: ControllerContext) -> Runnable:
+    from ccm.controllers import service as ctlservice
+
     controller = ctlservice.ServiceController(
         client=ctx.client,
         services=ctx.informers.get(kclient.SERVICES),
@@ -181,6 +184,8 @@ def _init_service_controller(ctx: ControllerContext) -> Runnable:
 
 
 def _init_node_lifecycle_controller(ctx: ControllerContext) -> Runnable:
+    from ccm.controllers import nodelifecycle as ctlnodelifecycle
+
     controller = ctlnodelifecycle.CloudNodeLifecycleController(
         client=ctx.client,
         nodes=ctx.informers.get(kclient.NODES),

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from ccm import wellknown
 from ccm.cloudprovider import NodeAddress, Route
 from ccm.kube import workqueue
 
@@ -32,7 +33,7 @@ MAX_CONCURRENT_ROUTE_OPERATIONS = 200
 
 #: KEP-5237: the feature gate of the watch-based mode, its single queue key, and the least time
 #: between two reconciles in that mode (a token bucket of 1 per 10 s, waits capped at 10 s).
-WATCH_BASED_FEATURE_GATE = "CloudControllerManagerWatchBasedRoutesReconciliation"
+WATCH_BASED_FEATURE_GATE = wellknown.FEATURE_GATE_WATCH_BASED_ROUTES
 ROUTES_KEY = "routes"
 MIN_ROUTE_RESYNC_INTERVAL = 10.0
 

@@ -192,6 +192,8 @@ awaits. File I/O is synchronous and small (a test double, not a production provi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ccm.testing.fake_cloud.documents import AddressSpec as AddressSpec
 from ccm.testing.fake_cloud.documents import AddressType as AddressType
 from ccm.testing.fake_cloud.documents import CapabilitiesSpec as CapabilitiesSpec
@@ -227,7 +229,9 @@ from ccm.testing.fake_cloud.model import (
     FakePort,
 )
 from ccm.testing.fake_cloud.provider import FakeCloud, FakeCloudFactory
-from ccm.testing.fake_cloud.state import FakeCloudState
+
+if TYPE_CHECKING:
+    from ccm.testing.fake_cloud.state import FakeCloudState
 
 __all__ = [
     "ALL_METHODS",
@@ -248,3 +252,13 @@ __all__ = [
     "FakePort",
     "make_error",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The test side of the state file (FakeCloudState) is imported on first use: the provider
+    # itself, as the daemon loads it, does not need it.
+    if name == "FakeCloudState":
+        from ccm.testing.fake_cloud.state import FakeCloudState
+
+        return FakeCloudState
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

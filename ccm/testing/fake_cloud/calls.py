@@ -47,7 +47,10 @@ class FakeCloudCalls(FakeCloudFiles):
         if self.record_calls:
             self._calls.append(call)
         self.call_counts[method] += 1
-        self._calls_by_key.setdefault(method, collections.Counter())[key] += 1
+        by_key = self._calls_by_key.get(method)
+        if by_key is None:
+            by_key = self._calls_by_key[method] = collections.Counter()
+        by_key[key] += 1
         self.total_calls += 1
         return call
 
@@ -86,14 +89,15 @@ class FakeCloudCalls(FakeCloudFiles):
             result = self.call_hook(call)
             if inspect.isawaitable(result):
                 await result
-        keys = {key, *identifiers}
-        keys.discard("")
-        for rule in self.errors:
-            if rule.matches(method, keys):
-                if rule.times is not None:
-                    rule.times -= 1
-                rule.fired += 1
-                raise rule.build()
+        if self.errors:
+            keys = {key, *identifiers}
+            keys.discard("")
+            for rule in self.errors:
+                if rule.matches(method, keys):
+                    if rule.times is not None:
+                        rule.times -= 1
+                    rule.fired += 1
+                    raise rule.build()
         self._sync_shared()  # the work that follows (no await) changes the current cloud
 
     # ---- lifecycle

@@ -19,7 +19,9 @@ from ccm.testing.fake_cloud.methods import DEFAULT_IP_POOL, _check_cidr, _check_
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, alias_generator=to_camel, defer_build=True
+    )
 
 
 AddressType = Literal["Hostname", "InternalIP", "ExternalIP", "InternalDNS", "ExternalDNS"]
@@ -184,7 +186,9 @@ class FakeCloudConfig(FakeCloudStateSpec):
 
 
 class _StatusModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, alias_generator=to_camel)
+    model_config = ConfigDict(
+        extra="ignore", populate_by_name=True, alias_generator=to_camel, defer_build=True
+    )
 
 
 class StatusPort(_StatusModel):

@@ -72,9 +72,18 @@ def _digest(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
+@functools.lru_cache(maxsize=64)
+def _span(cidr: str) -> tuple[int, int, int]:
+    """``cidr`` as (first address as an integer, number of addresses, IP version)."""
+    net = _network(cidr)
+    return int(net.network_address), net.num_addresses, net.version
+
+
 def _address_in(cidr: str, seed: str) -> str:
     """A host address of ``cidr`` chosen by a hash of ``seed`` (deterministic)."""
-    net = _network(cidr)
-    size = net.num_addresses
-    offset = 1 + _digest(seed) % (size - 2) if size > 2 else _digest(seed) % size
-    return str(net.network_address + offset)
+    first, size, version = _span(cidr)
+    digest = _digest(seed)
+    value = first + (1 + digest % (size - 2) if size > 2 else digest % size)
+    if version == 4:  # the ipaddress text, without building the objects (once per Node call)
+        return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+    return str(ipaddress.IPv6Address(value))
