@@ -8,9 +8,9 @@ withheld``, ``healthz check failed``; ``?verbose``, ``?exclude=name``, ``/health
 HTTPS only, as upstream: with no ``--tls-cert-file``/``--tls-private-key-file`` a self-signed
 certificate for ``localhost`` and ``127.0.0.1`` is generated in memory at start-up. A given pair is
 re-read when the files change (upstream ``DynamicServingCertificateController``), so a rotated
-certificate (cert-manager, a projected Secret) is served without a restart. That certificate is
-encoded by :mod:`ccm.app.selfsigned`, imported only to generate it: it loads cryptography's EC
-primitives only, not ``cryptography.x509`` (which alone costs ~20 ms of start-up CPU).
+certificate (cert-manager, a projected Secret) is served without a restart. The certificate
+toolkit (:mod:`ccm.certs`, which loads ``cryptography``: ~40 ms of start-up) is imported only to
+generate that certificate.
 
 Checks are mutable after start (upstream ``MutableHealthzHandler``): the manager adds one per
 controller as it starts them. A check added with :meth:`SecureServer.add_healthz_check` serves
@@ -70,8 +70,6 @@ _TLS_VERSIONS: Final = {
     "VersionTLS13": ssl.TLSVersion.TLSv1_3,
 }
 
-#: How long a generated serving certificate is valid (upstream ``GenerateSelfSignedCertKey``).
-_SERVING_VALIDITY: Final = dt.timedelta(days=365)
 _HEALTHZ: Final = "healthz"
 _LIVEZ: Final = "livez"
 _READYZ: Final = "readyz"
@@ -88,21 +86,19 @@ def generate_self_signed_cert(
     """A self-signed serving certificate and its key, PEM-encoded: ``(cert, key)``.
 
     Like upstream ``GenerateSelfSignedCertKey``: ``CN=localhost@<unix time>``, SANs for the given
-    names and addresses, valid for ``valid_for`` (default a year). ECDSA P-256 (instant to
-    generate); the certificate :func:`ccm.certs.self_signed` makes (see
-    :mod:`ccm.app.selfsigned`).
+    names and addresses, valid for ``valid_for`` (default a year, ``ccm.certs.DEFAULT_VALIDITY``).
+    ECDSA P-256 (instant to generate).
     """
-    # Loads cryptography's EC primitives: only when a certificate is generated.
-    from ccm.app import selfsigned
+    from ccm import certs  # loads cryptography: only when a certificate is generated
 
+    if valid_for is None:
+        valid_for = certs.DEFAULT_VALIDITY
     now = dt.datetime.now(dt.UTC)
     cn = common_name or f"{dns_names[0] if dns_names else 'localhost'}@{int(now.timestamp())}"
-    return selfsigned.self_signed_server_pem(
-        cn,
-        dns_names=dns_names,
-        ip_addresses=ip_addresses,
-        valid_for=_SERVING_VALIDITY if valid_for is None else valid_for,
+    pair = certs.self_signed(
+        cn, usage="server", dns_names=dns_names, ip_addresses=ip_addresses, valid_for=valid_for
     )
+    return pair.cert_pem, pair.key_pem
 
 
 class SecureServer:
