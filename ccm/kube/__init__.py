@@ -14,6 +14,7 @@ Modules (import the module, then use its names: ``from ccm.kube import client``)
 * :mod:`ccm.kube.auth` — tokens, rotating token files, basic auth, credential plugins.
 * :mod:`ccm.kube.dial` — connecting: configuration, credentials, and the transport that suits them.
 * :mod:`ccm.kube.h1` — the transport: HTTP/1.1 keep-alive connections parsed by httptools.
+* :mod:`ccm.kube.sockets` — the socket layer under it (TLS by ``ssl.SSLSocket``, in C).
 * :mod:`ccm.kube.http` — the aiohttp transport, used when a proxy is in the way.
 * :mod:`ccm.kube.tls` — the TLS context of a connection (CA, client certificate).
 * :mod:`ccm.kube.credentials` — one ServiceAccount identity per controller.

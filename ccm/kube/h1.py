@@ -11,15 +11,13 @@ falls more than :data:`HIGH_WATER` bytes behind, and bounds every exchange by th
 ``timeout`` (for a watch: until its last byte). A request that finds its reused connection closed
 by the server before any byte of the answer is sent once more on a new connection when it is
 idempotent. Proxies are not handled here: :func:`ccm.kube.dial.connect_transport` chooses the
-aiohttp transport when one applies.
+aiohttp transport when one applies. The bytes go through :mod:`ccm.kube.sockets`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
-import socket
 import ssl
 from collections.abc import AsyncGenerator
 from urllib.parse import urlencode, urlsplit
@@ -27,7 +25,7 @@ from urllib.parse import urlencode, urlsplit
 import httptools
 
 from ccm import errors
-from ccm.kube import auth, kubeconfig, tls
+from ccm.kube import auth, kubeconfig, sockets, tls
 from ccm.kube.transport import (
     BufferedResponse,
     HttpRequest,
@@ -43,9 +41,6 @@ __all__ = ["HIGH_WATER", "POOL_SIZE", "H1Transport"]
 POOL_SIZE = 100
 #: Unread bytes of a streaming response above which the socket is no longer read.
 HIGH_WATER = 2**21
-#: Bytes asked of the socket per read, and reads per readiness callback before yielding.
-_READ_SIZE = 2**18
-_READS_PER_CALLBACK = 16
 #: Methods sent again on a new connection when a reused one turns out closed.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
@@ -172,193 +167,14 @@ class _Response(HttpResponse):
             self.fail(errors.KubeError(f"{self.what}: closed"))
 
 
-async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
-    """Until ``fd`` is readable (or writable)."""
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    (loop.add_writer if write else loop.add_reader)(fd, wake)
-    try:
-        await waiter
-    finally:
-        (loop.remove_writer if write else loop.remove_reader)(fd)
-
-
-async def _open_socket(
-    loop: asyncio.AbstractEventLoop,
-    host: str,
-    port: int,
-    context: ssl.SSLContext | None,
-    server_hostname: str | None,
-) -> socket.socket:
-    """A connected non-blocking socket to ``host:port``, TLS handshake done when ``context``."""
-    try:
-        ip = ipaddress.ip_address(host)
-        addresses: list[tuple[int, tuple[str, int] | tuple[str, int, int, int]]] = [
-            (socket.AF_INET6 if ip.version == 6 else socket.AF_INET, (host, port))
-        ]
-    except ValueError:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = [(info[0], info[4]) for info in infos]  # type: ignore[misc]
-    last: OSError | None = None
-    for family, address in addresses:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, address)
-        except OSError as exc:
-            sock.close()
-            last = exc
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        break
-    else:
-        raise last or OSError(f"no address for {host}")
-    if context is None:
-        return sock
-    tls = context.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
-    try:
-        while True:
-            try:
-                tls.do_handshake()
-                return tls
-            except ssl.SSLWantReadError:
-                await _ready(loop, tls.fileno(), write=False)
-            except ssl.SSLWantWriteError:
-                await _ready(loop, tls.fileno(), write=True)
-    except BaseException:
-        tls.close()
-        raise
-
-
-_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
-
-class _SocketTransport:
-    """Bytes in and out of one non-blocking socket (TLS or not) on the event loop's selector.
-
-    asyncio's own transports pass every TLS record through a Python-level protocol
-    (``asyncio.sslproto``); here ``ssl.SSLSocket`` does it in C: one ``recv`` returns decrypted
-    bytes. Reads are drained until the socket (and OpenSSL's buffer) would block, a bounded number
-    per callback; writes that would block are kept, in order, until the socket is writable.
-    """
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: _Connection
-    ) -> None:
-        self._loop = loop
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._protocol = protocol
-        self._closing = False
-        self._paused = False
-        self._pending: collections.deque[bytes] = collections.deque()
-        protocol.connection_made(self)
-        loop.add_reader(self._fd, self._read_ready)
-
-    def _read_ready(self) -> None:
-        sock = self._sock
-        for _ in range(_READS_PER_CALLBACK):
-            if self._paused or self._closing:
-                return
-            try:
-                data = sock.recv(_READ_SIZE)
-            except _WOULD_BLOCK:
-                return
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                data = b""
-            except OSError as exc:
-                self._close(exc)
-                return
-            if not data:
-                self._close(None)
-                return
-            self._protocol.data_received(data)
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            # Decrypted bytes wait in OpenSSL's buffer: the selector will not say so.
-            self._loop.call_soon(self._read_ready)
-
-    def write(self, data: bytes) -> None:
-        if self._closing:
-            return
-        if self._pending:
-            self._pending.append(data)
-            return
-        try:
-            sent = self._sock.send(data)
-        except _WOULD_BLOCK:
-            sent = 0
-        except OSError as exc:
-            self._close(exc)
-            return
-        if sent < len(data):
-            self._pending.append(data[sent:])
-            self._loop.add_writer(self._fd, self._write_ready)
-
-    def _write_ready(self) -> None:
-        while self._pending:
-            data = self._pending[0]
-            try:
-                sent = self._sock.send(data)
-            except _WOULD_BLOCK:
-                return
-            except OSError as exc:
-                self._close(exc)
-                return
-            if sent < len(data):
-                self._pending[0] = data[sent:]
-                return
-            self._pending.popleft()
-        self._loop.remove_writer(self._fd)
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def pause_reading(self) -> None:
-        if not self._paused and not self._closing:
-            self._paused = True
-            self._loop.remove_reader(self._fd)
-
-    def resume_reading(self) -> None:
-        if self._paused and not self._closing:
-            self._paused = False
-            self._loop.add_reader(self._fd, self._read_ready)
-            self._loop.call_soon(self._read_ready)  # what OpenSSL may already hold
-
-    def abort(self) -> None:
-        self._close(None)
-
-    def _close(self, exc: Exception | None) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._loop.remove_reader(self._fd)
-        if self._pending:
-            self._pending.clear()
-            self._loop.remove_writer(self._fd)
-        self._loop.call_soon(self._lost, exc)
-
-    def _lost(self, exc: Exception | None) -> None:
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._sock.close()
-
-
 class _Connection:
     """One keep-alive connection: at most one request at a time (the protocol of a
-    :class:`_SocketTransport`)."""
+    :class:`sockets.SocketTransport`)."""
 
     def __init__(self, pool: _Pool) -> None:
         self.loop = pool.loop
         self._pool = pool
-        self._transport: _SocketTransport | None = None
+        self._transport: sockets.SocketTransport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._response: _Response | None = None
         self._headers: dict[str, str] = {}
@@ -368,7 +184,7 @@ class _Connection:
 
     # -- called by the transport ---------------------------------------------------------------
 
-    def connection_made(self, transport: _SocketTransport) -> None:
+    def connection_made(self, transport: sockets.SocketTransport) -> None:
         self._transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -493,11 +309,11 @@ class _Pool:
                     return conn
                 conn.abort()
             async with asyncio.timeout(self._connect_timeout):
-                sock = await _open_socket(
+                sock = await sockets.open_socket(
                     self.loop, self._host, self._port, self._ssl, self._server_hostname
                 )
             conn = _Connection(self)
-            _SocketTransport(self.loop, sock, conn)
+            sockets.SocketTransport(self.loop, sock, conn)
             self._all.add(conn)
             self._busy.add(conn)
             return conn
