@@ -183,7 +183,12 @@ class CloudNodeController:
             if nodeutil.find_taint(current, wellknown.TAINT_UNINITIALIZED) is None:
                 return None  # someone else initialized it meanwhile
             patch = nodeutil.initialization_patch(current, metadata)
-            return await self._client.patch(kclient.NODES, name, patch, patch_type="merge")
+            # The patch carries the resourceVersion it was computed from, so after a success the
+            # stored Node is ``current`` with the patch applied (and a new resourceVersion): build
+            # that here rather than decode the apiserver's answer (a whole Node), as upstream
+            # records the Event on its own copy of the Node.
+            await self._client.patch(kclient.NODES, name, patch, patch_type="merge", decode=False)
+            return nodeutil.apply_merge_patch(current, patch)
 
         async def reread() -> None:
             nonlocal current

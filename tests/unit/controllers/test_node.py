@@ -580,8 +580,8 @@ class DecodeRecordingClient(FakeKubeClient):
 
 
 async def test_only_the_patch_whose_answer_is_used_is_decoded() -> None:
-    # The initialisation PATCH's answer feeds the address update and the Event; the status and
-    # label PATCHes' answers (whole Nodes) are dropped, so they are not decoded.
+    # No Node PATCH answer (a whole Node) is decoded: the initialisation PATCH's result is the
+    # cached Node with the patch applied locally, the status and label PATCHes' are dropped.
     client = DecodeRecordingClient()
     cloud = FakeCloud()
     cloud.add_instance("node0", addresses=[addr("InternalIP", "10.0.0.1")])
@@ -596,7 +596,7 @@ async def test_only_the_patch_whose_answer_is_used_is_decoded() -> None:
     try:
         await informer.wait_for_sync(timeout=5)
         await controller.sync_node("node0")
-        assert client.patches == [("", True), ("status", False)]
+        assert client.patches == [("", False), ("status", False)]
         node0 = client.get_object(kclient.NODES, "node0")
         assert node0 is not None
         assert node0["status"]["addresses"][0] == {"type": "InternalIP", "address": "10.0.0.1"}
