@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sized
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload
 
 from ccm import clock, dryrun, fencing, logs, metrics, names, wellknown
@@ -229,7 +229,12 @@ async def run_bounded(
     """Run ``jobs`` in order, at most ``workers`` at a time: that many tasks share one iterator,
     instead of one task per job behind a semaphore (5,000 tasks created at once hold the event
     loop for a quarter of a second). An exception from a job cancels the others and propagates,
-    as in a ``TaskGroup``."""
+    as in a ``TaskGroup``. A sized ``jobs`` (a list) gets no more tasks than it has jobs, and none
+    when empty."""
+    if isinstance(jobs, Sized):
+        workers = min(max(1, workers), len(jobs))
+        if workers <= 0:
+            return
     todo = iter(jobs)
 
     async def worker() -> None:
