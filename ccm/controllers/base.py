@@ -149,7 +149,10 @@ async def call_cloud(
     except BaseException:
         _close_unstarted(awaitable)
         raise
-    metrics.CLOUD_API_BUDGET_WAIT.labels(capability).observe(waited)
+    wait = _BUDGET_WAITS.get(capability)
+    if wait is None:
+        wait = _BUDGET_WAITS[capability] = metrics.CLOUD_API_BUDGET_WAIT.labels(capability)
+    wait.observe(waited)
     if method in fencing.MUTATING_CLOUD_CALLS:
         try:
             fencing.check()  # again: the wait for the budget may have outlasted the lease
@@ -171,6 +174,9 @@ async def call_cloud(
     budget.record(capability, method, clock.monotonic() - start, None)
     return answer
 
+
+#: The budget-wait histogram child of each capability (one observation per cloud call).
+_BUDGET_WAITS: dict[str, Any] = {}
 
 #: Errors that keep their own type even when a RetryAfterError is in their chain: the throttle
 #: itself, cancellation, and a call that overran its bound (nothing is known about the cloud then).
