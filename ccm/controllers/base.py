@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sized
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload
 
 from ccm import clock, dryrun, fencing, logs, metrics, names, wellknown
@@ -149,7 +149,10 @@ async def call_cloud(
     except BaseException:
         _close_unstarted(awaitable)
         raise
-    metrics.CLOUD_API_BUDGET_WAIT.labels(capability).observe(waited)
+    wait = _BUDGET_WAITS.get(capability)
+    if wait is None:
+        wait = _BUDGET_WAITS[capability] = metrics.CLOUD_API_BUDGET_WAIT.labels(capability)
+    wait.observe(waited)
     if method in fencing.MUTATING_CLOUD_CALLS:
         try:
             fencing.check()  # again: the wait for the budget may have outlasted the lease
@@ -171,6 +174,9 @@ async def call_cloud(
     budget.record(capability, method, clock.monotonic() - start, None)
     return answer
 
+
+#: The budget-wait histogram child of each capability (one observation per cloud call).
+_BUDGET_WAITS: dict[str, Any] = {}
 
 #: Errors that keep their own type even when a RetryAfterError is in their chain: the throttle
 #: itself, cancellation, and a call that overran its bound (nothing is known about the cloud then).
@@ -229,7 +235,12 @@ async def run_bounded(
     """Run ``jobs`` in order, at most ``workers`` at a time: that many tasks share one iterator,
     instead of one task per job behind a semaphore (5,000 tasks created at once hold the event
     loop for a quarter of a second). An exception from a job cancels the others and propagates,
-    as in a ``TaskGroup``."""
+    as in a ``TaskGroup``. A sized ``jobs`` (a list) gets no more tasks than it has jobs, and none
+    when empty."""
+    if isinstance(jobs, Sized):
+        workers = min(max(1, workers), len(jobs))
+        if workers <= 0:
+            return
     todo = iter(jobs)
 
     async def worker() -> None:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
-from typing import Final
+from typing import Any, Final
 
 from ccm import clock, metrics
 from ccm.errors import (
@@ -137,6 +137,8 @@ class CloudAPIBudget:
         self.max_pause = max_pause
         self.max_window = max_window
         self._caps: dict[str, _Capability] = {}
+        #: The request-duration histogram child of each (capability, method): one per call.
+        self._durations: dict[tuple[str, str], Any] = {}
 
     @property
     def qps(self) -> float:
@@ -183,19 +185,25 @@ class CloudAPIBudget:
         """
         start = clock.monotonic()
         cap = self._cap(capability)
-        while True:
-            while (left := cap.paused_until - clock.monotonic()) > 0:
-                await clock.sleep(left)
-            await self._take_place(cap)
-            if cap.paused_until <= clock.monotonic():
-                break
-            self._release(cap)  # throttled again while this call queued: wait for the new pause
+        if cap.paused_until <= start and not cap.full() and not cap.waiters:
+            cap.in_flight += 1  # the common case: not paused, a place free, nothing awaited
+        else:
+            await self._wait_for_place(cap)
         try:
             await self.bucket.acquire()
         except BaseException:
             self._release(cap)
             raise
         return clock.monotonic() - start
+
+    async def _wait_for_place(self, cap: _Capability) -> None:
+        while True:
+            while (left := cap.paused_until - clock.monotonic()) > 0:
+                await clock.sleep(left)
+            await self._take_place(cap)
+            if cap.paused_until <= clock.monotonic():
+                return
+            self._release(cap)  # throttled again while this call queued: wait for the new pause
 
     async def _take_place(self, cap: _Capability) -> None:
         if not cap.full() and not cap.waiters:
@@ -233,7 +241,11 @@ class CloudAPIBudget:
         try:
             if isinstance(exc, asyncio.CancelledError):
                 return  # the caller gave up: no answer to count
-            metrics.CLOUD_API_REQUEST_DURATION.labels(capability, method).observe(seconds)
+            duration = self._durations.get((capability, method))
+            if duration is None:
+                duration = metrics.CLOUD_API_REQUEST_DURATION.labels(capability, method)
+                self._durations[capability, method] = duration
+            duration.observe(seconds)
             reason = None if exc is None else error_reason(exc)
             if reason is not None:
                 metrics.CLOUD_API_REQUEST_ERRORS.labels(capability, method, reason).inc()

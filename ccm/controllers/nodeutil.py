@@ -20,6 +20,7 @@ from ccm.cloudprovider import InstanceMetadata, NodeAddress
 __all__ = [
     "addresses_changed",
     "addresses_from_provided_node_ip",
+    "apply_merge_patch",
     "find_taint",
     "initialization_patch",
     "label_reconcile_patch",
@@ -207,6 +208,26 @@ def initialization_patch(node: Mapping[str, Any], metadata: InstanceMetadata) ->
     if labels:
         patch_meta["labels"] = labels
     return {"metadata": patch_meta, "spec": patch_spec}
+
+
+def apply_merge_patch(obj: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` as the apiserver stores it after the JSON merge patch ``patch`` (RFC 7386), without
+    mutating ``obj``: only the mappings on the path of a patched key are copied, everything else is
+    shared with ``obj`` (so the result, like a cached object, must not be mutated).
+
+    Lets a controller that only writes a merge patch know the Node it wrote without decoding the
+    apiserver's answer (a whole Node).
+    """
+    out = dict(obj)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping):
+            current = out.get(key)
+            out[key] = apply_merge_patch(current if isinstance(current, Mapping) else {}, value)
+        else:
+            out[key] = value
+    return out
 
 
 def label_reconcile_patch(node: Mapping[str, Any]) -> dict[str, Any] | None:

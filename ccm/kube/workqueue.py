@@ -187,8 +187,9 @@ class WorkQueue(Generic[T]):
         self._m_adds = metrics.WORKQUEUE_ADDS.labels(name)
         self._m_queue_duration = metrics.WORKQUEUE_QUEUE_DURATION.labels(name)
         self._m_work_duration = metrics.WORKQUEUE_WORK_DURATION.labels(name)
-        self._m_unfinished = metrics.WORKQUEUE_UNFINISHED_WORK.labels(name)
-        self._m_longest = metrics.WORKQUEUE_LONGEST_RUNNING.labels(name)
+        # Computed when scraped (upstream refreshes them every 500 ms), not on every get and done.
+        metrics.WORKQUEUE_UNFINISHED_WORK.labels(name).set_function(self._unfinished_seconds)
+        metrics.WORKQUEUE_LONGEST_RUNNING.labels(name).set_function(self._longest_running_seconds)
         self._m_retries = metrics.WORKQUEUE_RETRIES.labels(name)
 
     def __repr__(self) -> str:
@@ -272,7 +273,6 @@ class WorkQueue(Generic[T]):
             self._processing_low.add(item)
         del self._dirty[item]
         self._m_depth.set(len(self._queued))
-        self._update_unfinished(now)
         return item
 
     def _pop(self) -> tuple[T, bool]:
@@ -300,21 +300,21 @@ class WorkQueue(Generic[T]):
         low = self._dirty.get(item)
         if low is not None and started is not None:
             self._push(item, low)
-        self._update_unfinished(now)
         if not self._processing:
             for fut in self._drained:
                 if not fut.done():
                     fut.set_result(None)
             self._drained.clear()
 
-    def _update_unfinished(self, now: float) -> None:
-        if not self._processing:
-            self._m_unfinished.set(0.0)
-            self._m_longest.set(0.0)
-            return
-        ages = [max(0.0, now - t) for t in self._processing.values()]
-        self._m_unfinished.set(sum(ages))
-        self._m_longest.set(max(ages))
+    def _unfinished_seconds(self) -> float:
+        """Seconds of work in progress, summed over the items being processed."""
+        now = clock.monotonic()
+        return sum(max(0.0, now - t) for t in list(self._processing.values()))
+
+    def _longest_running_seconds(self) -> float:
+        """Seconds the longest-running item has been processed (0 when none is)."""
+        started = list(self._processing.values())
+        return max(0.0, clock.monotonic() - min(started)) if started else 0.0
 
     def __len__(self) -> int:
         """Items queued and not yet handed out (upstream ``Len``; excludes delayed items)."""

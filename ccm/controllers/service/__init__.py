@@ -5,8 +5,8 @@ and a finalizer that guarantees the load balancer is deleted with the Service.
 Ports ``controllers/service/controller.go`` of k8s.io/cloud-provider (UPSTREAM_SPEC §2.4). Two
 queues as upstream: ``service`` (``--concurrent-service-syncs`` workers, per-key backoff 5 s → 300
 s, RetryAfterError requeued after exactly its delay by the failure switch) and ``node`` (one
-worker; any Node key re-syncs the backends of every load balancer, failures fall back to a full
-ensure via the service queue).
+worker and one key, so Node changes coalesce; a pass re-syncs the backends of every load balancer,
+failures fall back to a full ensure via the service queue).
 
 The package reads in this order: :mod:`.controller` (the queues, the event handlers, the
 workers), :mod:`.sync` (one Service's sync as a sequence of named steps), :mod:`.nodesync` (the
@@ -36,6 +36,7 @@ Deliberate differences from upstream:
 from ccm.controllers.service.controller import (
     MAX_RETRY_DELAY,
     MIN_RETRY_DELAY,
+    NODE_SYNC_KEY,
     KubeWriter,
     ServiceController,
 )
@@ -45,6 +46,7 @@ from ccm.errors import CloudCallTimeoutError
 __all__ = [
     "MAX_RETRY_DELAY",
     "MIN_RETRY_DELAY",
+    "NODE_SYNC_KEY",
     "CloudCallTimeoutError",
     "KubeWriter",
     "Recorder",

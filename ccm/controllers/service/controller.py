@@ -18,13 +18,25 @@ from ccm.controllers.service.sync import ServiceSync
 from ccm.kube import informer as kinformer
 from ccm.kube import workqueue
 
-__all__ = ["MAX_RETRY_DELAY", "MIN_RETRY_DELAY", "KubeWriter", "ServiceController"]
+__all__ = [
+    "MAX_RETRY_DELAY",
+    "MIN_RETRY_DELAY",
+    "NODE_SYNC_KEY",
+    "KubeWriter",
+    "ServiceController",
+]
 
 _log = logging.getLogger("ccm.controllers.service")
 
 #: Upstream ``minRetryDelay`` / ``maxRetryDelay``.
 MIN_RETRY_DELAY = 5.0
 MAX_RETRY_DELAY = 300.0
+
+
+#: The one key of the node queue: any Node change asks for one pass over every Service, so changes
+#: that arrive while a pass is queued or running coalesce into one more pass (as upstream, whose
+#: node queue holds a single constant key), instead of one pass per Node.
+NODE_SYNC_KEY = "node-sync"
 
 
 def _name(obj: Mapping[str, Any]) -> str:
@@ -89,7 +101,6 @@ class ServiceController(ServiceSync, NodeSync):
             reconcile=self._process_node_key,
             workers=1,  # one node sync at a time, as upstream
             logger=_log,
-            key_field="node",
             recorder=recorder,
         )
         services.add_handler(
@@ -119,16 +130,16 @@ class ServiceController(ServiceSync, NodeSync):
         if key in self.cache:
             self.service_queue.add(key)
 
-    def _on_node_add(self, node: Mapping[str, Any]) -> None:
-        self.node_queue.add(_name(node))
+    def _on_node_add(self, _node: Mapping[str, Any]) -> None:
+        self.node_queue.add(NODE_SYNC_KEY)
 
     def _on_node_update(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
         if servicehelpers.should_sync_updated_node(old, new):
-            self.node_queue.add(_name(new))
+            self.node_queue.add(NODE_SYNC_KEY)
 
     def _on_node_delete(self, node: Mapping[str, Any]) -> None:
         self._node_views.pop(_name(node), None)
-        self.node_queue.add(_name(node))
+        self.node_queue.add(NODE_SYNC_KEY)
 
     # --- running ----------------------------------------------------------------------------------
 

@@ -2,10 +2,10 @@
 backends of every load balancer (upstream ``nodeSyncInternal``, ``updateLoadBalancerHosts``,
 ``nodeSyncService``, ``lockedUpdateLoadBalancerHosts``).
 
-Any Node key triggers one pass over every Service the controller processed. A Service whose
-backend set is the same (names and providerIDs) is skipped; a failed update is retried as a full
-ensure through the service queue (low lane). The pass runs under each Service's lock and skips a
-Service that the delete path owns.
+A Node change queues the node queue's one key, and a pass of that key goes over every Service the
+controller processed. A Service whose backend set is the same (names and providerIDs) is skipped;
+a failed update is retried as a full ensure through the service queue (low lane). The pass runs
+under each Service's lock and skips a Service that the delete path owns.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class NodeSync(ServiceState):
                 retry.add(servicehelpers.service_key(svc))
 
         await base.run_bounded(
-            (functools.partial(one, svc) for svc in services if svc is not None),
+            [functools.partial(one, svc) for svc in services if svc is not None],
             workers,
             "service/node-sync",
         )

@@ -7,15 +7,17 @@ behaviour is the same; ccm-specific behaviour (one write, events on failure) has
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from ccm import wellknown
+from ccm import clock, metrics, wellknown
 from ccm.cloudprovider import InstanceMetadata, NodeAddress
 from ccm.controllers import node as node_controller
+from ccm.controllers.node import controller as node_controller_module
 from ccm.errors import (
     CloudCallTimeoutError,
     ConflictError,
@@ -580,8 +582,8 @@ class DecodeRecordingClient(FakeKubeClient):
 
 
 async def test_only_the_patch_whose_answer_is_used_is_decoded() -> None:
-    # The initialisation PATCH's answer feeds the address update and the Event; the status and
-    # label PATCHes' answers (whole Nodes) are dropped, so they are not decoded.
+    # No Node PATCH answer (a whole Node) is decoded: the initialisation PATCH's result is the
+    # cached Node with the patch applied locally, the status and label PATCHes' are dropped.
     client = DecodeRecordingClient()
     cloud = FakeCloud()
     cloud.add_instance("node0", addresses=[addr("InternalIP", "10.0.0.1")])
@@ -596,7 +598,7 @@ async def test_only_the_patch_whose_answer_is_used_is_decoded() -> None:
     try:
         await informer.wait_for_sync(timeout=5)
         await controller.sync_node("node0")
-        assert client.patches == [("", True), ("status", False)]
+        assert client.patches == [("", False), ("status", False)]
         node0 = client.get_object(kclient.NODES, "node0")
         assert node0 is not None
         assert node0["status"]["addresses"][0] == {"type": "InternalIP", "address": "10.0.0.1"}
@@ -612,3 +614,47 @@ async def test_only_the_patch_whose_answer_is_used_is_decoded() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await client.aclose()
+
+
+def _histogram(name: str) -> tuple[float, float]:
+    count = metrics.REGISTRY.get_sample_value(f"{name}_count") or 0.0
+    total = metrics.REGISTRY.get_sample_value(f"{name}_sum") or 0.0
+    return count, total
+
+
+async def test_taint_removal_and_initial_sync_delays_are_observed_from_creation(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.cloud.add_instance("node0", addresses=[addr("InternalIP", "10.0.0.1")])
+    await add_node(env, make_node("node0"))
+    stamp = env.node("node0")["metadata"]["creationTimestamp"]
+    created = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    monkeypatch.setattr(clock, "wall", lambda: created.timestamp() + 42.5)
+    names = (
+        "node_controller_cloud_provider_taint_removal_delay_seconds",
+        "node_controller_initial_node_sync_delay_seconds",
+    )
+    before = [_histogram(n) for n in names]
+    await env.controller.sync_node("node0")
+    assert not env.node("node0")["spec"].get("taints")
+    for name, (count, total) in zip(names, before, strict=True):
+        assert _histogram(name) == (count + 1.0, pytest.approx(total + 42.5)), name
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        pytest.param("2026-01-02T03:04:05Z", 1767323045.0, id="rfc3339"),
+        pytest.param("2026-01-02 03:04:05Z", None, id="space"),
+        pytest.param("2026-01-02T03:04:05+00:00", None, id="offset"),
+        pytest.param("2026-01-02T03:04:05.5Z", None, id="fraction"),
+        pytest.param("2026-13-02T03:04:05Z", None, id="month-13"),
+        pytest.param("", None, id="empty"),
+        pytest.param(None, None, id="absent"),
+    ],
+)
+def test_creation_time_reads_only_the_kubernetes_timestamp_format(
+    stamp: str | None, expected: float | None
+) -> None:
+    node = {"metadata": {"creationTimestamp": stamp}}
+    assert node_controller_module._creation_time(node) == expected

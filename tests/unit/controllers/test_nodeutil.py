@@ -7,12 +7,14 @@ ported as pytest.param(..., id=<upstream case name>).
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 
 from ccm import wellknown
 from ccm.cloudprovider import InstanceMetadata, NodeAddress
 from ccm.controllers import nodeutil
+from ccm.kube.fake import patches as fake_patches
 
 H = "hostname"
 
@@ -276,6 +278,42 @@ def test_initialization_patch_nulls_taints_when_only_the_cloud_taint_was_there()
     patch = nodeutil.initialization_patch(_node(), InstanceMetadata(provider_id="fake://n1"))
     assert patch["spec"]["taints"] is None
     assert "labels" not in patch["metadata"]
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        pytest.param({"metadata": {"labels": {"a": "1"}}, "spec": {"taints": None}}, id="init"),
+        pytest.param({"spec": {"taints": [{"key": "k"}], "providerID": "x"}}, id="list-replaced"),
+        pytest.param({"metadata": {"labels": None}}, id="delete-map"),
+        pytest.param({"spec": None, "extra": {"deep": {"x": 1}}}, id="delete-and-create"),
+        pytest.param({"status": {"addresses": {"now": "a map"}}}, id="list-becomes-map"),
+        pytest.param({"metadata": {"name": {"a": None}}}, id="scalar-becomes-map"),
+        pytest.param({}, id="empty"),
+    ],
+)
+def test_apply_merge_patch_matches_the_apiserver_and_never_mutates(patch: dict[str, Any]) -> None:
+    node = _node(
+        taints=[{"key": wellknown.TAINT_UNINITIALIZED, "effect": "NoSchedule"}],
+        addresses=[{"type": "Hostname", "address": "n1"}],
+    )
+    node["metadata"]["labels"] = {"keep": "me"}  # type: ignore[index]
+    before = copy.deepcopy(node)
+    result = nodeutil.apply_merge_patch(node, patch)
+    assert node == before, "the cached node must not be mutated"
+    assert result == fake_patches.apply_merge_patch(node, patch)
+
+
+def test_apply_merge_patch_of_the_initialization_patch() -> None:
+    node = _node(taints=[{"key": wellknown.TAINT_UNINITIALIZED, "effect": "NoSchedule"}])
+    md = InstanceMetadata(provider_id="fake://n1", zone="z1")
+    result = nodeutil.apply_merge_patch(node, nodeutil.initialization_patch(node, md))
+    assert nodeutil.find_taint(result, wellknown.TAINT_UNINITIALIZED) is None
+    assert "taints" not in result["spec"]
+    assert result["spec"]["providerID"] == "fake://n1"
+    assert result["metadata"]["labels"][wellknown.LABEL_ZONE] == "z1"
+    assert result["metadata"]["resourceVersion"] == "7"
+    assert nodeutil.find_taint(node, wellknown.TAINT_UNINITIALIZED) is not None
 
 
 def test_initialization_patch_keeps_existing_provider_id() -> None:

@@ -55,3 +55,19 @@ async def test_an_error_cancels_the_other_jobs_and_propagates() -> None:
 
 async def test_no_jobs_is_a_no_op() -> None:
     await base.run_bounded([], 5, "test")
+
+
+async def test_a_list_of_jobs_gets_no_more_tasks_than_jobs() -> None:
+    tasks_seen: set[asyncio.Task[object] | None] = set()
+    names: list[str] = []
+
+    async def job() -> None:
+        task = asyncio.current_task()
+        tasks_seen.add(task)
+        assert task is not None
+        names.append(task.get_name())
+        await asyncio.sleep(0)
+
+    await base.run_bounded([job, job], 10, "test")
+    assert len(tasks_seen) == 2
+    assert sorted(names) == ["test/0", "test/1"]

@@ -968,6 +968,17 @@ async def test_node_events_update_every_lb_and_only_on_relevant_changes(env: Env
     assert env.recorder.reasons("b")[-1] == wellknown.EVENT_REASON_UNAVAILABLE_LB
 
 
+async def test_node_changes_coalesce_into_one_node_sync_pass(env: Env) -> None:
+    # Upstream's node queue holds one key: a burst of Node adds, relevant updates and deletes
+    # queues one pass over the load balancers, not one pass per Node.
+    await put(env, kclient.NODES, *(make_node(f"n{i}") for i in range(5)))
+    await put(env, kclient.NODES, make_node("n1", provider_id="fake://moved"))
+    env.client.remove_object(kclient.NODES, "n2")
+    await env.settle()
+    assert len(env.controller.node_queue) == 1
+    assert await env.controller.node_queue.get() == service_controller.NODE_SYNC_KEY
+
+
 @pytest.mark.parametrize(
     "change",
     ["being-deleted", "being-deleted-and-delete-failing", "no-longer-load-balancer", "gone"],

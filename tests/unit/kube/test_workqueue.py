@@ -237,3 +237,26 @@ async def test_metrics_follow_adds_depth_and_durations() -> None:
     assert value("workqueue_work_duration_seconds_sum") == 3
     q.add_rate_limited("c")
     assert value("workqueue_retries_total") == 1
+
+
+async def test_unfinished_work_and_longest_running_are_read_when_scraped() -> None:
+    q: workqueue.WorkQueue[str] = workqueue.WorkQueue("unfinished-gauges")
+
+    def sample(metric: str) -> float | None:
+        return metrics.REGISTRY.get_sample_value(metric, {"name": "unfinished-gauges"})
+
+    unfinished = "workqueue_unfinished_work_seconds"
+    longest = "workqueue_longest_running_processor_seconds"
+    assert (sample(unfinished), sample(longest)) == (0.0, 0.0)
+    q.add("a")
+    q.add("b")
+    assert await q.get() == "a"
+    await asyncio.sleep(3)
+    assert await q.get() == "b"
+    await asyncio.sleep(2)
+    assert sample(unfinished) == pytest.approx(5.0 + 2.0)
+    assert sample(longest) == pytest.approx(5.0)
+    q.done("a")
+    assert (sample(unfinished), sample(longest)) == (pytest.approx(2.0), pytest.approx(2.0))
+    q.done("b")
+    assert (sample(unfinished), sample(longest)) == (0.0, 0.0)
