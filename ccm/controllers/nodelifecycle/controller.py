@@ -23,6 +23,9 @@ __all__ = ["DEFAULT_CONCURRENCY", "CloudNodeLifecycleController", "KubeWriter"]
 
 _log = logging.getLogger("ccm.controllers.nodelifecycle")
 
+#: Cached Nodes looked at per step of a sweep before the loop is let go once.
+_SWEEP_SLICE = 500
+
 #: Nodes whose cloud state is checked at the same time within one sweep (ccm addition).
 DEFAULT_CONCURRENCY = 10
 
@@ -104,9 +107,12 @@ class CloudNodeLifecycleController:
         batch = self._cloud.instances_batch() if self._cloud.instances_v2() is not None else None
         jobs: list[Callable[[], Awaitable[None]]] = []
         to_ask: list[Mapping[str, Any]] = []  # NotReady Nodes, asked in batches
-        for node in nodes:
-            view = Node(node)
-            seen.add((view.uid, view.provider_id))
+        for i, node in enumerate(nodes, 1):
+            if i % _SWEEP_SLICE == 0:
+                await asyncio.sleep(0)  # 20,000 Nodes in one step would hold the loop
+            # Read from the cached dict: a provider's view (Node) deep-freezes the whole object.
+            meta, spec = node.get("metadata") or {}, node.get("spec") or {}
+            seen.add((str(meta.get("uid", "")), str(spec.get("providerID", "") or "")))
             if rules.ready_status(node) == "True" and not rules.has_shutdown_taint(node):
                 continue  # the common case: nothing to do
             if batch is not None and rules.ready_status(node) != "True":

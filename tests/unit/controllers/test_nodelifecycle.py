@@ -405,6 +405,32 @@ async def test_ready_node_without_shutdown_taint_costs_no_call(env: Env) -> None
     assert env.cloud.total_calls == 0
 
 
+async def test_a_sweep_over_many_nodes_lets_the_loop_run_between_slices(env: Env) -> None:
+    """A sweep over thousands of cached Nodes must not hold the event loop for all of them: other
+    tasks (Lease renewals, /healthz) run while it walks the cache."""
+    for i in range(1200):
+        env.client.put_object(kclient.NODES, make_node(f"n{i:04d}", ready="True", provider_id=PID))
+    await env.settle("n1199")
+    assert len(env.informer) == 1200
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    tick_task = asyncio.create_task(ticker(), name="test/ticker")
+    await asyncio.sleep(0)
+    ticks = 0
+    await env.controller.monitor_nodes()
+    tick_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await tick_task
+    assert ticks >= 2  # one step per 500 Nodes
+    assert env.cloud.total_calls == 0
+
+
 async def test_ready_node_loses_the_shutdown_taint_and_keeps_the_others(env: Env) -> None:
     stored = await env.add(
         make_node(ready="True", provider_id=PID, taints=[OTHER_TAINT, dict(SHUTDOWN)])
