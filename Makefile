@@ -2,7 +2,7 @@
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-SRC := ccm tests chaos devtools
+SRC := ccm tests bench chaos devtools
 ARGS ?=
 
 .PHONY: venv assets lint format test test-unit test-e2e demo clean

@@ -76,6 +76,7 @@ def _node_point(r: dict[str, Any]) -> dict[str, Any]:
         "lag_p99_le_ms": lag.get("p99_le_ms"),
         "lag_over_50ms": lag.get("over_50ms"),
         "http_429": throttled.get("http_429", 0),
+        "control_plane_cpu_ms_per_object": _per_object(r.get("control_plane_cpu_s"), n),
         "startup": r.get("startup") or {},
         "error": r.get("error"),
     }
@@ -100,7 +101,12 @@ def _lb_point(r: dict[str, Any]) -> dict[str, Any]:
         "lag_p99_le_ms": lag.get("p99_le_ms"),
         "lag_over_50ms": lag.get("over_50ms"),
         "http_429": throttled.get("http_429", 0),
+        "control_plane_cpu_ms_per_object": _per_object(r.get("control_plane_cpu_s"), n),
     }
+
+
+def _per_object(seconds: float | None, n: int) -> float | None:
+    return None if seconds is None else round(1000 * seconds / n, 2)
 
 
 def _failed_point(kind: str, side: str, n: int, exc: Exception) -> dict[str, Any]:

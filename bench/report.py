@@ -23,15 +23,16 @@ def markdown(doc: dict[str, Any]) -> str:
         + f"; kube-apiserver {doc['apiserver']}.",
         "",
         "| run | side | s to all | Nodes/s | node writes/Node | event writes/Node "
-        "| idle RSS MiB | CPU s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| idle RSS MiB | CPU s | apiserver + etcd CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["node_init"]:
         idle = r.get("idle", {})
         lines.append(
             f"| {r['settings_label']} | {r['side']} | {r.get('seconds_to_all')} | "
             f"{r.get('throughput_nodes_per_s')} | {r.get('node_writes_per_node')} | "
-            f"{r.get('event_writes_per_node')} | {idle.get('rss_mib')} | {idle.get('cpu_s')} |"
+            f"{r.get('event_writes_per_node')} | {idle.get('rss_mib')} | {idle.get('cpu_s')} | "
+            f"{r.get('control_plane_cpu_s', '—')} |"
         )
     by = {(r["settings_label"], r["side"]): r for r in doc["node_init"]}
     lines += ["", "| figure | value | goal |", "|---|---|---|"]
@@ -155,8 +156,8 @@ def curve_markdown(doc: dict[str, Any]) -> str:
         "| objects | N | side | s to all | objects/s | CPU s | CPU ms/object "
         "| CPU ms/object after start-up | idle RSS MiB | RSS MiB/1,000 | writes/object "
         "| Events/object | loop lag p99 | 429s | start → Lease s | start → first Node s "
-        "| start-up CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| start-up CPU s | apiserver + etcd CPU ms/object |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in doc["points"]:
         startup = p.get("startup") or {}
@@ -169,7 +170,8 @@ def curve_markdown(doc: dict[str, Any]) -> str:
             f"| {p['writes_per_object']} | {p['events_per_object']} "
             f"| {'—' if lag is None else f'≤ {lag:g} ms'} | {p['http_429']} "
             f"| {startup.get('lease_held_s', '—')} | {startup.get('first_node_s', '—')} "
-            f"| {startup.get('first_node_cpu_s', '—')} |"
+            f"| {startup.get('first_node_cpu_s', '—')} "
+            f"| {p.get('control_plane_cpu_ms_per_object') or '—'} |"
         )
     for p in doc["points"]:
         if p.get("error"):

@@ -45,6 +45,7 @@ def node_init(
     _, create_s = create_nodes(api, tag, nodes)
     before = api.write_counts()
     throttled_before = api.throttled()
+    cp_before = control_plane_cpu(api.cp)
     curve: list[tuple[float, int]] = []
     poll = 0.25 if nodes <= 500 else 0.5
     result: dict[str, Any] = {
@@ -128,6 +129,9 @@ def node_init(
         result["throttled"] = diff_counts(api.throttled(), throttled_before)
         if proc.poll() is None:
             result["idle"] = proc_stats(proc.pid)
+        # What serving this side cost kube-apiserver + etcd (the harness's polls included, the
+        # same for both sides): JSON against upstream's protobuf shows here.
+        result["control_plane_cpu_s"] = round(control_plane_cpu(api.cp) - cp_before, 2)
     result["curve"] = curve
     delete_nodes(api, tag)
     if leader_lease:
@@ -135,6 +139,11 @@ def node_init(
             "DELETE", f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{leader_lease}"
         )
     return result
+
+
+def control_plane_cpu(cp: ControlPlane) -> float:
+    """CPU seconds kube-apiserver and etcd have used so far."""
+    return sum(proc_stats(pid)["cpu_s"] for pid in cp.pids)
 
 
 def raw_patch(api: Api, cp: ControlPlane, nodes: int, workers: int = 16) -> dict[str, Any]:
@@ -196,6 +205,7 @@ def lb_convergence(
     result: dict[str, Any] = {"side": side.name, "settings_label": label, "services": services}
     curve: list[tuple[float, int]] = []
     before, throttled_before = api.write_counts(), api.throttled()
+    cp_before = control_plane_cpu(api.cp)
     with side.run(settings or {}, log_name=f"{side.name}-lb-{namespace}") as proc:
         started = time.monotonic()
         done = 0
@@ -229,6 +239,7 @@ def lb_convergence(
         result["throttled"] = diff_counts(api.throttled(), throttled_before)
         if proc.poll() is None:
             result["idle"] = proc_stats(proc.pid)
+        result["control_plane_cpu_s"] = round(control_plane_cpu(api.cp) - cp_before, 2)
     result["curve"] = curve
     # Nothing deletes a namespace's contents here (no kube-controller-manager), and a Service the
     # side left with its finalizer would be work for the next side: strip and delete each.

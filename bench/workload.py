@@ -3,11 +3,8 @@ thread), kubelet-shaped Nodes and ClusterIP Services, and the queries that count
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
-import ssl
-import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -29,6 +26,7 @@ class Api:
     """The bench's admin client: ccm's own apiserver client on its own loop thread."""
 
     def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
         self.kube = BlockingClient(
             str(cp.kubeconfig_path), user_agent="ccm-bench", request_timeout=60
         )

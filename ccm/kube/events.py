@@ -282,7 +282,7 @@ class EventRecorder:
             try:
                 await self._write(
                     lambda: self.client.patch(
-                        kclient.EVENTS, seen.name, patch, namespace=seen.namespace
+                        kclient.EVENTS, seen.name, patch, namespace=seen.namespace, decode=False
                     )
                 )
             except errors.NotFoundError:
