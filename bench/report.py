@@ -90,9 +90,9 @@ def markdown(doc: dict[str, Any]) -> str:
         rtt = r.get("healthz_rtt")
         if rtt:
             lines.append(
-                f"| ccm /healthz round trip during init ({r['settings_label']}; bounds the "
-                f"event-loop lag): p50 {rtt['p50_ms']} ms, p99 | {rtt['p99_ms']} ms "
-                f"(max {rtt['max_ms']}) | lag p99 < 50 ms |"
+                f"| {r['side']} /healthz round trip during init ({r['settings_label']}; bounds "
+                f"the event-loop lag): p50 {rtt['p50_ms']} ms, p99 | {rtt['p99_ms']} ms "
+                f"(max {rtt['max_ms']}) | {'lag p99 < 50 ms' if r['side'] == 'ccm' else '—'} |"
             )
     for r in doc["node_init"]:
         lag = r.get("event_loop_lag")
