@@ -239,6 +239,7 @@ class _Connection:
         keep = resp.keep_alive and not self.lost
         resp.complete()
         if keep:
+            self.resume()  # an answer that arrived whole may have paused it: the next one is read
             self._pool.release(self)
         else:
             self.abort()

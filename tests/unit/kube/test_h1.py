@@ -411,3 +411,25 @@ async def test_tls_refuses_a_server_outside_the_trusted_ca(tmp_path: Path) -> No
     finally:
         await transport.aclose()
         server.close()
+
+
+async def test_a_connection_paused_by_a_large_answer_reads_again_for_the_next_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An answer over the pause threshold that arrives whole in one read leaves the connection
+    paused at its end; the next request on that connection must still be read."""
+    monkeypatch.setattr(h1, "HIGH_WATER", 1000)
+    big = b"z" * 20_000
+
+    async def answer(reader: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while True:
+            await s.read_request(reader)
+            w.write(_response(big if len(s.requests) == 1 else b"{}"))
+            await w.drain()
+
+    async with Server(answer) as server, _transport(server.port) as t:
+        first = await t.send(_get())
+        assert len(await first.read()) == len(big)
+        second = await t.send(HttpRequest(method="GET", path="/again", timeout=5))
+        assert second.status == 200
+        assert server.connections == 1
