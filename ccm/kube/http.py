@@ -22,6 +22,7 @@ from ccm.kube.transport import (
     BufferedResponse,
     HttpRequest,
     HttpResponse,
+    StaticTokenTransport,
     TokenTransport,
     Transport,
     describe,
@@ -144,15 +145,8 @@ class AiohttpTransport(Transport):
     def with_bearer_token(self, token: str) -> TokenTransport:
         """A new connection pool to the same apiserver, trusting the same CA, that presents only
         ``token`` (a client certificate would win over the token at the apiserver)."""
-        return _AiohttpTokenTransport(
-            self.connection.without_credentials(), token, connect_timeout=self._connect_timeout
+        static = auth.StaticToken(token)
+        conn = self.connection.without_credentials()
+        return StaticTokenTransport(
+            AiohttpTransport(conn, static, connect_timeout=self._connect_timeout), static
         )
-
-
-class _AiohttpTokenTransport(AiohttpTransport, TokenTransport):
-    def __init__(self, conn: kubeconfig.Connection, token: str, *, connect_timeout: float) -> None:
-        self._token = auth.StaticToken(token)
-        super().__init__(conn, self._token, connect_timeout=connect_timeout)
-
-    def set_token(self, token: str) -> None:
-        self._token.token = token

@@ -12,10 +12,13 @@ import dataclasses
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 
+from ccm.kube import auth
+
 __all__ = [
     "BufferedResponse",
     "HttpRequest",
     "HttpResponse",
+    "StaticTokenTransport",
     "TokenTransport",
     "Transport",
     "describe",
@@ -97,6 +100,25 @@ class TokenTransport(Transport):
 
     @abc.abstractmethod
     def set_token(self, token: str) -> None: ...
+
+
+class StaticTokenTransport(TokenTransport):
+    """``inner`` (a network transport built with ``token`` as its only credentials) behind the
+    :class:`TokenTransport` interface: :meth:`set_token` replaces the token it presents."""
+
+    def __init__(self, inner: Transport, token: auth.StaticToken) -> None:
+        self.host = inner.host
+        self._inner = inner
+        self._token = token
+
+    def set_token(self, token: str) -> None:
+        self._token.token = token
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        return await self._inner.send(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class _HeaderTokenTransport(TokenTransport):
