@@ -30,9 +30,7 @@ from ccm.kube.transport import (
     BufferedResponse,
     HttpRequest,
     HttpResponse,
-    StaticTokenTransport,
-    TokenTransport,
-    Transport,
+    NetworkTransport,
     describe,
 )
 
@@ -350,7 +348,7 @@ class _Pool:
         await asyncio.sleep(0)  # let the transports' connection_lost run
 
 
-class H1Transport(Transport):
+class H1Transport(NetworkTransport):
     """HTTP/1.1 to the apiserver of ``conn`` over a pool of keep-alive connections."""
 
     def __init__(
@@ -360,10 +358,7 @@ class H1Transport(Transport):
         *,
         connect_timeout: float = 30.0,
     ) -> None:
-        self.host = conn.server.rstrip("/")
-        self.connection = conn
-        self.credentials = credentials if credentials is not None else auth.NoCredentials()
-        self._connect_timeout = connect_timeout
+        super().__init__(conn, credentials, connect_timeout=connect_timeout)
         url = urlsplit(self.host)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise errors.ConfigError(f"{conn.where}: server: not an http(s) URL: {conn.server!r}")
@@ -449,27 +444,6 @@ class H1Transport(Transport):
             resp.expire_at(deadline)
             return resp
 
-    async def send(self, request: HttpRequest) -> HttpResponse:
-        what = f"{request.method} {self.host}{request.path}"
-        for attempt in range(2):
-            headers = dict(request.headers)
-            headers.update(await self.credentials.headers())
-            resp = await self._exchange(request, headers, what)
-            if resp.status == 401 and attempt == 0 and self.credentials.invalidate():
-                await resp.aclose()
-                continue
-            return resp
-        raise AssertionError("unreachable")  # pragma: no cover
-
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
-
-    def with_bearer_token(self, token: str) -> TokenTransport:
-        """A new connection pool to the same apiserver, trusting the same CA, that presents only
-        ``token`` (a client certificate would win over the token at the apiserver)."""
-        static = auth.StaticToken(token)
-        conn = self.connection.without_credentials()
-        return StaticTokenTransport(
-            H1Transport(conn, static, connect_timeout=self._connect_timeout), static
-        )

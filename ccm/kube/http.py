@@ -22,9 +22,7 @@ from ccm.kube.transport import (
     BufferedResponse,
     HttpRequest,
     HttpResponse,
-    StaticTokenTransport,
-    TokenTransport,
-    Transport,
+    NetworkTransport,
     describe,
 )
 
@@ -62,7 +60,7 @@ class _AiohttpStream(HttpResponse):
         self._resp.close()
 
 
-class AiohttpTransport(Transport):
+class AiohttpTransport(NetworkTransport):
     """HTTP to the apiserver of ``conn`` over one aiohttp connection pool."""
 
     def __init__(
@@ -72,10 +70,7 @@ class AiohttpTransport(Transport):
         *,
         connect_timeout: float = 30.0,
     ) -> None:
-        self.host = conn.server.rstrip("/")
-        self.connection = conn
-        self.credentials = credentials if credentials is not None else auth.NoCredentials()
-        self._connect_timeout = connect_timeout
+        super().__init__(conn, credentials, connect_timeout=connect_timeout)
         context: ssl.SSLContext | bool = True
         if self.host.startswith("https"):
             cert, key = tls.client_certificate(self.credentials)
@@ -97,9 +92,9 @@ class AiohttpTransport(Transport):
             return None
         return proxy, proxy_auth
 
-    async def send(self, request: HttpRequest) -> HttpResponse:
-        url = self.host + request.path
-        what = f"{request.method} {url}"
+    async def _exchange(
+        self, request: HttpRequest, headers: dict[str, str], what: str
+    ) -> HttpResponse:
         timeout = aiohttp.ClientTimeout(
             total=request.timeout, sock_connect=self._connect_timeout, connect=None
         )
@@ -108,45 +103,27 @@ class AiohttpTransport(Transport):
             extra["proxy"], extra["proxy_auth"] = self.proxy
         if self.connection.tls_server_name:
             extra["server_hostname"] = self.connection.tls_server_name
-        for attempt in range(2):
-            headers = dict(request.headers)
-            headers.update(await self.credentials.headers())
-            try:
-                resp = await self.session.request(
-                    request.method,
-                    url,
-                    params=request.query or None,
-                    data=request.body,
-                    headers=headers,
-                    timeout=timeout,
-                    **extra,
-                )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise errors.KubeError(f"{what}: {describe(exc)}") from exc
-            if resp.status == 401 and attempt == 0 and self.credentials.invalidate():
-                resp.release()
-                continue
-            if request.stream:
-                return _AiohttpStream(resp, what)
-            try:
-                body = await resp.read()
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise errors.KubeError(f"{what}: {describe(exc)}") from exc
-            finally:
-                resp.release()
-            return BufferedResponse(
-                resp.status, body, {k.lower(): v for k, v in resp.headers.items()}
+        try:
+            resp = await self.session.request(
+                request.method,
+                self.host + request.path,
+                params=request.query or None,
+                data=request.body,
+                headers=headers,
+                timeout=timeout,
+                **extra,
             )
-        raise AssertionError("unreachable")  # pragma: no cover
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise errors.KubeError(f"{what}: {describe(exc)}") from exc
+        if request.stream:
+            return _AiohttpStream(resp, what)
+        try:
+            body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise errors.KubeError(f"{what}: {describe(exc)}") from exc
+        finally:
+            resp.release()
+        return BufferedResponse(resp.status, body, {k.lower(): v for k, v in resp.headers.items()})
 
     async def aclose(self) -> None:
         await self.session.close()
-
-    def with_bearer_token(self, token: str) -> TokenTransport:
-        """A new connection pool to the same apiserver, trusting the same CA, that presents only
-        ``token`` (a client certificate would win over the token at the apiserver)."""
-        static = auth.StaticToken(token)
-        conn = self.connection.without_credentials()
-        return StaticTokenTransport(
-            AiohttpTransport(conn, static, connect_timeout=self._connect_timeout), static
-        )

@@ -12,12 +12,13 @@ import dataclasses
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 
-from ccm.kube import auth
+from ccm.kube import auth, kubeconfig
 
 __all__ = [
     "BufferedResponse",
     "HttpRequest",
     "HttpResponse",
+    "NetworkTransport",
     "StaticTokenTransport",
     "TokenTransport",
     "Transport",
@@ -100,6 +101,52 @@ class TokenTransport(Transport):
 
     @abc.abstractmethod
     def set_token(self, token: str) -> None: ...
+
+
+class NetworkTransport(Transport):
+    """A transport to the apiserver of a kubeconfig :class:`~ccm.kube.kubeconfig.Connection` with
+    its credentials: each request carries the credentials' headers, and a 401 the credentials can
+    fix (a rotated token file, an exec plugin run again) is sent once more. A subclass moves the
+    bytes (:meth:`_exchange`)."""
+
+    def __init__(
+        self,
+        conn: kubeconfig.Connection,
+        credentials: auth.Credentials | None = None,
+        *,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.host = conn.server.rstrip("/")
+        self.connection = conn
+        self.credentials = credentials if credentials is not None else auth.NoCredentials()
+        self._connect_timeout = connect_timeout
+
+    @abc.abstractmethod
+    async def _exchange(
+        self, request: HttpRequest, headers: dict[str, str], what: str
+    ) -> HttpResponse:
+        """Send ``request`` with ``headers``; ``what`` names it in errors."""
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        what = f"{request.method} {self.host}{request.path}"
+        for attempt in range(2):
+            headers = dict(request.headers)
+            headers.update(await self.credentials.headers())
+            resp = await self._exchange(request, headers, what)
+            if resp.status == 401 and attempt == 0 and self.credentials.invalidate():
+                await resp.aclose()
+                continue
+            return resp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def with_bearer_token(self, token: str) -> TokenTransport:
+        """A new connection pool to the same apiserver, trusting the same CA, that presents only
+        ``token`` (a client certificate would win over the token at the apiserver)."""
+        static = auth.StaticToken(token)
+        inner = type(self)(
+            self.connection.without_credentials(), static, connect_timeout=self._connect_timeout
+        )
+        return StaticTokenTransport(inner, static)
 
 
 class StaticTokenTransport(TokenTransport):

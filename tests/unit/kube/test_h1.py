@@ -433,3 +433,22 @@ async def test_a_connection_paused_by_a_large_answer_reads_again_for_the_next_re
         second = await t.send(HttpRequest(method="GET", path="/again", timeout=5))
         assert second.status == 200
         assert server.connections == 1
+
+
+async def test_a_bearer_token_transport_presents_only_its_token_and_takes_a_new_one() -> None:
+    async with Server(_echo_forever) as server:
+        conn = kubeconfig.Connection(
+            where="test", server=f"http://127.0.0.1:{server.port}", token="admin-token"
+        )
+        base = h1.H1Transport(conn, auth.StaticToken("admin-token"))
+        scoped = base.with_bearer_token("sa-token-1")
+        try:
+            await (await scoped.send(_get())).read()
+            scoped.set_token("sa-token-2")
+            await (await scoped.send(_get())).read()
+        finally:
+            await scoped.aclose()
+            await base.aclose()
+        assert b"Authorization: Bearer sa-token-1\r\n" in server.requests[0]
+        assert b"Authorization: Bearer sa-token-2\r\n" in server.requests[1]
+        assert all(b"admin-token" not in r for r in server.requests)
