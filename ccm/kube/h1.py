@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urlsplit
 import httptools
 
 from ccm import errors
-from ccm.kube import auth, kubeconfig, sockets, tls
+from ccm.kube import sockets, tls
 from ccm.kube.transport import (
     BufferedResponse,
     HttpRequest,
@@ -351,14 +351,8 @@ class _Pool:
 class H1Transport(NetworkTransport):
     """HTTP/1.1 to the apiserver of ``conn`` over a pool of keep-alive connections."""
 
-    def __init__(
-        self,
-        conn: kubeconfig.Connection,
-        credentials: auth.Credentials | None = None,
-        *,
-        connect_timeout: float = 30.0,
-    ) -> None:
-        super().__init__(conn, credentials, connect_timeout=connect_timeout)
+    def _open(self) -> None:
+        conn = self.connection
         url = urlsplit(self.host)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise errors.ConfigError(f"{conn.where}: server: not an http(s) URL: {conn.server!r}")

@@ -17,7 +17,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from ccm import errors
-from ccm.kube import auth, kubeconfig, tls
+from ccm.kube import tls
 from ccm.kube.transport import (
     BufferedResponse,
     HttpRequest,
@@ -63,14 +63,8 @@ class _AiohttpStream(HttpResponse):
 class AiohttpTransport(NetworkTransport):
     """HTTP to the apiserver of ``conn`` over one aiohttp connection pool."""
 
-    def __init__(
-        self,
-        conn: kubeconfig.Connection,
-        credentials: auth.Credentials | None = None,
-        *,
-        connect_timeout: float = 30.0,
-    ) -> None:
-        super().__init__(conn, credentials, connect_timeout=connect_timeout)
+    def _open(self) -> None:
+        conn = self.connection
         context: ssl.SSLContext | bool = True
         if self.host.startswith("https"):
             cert, key = tls.client_certificate(self.credentials)

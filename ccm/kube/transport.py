@@ -107,7 +107,7 @@ class NetworkTransport(Transport):
     """A transport to the apiserver of a kubeconfig :class:`~ccm.kube.kubeconfig.Connection` with
     its credentials: each request carries the credentials' headers, and a 401 the credentials can
     fix (a rotated token file, an exec plugin run again) is sent once more. A subclass moves the
-    bytes (:meth:`_exchange`)."""
+    bytes (:meth:`_open`, :meth:`_exchange`)."""
 
     def __init__(
         self,
@@ -120,6 +120,12 @@ class NetworkTransport(Transport):
         self.connection = conn
         self.credentials = credentials if credentials is not None else auth.NoCredentials()
         self._connect_timeout = connect_timeout
+        self._open()
+
+    @abc.abstractmethod
+    def _open(self) -> None:
+        """Build what sends the bytes (TLS context, connection pool) from :attr:`connection` and
+        :attr:`credentials`."""
 
     @abc.abstractmethod
     async def _exchange(
