@@ -284,80 +284,31 @@ async def test_capabilities_not_offered_are_never_passed(control_plane: ControlP
     assert report.passed
 
 
-def test_pytest_plugin_turns_scenarios_into_test_items(
-    control_plane: ControlPlane, tmp_path: Path
-) -> None:
-    (tmp_path / "conftest.py").write_text(
-        textwrap.dedent(
-            """\
-            import os
-            import pytest
-            from ccm.testing.fake_cloud import FakeCloud
-
-            pytest_plugins = ["ccm.testing.conformance.pytest_plugin"]
-
-            @pytest.fixture
-            def conformance_provider():
-                return FakeCloud()
-
-            @pytest.fixture
-            def conformance_kubeconfig():
-                return os.environ["CF_KUBECONFIG"]
-            """
-        )
+def _run_plugin(
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    *,
+    imports: str = "",
+    fixtures: str = "",
+    args: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """A provider's own test session: a conftest with the plugin and the fake cloud (plus
+    ``imports`` and ``fixtures``), one test module re-exporting ``test_conformance``, run by pytest
+    in a child process against the shared control plane."""
+    conftest = (
+        "import os\nimport pytest\nfrom ccm.testing.fake_cloud import FakeCloud\n"
+        + imports
+        + '\npytest_plugins = ["ccm.testing.conformance.pytest_plugin"]\n\n'
+        + "@pytest.fixture\ndef conformance_provider():\n    return FakeCloud()\n\n"
+        + fixtures
+        + '@pytest.fixture\ndef conformance_kubeconfig():\n    return os.environ["CF_KUBECONFIG"]\n'
     )
+    (tmp_path / "conftest.py").write_text(conftest)
     (tmp_path / "test_my_cloud.py").write_text(
         "from ccm.testing.conformance.pytest_plugin import test_conformance  # noqa: F401\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=tmp_path,
-        env={**os.environ, "CF_KUBECONFIG": str(control_plane.kubeconfig_path)},
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{len(suite.SCENARIOS) - 1} passed, 1 skipped" in proc.stdout
-
-
-def test_pytest_plugin_skips_a_not_applicable_scenario_with_the_reason(
-    control_plane: ControlPlane, tmp_path: Path
-) -> None:
-    (tmp_path / "conftest.py").write_text(
-        textwrap.dedent(
-            """\
-            import os
-            import pytest
-            from ccm.testing.fake_cloud import FakeCloud
-            from tests.conformance_route_table import RouteTableScopedDriver
-
-            pytest_plugins = ["ccm.testing.conformance.pytest_plugin"]
-
-            @pytest.fixture
-            def conformance_provider():
-                return FakeCloud()
-
-            @pytest.fixture
-            def conformance_driver(conformance_provider):
-                return RouteTableScopedDriver(conformance_provider)
-
-            @pytest.fixture
-            def conformance_kubeconfig():
-                return os.environ["CF_KUBECONFIG"]
-            """
-        )
-    )
-    (tmp_path / "test_my_cloud.py").write_text(
-        "from ccm.testing.conformance.pytest_plugin import test_conformance  # noqa: F401\n"
-    )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            *("-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k", "routes"),
-            str(tmp_path),
-        ],
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -368,6 +319,29 @@ def test_pytest_plugin_skips_a_not_applicable_scenario_with_the_reason(
             "PYTHONPATH": str(REPO),
         },
         check=False,
+    )
+
+
+def test_pytest_plugin_turns_scenarios_into_test_items(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    proc = _run_plugin(control_plane, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(suite.SCENARIOS) - 1} passed, 1 skipped" in proc.stdout
+
+
+def test_pytest_plugin_skips_a_not_applicable_scenario_with_the_reason(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    proc = _run_plugin(
+        control_plane,
+        tmp_path,
+        imports="from tests.conformance_route_table import RouteTableScopedDriver\n",
+        fixtures=(
+            "@pytest.fixture\ndef conformance_driver(conformance_provider):\n"
+            "    return RouteTableScopedDriver(conformance_provider)\n\n"
+        ),
+        args=("-rs", "-k", "routes"),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 passed, 1 skipped" in proc.stdout, proc.stdout
