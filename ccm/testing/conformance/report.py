@@ -15,14 +15,17 @@ with the reason; neither fails the run.
 from __future__ import annotations
 
 import dataclasses
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
+from ccm.testing.conformance.scenarios_routes import ROUTE_TABLE_SCOPE
 from ccm.testing.conformance.suite import CAPABILITIES, Report, Result
 
 __all__ = [
     "JUnitOutcomes",
+    "check_route_table_scoped_run",
     "format_report",
     "format_result",
     "read_junit_xml",
@@ -142,3 +145,25 @@ def read_junit_xml(path: str | Path) -> JUnitOutcomes:
         else:
             passed.add(name)
     return JUnitOutcomes(passed=frozenset(passed), failed=failed, skipped=skipped)
+
+
+_ROUTE_TABLE_SCOPED_SUMMARY = re.compile(
+    r"^CONFORMANT: (\d+) passed, 0 failed, 0 not offered, 1 not applicable$", re.M
+)
+
+
+def check_route_table_scoped_run(stdout: str, junit: str | Path) -> JUnitOutcomes:
+    """Check a ``ccm conformance --junit-xml`` run of a provider whose routes are scoped by their
+    route table (its driver declares ``route_scope = "route-table"``): conformant, nothing failed
+    or not offered, ``cluster-name-scoping`` alone not applicable and for that reason, and the
+    summary line and the JUnit file agreeing. Raises AssertionError saying what differs; returns
+    the outcomes for the caller's own checks of which scenarios passed."""
+    summary = _ROUTE_TABLE_SCOPED_SUMMARY.search(stdout)
+    assert summary, stdout[-4000:]
+    assert "N/A  cluster-name-scoping" in stdout, stdout[-4000:]
+    assert f"— not applicable: {ROUTE_TABLE_SCOPE}" in stdout, stdout[-4000:]
+    cases = read_junit_xml(junit)
+    assert not cases.failed, cases
+    assert len(cases.passed) == int(summary[1]), cases
+    assert cases.skipped == {"cluster-name-scoping": f"not applicable: {ROUTE_TABLE_SCOPE}"}, cases
+    return cases

@@ -16,7 +16,12 @@ from ccm import errors
 from ccm.cloudprovider import CloudProvider, Route
 from ccm.testing.conformance import cli, driver, scenarios_routes, suite
 from ccm.testing.conformance.fake_driver import FakeCloudDriver, fake_driver_factory
-from ccm.testing.conformance.report import format_report, read_junit_xml, write_junit_xml
+from ccm.testing.conformance.report import (
+    check_route_table_scoped_run,
+    format_report,
+    read_junit_xml,
+    write_junit_xml,
+)
 from ccm.testing.fake_cloud import FakeCapabilities, FakeCloud, FakeCloudStatus
 from tests.conformance_broken.batch_wrong_answers import (
     BatchDropsLastAnswer,
@@ -462,6 +467,23 @@ def test_junit_xml_skips_not_applicable_with_the_reason(tmp_path: Path) -> None:
     assert skipped is not None
     assert skipped.get("message") == f"not applicable: {scenarios_routes.ROUTE_TABLE_SCOPE}"
     assert root.find(".//testcase[@name='round-trip']/skipped") is None
+
+
+def test_a_route_table_scoped_run_is_checked_from_its_output_and_junit(tmp_path: Path) -> None:
+    path = tmp_path / "r.xml"
+    report = _not_applicable_report()
+    write_junit_xml(report, path)
+    out = format_report(report)
+    cases = check_route_table_scoped_run(out, path)
+    assert cases.passed == {"round-trip"}
+    # A failed scenario, or a summary that does not match the file, is an AssertionError.
+    with pytest.raises(AssertionError):
+        check_route_table_scoped_run(out.replace("0 failed", "1 failed"), path)
+    with pytest.raises(AssertionError):
+        check_route_table_scoped_run(out.replace("1 passed", "2 passed"), path)
+    write_junit_xml(_report(), path)
+    with pytest.raises(AssertionError):
+        check_route_table_scoped_run(out, path)
 
 
 def test_junit_xml_reads_back_each_scenarios_outcome(tmp_path: Path) -> None:
