@@ -43,6 +43,7 @@ from typing import Any
 
 from bench import curve, upstream
 from bench.profile import keep as keep_profile
+from bench.profile import keep_apiserver
 from bench.report import markdown, plot
 from bench.scenarios import handover, lb_convergence, node_init, raw_patch
 from bench.sides import Side, ccm_identity
@@ -92,6 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="profile the ccm node-init runs with py-spy (pip install py-spy): collapsed stacks, "
         "a top-functions summary and an SVG flame graph in --out",
+    )
+    p.add_argument(
+        "--apiserver-pprof",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="save kube-apiserver's CPU profile over the first SECONDS of each node-init run "
+        "(Go pprof; a -top summary beside it when go is on PATH)",
     )
     p.add_argument("--build-only", action="store_true", help="build the upstream CCM and exit")
     p.add_argument(
@@ -193,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     profile=shutil.which("py-spy", path=str(Path(sys.executable).parent))
                     if args.py_spy
                     else None,
+                    apiserver_pprof=args.apiserver_pprof,
                 )
                 print(
                     f"bench: node-init {label:8} {name:8} "
@@ -203,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 doc["node_init"].append(r)
                 if r.get("profile"):
                     r["profile"] = [str(p) for p in keep_profile(Path(r["profile"]), args.out)]
+                if r.get("apiserver_profile"):
+                    r["apiserver_profile"] = [
+                        str(p) for p in keep_apiserver(Path(r["apiserver_profile"]), args.out)
+                    ]
         if "raw-patch" in scenarios and "upstream" in sides:
             doc["raw_patch"] = raw_patch(api, cp, args.nodes)
             print(f"bench: raw-patch {doc['raw_patch']}", file=sys.stderr, flush=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import html
 import re
+import shutil
+import subprocess
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,6 +134,32 @@ def keep(stacks_path: Path, out: Path) -> list[Path]:
     kept = out / stacks_path.name
     kept.write_bytes(stacks_path.read_bytes())
     return [kept, *write(kept)]
+
+
+def keep_apiserver(pprof_path: Path, out: Path) -> list[Path]:
+    """Copy a kube-apiserver CPU profile into ``out`` with ``go tool pprof -top`` beside it
+    (cumulative and flat), when Go is on PATH."""
+    if not pprof_path.is_file():
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    kept = out / pprof_path.name
+    kept.write_bytes(pprof_path.read_bytes())
+    go = shutil.which("go")
+    if go is None:
+        return [kept]
+    top = kept.with_suffix(".top.txt")
+    parts = []
+    for order in ("-cum", "-flat"):
+        run = subprocess.run(
+            [go, "tool", "pprof", "-top", order, "-nodecount=80", str(kept)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        parts.append(run.stdout if run.returncode == 0 else run.stderr)
+    top.write_text("\n".join(parts))
+    return [kept, top]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,9 @@ import contextlib
 import json
 import signal
 import subprocess
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import upstream
@@ -37,13 +39,17 @@ def node_init(
     timeout: float,
     profile: str | None = None,
     leader_lease: str | None = None,
+    apiserver_pprof: float = 0.0,
 ) -> dict[str, Any]:
     """Fresh tainted Nodes, then the side; until every Node is initialised. With
     ``leader_lease`` the side runs with leader election on that Lease and the result also holds
-    its start-up milestones (``startup``: Lease held, first Node initialised)."""
+    its start-up milestones (``startup``: Lease held, first Node initialised). With
+    ``apiserver_pprof`` seconds, kube-apiserver's CPU profile over the first that many seconds
+    of the run is saved in the side's work directory (``apiserver_profile``)."""
     tag = f"b{int(time.time() * 1000) % 10**9:x}"
     _, create_s = create_nodes(api, tag, nodes)
     before = api.write_counts()
+    requests_before = api.request_counts()
     throttled_before = api.throttled()
     cp_before = control_plane_cpu(api.cp)
     curve: list[tuple[float, int]] = []
@@ -68,6 +74,12 @@ def node_init(
         probe = LagProbe(side.port)
         if probe is not None:
             probe.start()
+        pprof = None
+        if apiserver_pprof:
+            path = side.work / f"apiserver-{side.name}-{label}-n{nodes}-{tag}.pprof"
+            pprof = ApiserverProfile(api, apiserver_pprof, path)
+            pprof.start()
+            result["apiserver_profile"] = str(path)
         if profile and side.name == "ccm":
             out = side.work / f"ccm-{label}-n{nodes}-{tag}.stacks.txt"
             spy = subprocess.Popen(
@@ -118,6 +130,8 @@ def node_init(
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=30)
+        if pprof is not None:
+            pprof.join(timeout=apiserver_pprof + 60)
         time.sleep(3.0)  # settle: events flushed, informers idle
         result["tainted_after"] = still_tainted(api, tag)
         writes = diff_counts(api.write_counts(), before)
@@ -127,6 +141,9 @@ def node_init(
         result["node_writes_per_node"] = round(node_writes / max(1, nodes - left), 2)
         result["event_writes_per_node"] = round(event_writes / max(1, nodes - left), 2)
         result["throttled"] = diff_counts(api.throttled(), throttled_before)
+        # Every request of the run by verb (the harness's progress LISTs included, each side
+        # polled at the same rate).
+        result["apiserver_requests"] = diff_counts(api.request_counts(), requests_before)
         if proc.poll() is None:
             result["idle"] = proc_stats(proc.pid)
         # What serving this side cost kube-apiserver + etcd (the harness's polls included, the
@@ -139,6 +156,22 @@ def node_init(
             "DELETE", f"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{leader_lease}"
         )
     return result
+
+
+class ApiserverProfile(threading.Thread):
+    """kube-apiserver's own CPU profile (``/debug/pprof/profile``, Go's sampling profiler, on by
+    default) over ``seconds``, written to ``path``; read it with ``go tool pprof -top``."""
+
+    def __init__(self, api: Api, seconds: float, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.api, self.seconds, self.path = api, seconds, path
+
+    def run(self) -> None:
+        status, raw = self.api.request(
+            "GET", f"/debug/pprof/profile?seconds={int(self.seconds)}", accept="*/*"
+        )
+        if status == 200:
+            self.path.write_bytes(raw)
 
 
 def control_plane_cpu(cp: ControlPlane) -> float:
@@ -205,6 +238,7 @@ def lb_convergence(
     result: dict[str, Any] = {"side": side.name, "settings_label": label, "services": services}
     curve: list[tuple[float, int]] = []
     before, throttled_before = api.write_counts(), api.throttled()
+    requests_before = api.request_counts()
     cp_before = control_plane_cpu(api.cp)
     with side.run(settings or {}, log_name=f"{side.name}-lb-{namespace}") as proc:
         started = time.monotonic()
@@ -237,6 +271,9 @@ def lb_convergence(
             2,
         )
         result["throttled"] = diff_counts(api.throttled(), throttled_before)
+        # Every request of the run by verb (the harness's progress LISTs included, each side
+        # polled at the same rate).
+        result["apiserver_requests"] = diff_counts(api.request_counts(), requests_before)
         if proc.poll() is None:
             result["idle"] = proc_stats(proc.pid)
         result["control_plane_cpu_s"] = round(control_plane_cpu(api.cp) - cp_before, 2)

@@ -81,6 +81,11 @@ class Api:
 
     def write_counts(self) -> dict[str, float]:
         """apiserver_request_total write verbs summed per ``verb resource/subresource``."""
+        return self.request_counts(WRITE_VERBS)
+
+    def request_counts(self, verbs: set[str] | None = None) -> dict[str, float]:
+        """apiserver_request_total for Nodes, Events and Services summed per ``verb
+        resource/subresource`` (every verb unless ``verbs``)."""
         status, raw = self.request("GET", "/metrics")
         if status != 200:
             raise RuntimeError(f"GET /metrics: {status}")
@@ -89,9 +94,9 @@ class Api:
             if not line.startswith("apiserver_request_total{"):
                 continue
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
-            if labels.get("verb") not in WRITE_VERBS:
+            if verbs is not None and labels.get("verb") not in verbs:
                 continue
-            if labels.get("resource") not in ("nodes", "events", "services"):
+            if labels.get("resource") not in ("nodes", "events", "services", "leases"):
                 continue
             key = f"{labels['verb']} {labels['resource']}"
             if labels.get("subresource"):
