@@ -20,6 +20,7 @@ from ccm.cloudprovider import InstanceMetadata, NodeAddress
 __all__ = [
     "addresses_changed",
     "addresses_from_provided_node_ip",
+    "addresses_patch",
     "apply_merge_patch",
     "find_taint",
     "initialization_patch",
@@ -157,7 +158,13 @@ def desired_addresses(
 
 
 def initialization_patch(node: Mapping[str, Any], metadata: InstanceMetadata) -> dict[str, Any]:
-    """The JSON merge patch that initializes ``node`` from the cloud's ``metadata`` in ONE write.
+    """The patch that initializes ``node`` from the cloud's ``metadata`` in ONE write.
+
+    Sent as a strategic merge patch, for which the apiserver does less work than for a JSON merge
+    patch (it merges into the decoded Node instead of encoding the whole Node to JSON, merging and
+    decoding it again); for these fields both mean the same: labels merged key by key, the taint
+    list (no merge key in the Node's schema) replaced whole, null removes. So
+    :func:`apply_merge_patch` gives the Node it writes.
 
     Sets ``spec.providerID`` when the Node has none, the instance-type/zone/region labels (GA and
     beta) when non-empty, the additional labels that are allowed and not already present, and
@@ -208,6 +215,13 @@ def initialization_patch(node: Mapping[str, Any], metadata: InstanceMetadata) ->
     if labels:
         patch_meta["labels"] = labels
     return {"metadata": patch_meta, "spec": patch_spec}
+
+
+def addresses_patch(addresses: Sequence[NodeAddress]) -> dict[str, Any]:
+    """The strategic merge patch of ``nodes/status`` that makes ``status.addresses`` exactly
+    ``addresses``: the ``$patch: replace`` element replaces the list whole (without it the
+    apiserver would merge by address type, folding two addresses of one type into one)."""
+    return {"status": {"addresses": [{"$patch": "replace"}, *(a.to_dict() for a in addresses)]}}
 
 
 def apply_merge_patch(obj: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

@@ -144,6 +144,7 @@ class Informer:
         self._rv = ""
         self._running = False
         self._resync_handle: asyncio.TimerHandle | None = None
+        self._revision = 0
         # Counters, for tests and benchmarks.
         self.list_count = 0
         self.watch_count = 0
@@ -212,6 +213,13 @@ class Informer:
 
     def __len__(self) -> int:
         return len(self._store)
+
+    @property
+    def revision(self) -> int:
+        """A number that grows whenever the cache changes (a relist, an added, updated or
+        deleted object): what a reader keys a value derived from the whole cache on, to compute
+        it again only after a change."""
+        return self._revision
 
     @property
     def last_resource_version(self) -> str:
@@ -290,6 +298,7 @@ class Informer:
         old_store = self._store
         new_store = {object_key(obj): obj for obj in items}
         self._store = new_store
+        self._revision += 1
         self._rv = rv
         for i, (key, obj) in enumerate(new_store.items(), 1):
             old = old_store.get(key)
@@ -352,6 +361,7 @@ class Informer:
         obj.setdefault("apiVersion", self.resource.api_version)
         obj = self._prepare(obj)
         key = object_key(obj)
+        self._revision += 1
         if etype == "DELETED":
             self._store.pop(key, None)
             self._dispatch("on_delete", obj)

@@ -4,7 +4,7 @@ files, and the real ``ccm`` daemon as a subprocess against the session's real ku
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +61,18 @@ class Nodes:
         self.core = client.CoreV1Api(api)
         self.created: list[str] = []
 
-    def create(self, name: str, *, internal_ip: str | None = None, ready: bool = True) -> Any:
+    def create(
+        self,
+        name: str,
+        *,
+        internal_ip: str | None = None,
+        ready: bool = True,
+        other_addresses: Sequence[Mapping[str, str]] = (),
+    ) -> Any:
         """Register Node ``name`` with its status in the same request, as a kubelet does (a Node
-        without a Ready condition counts as Unknown to the lifecycle controller)."""
-        addresses = [{"type": "Hostname", "address": name}]
+        without a Ready condition counts as Unknown to the lifecycle controller);
+        ``other_addresses`` go between the InternalIP and the Hostname."""
+        addresses = [*map(dict, other_addresses), {"type": "Hostname", "address": name}]
         if internal_ip:
             addresses.insert(0, {"type": "InternalIP", "address": internal_ip})
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -77,15 +77,25 @@ def test_initializes_tainted_nodes_and_never_untaints_before_labels(
             region="region-1",
             addresses=[
                 {"type": "InternalIP", "address": f"10.0.0.{i + 10}"},
-                {"type": "ExternalIP", "address": f"203.0.113.{i + 10}"},
+                # The last Node has two addresses of one type and none of another.
+                {"type": "InternalIP", "address": "10.0.1.12"}
+                if i == 2
+                else {"type": "ExternalIP", "address": f"203.0.113.{i + 10}"},
             ],
         )
     cloud.write_state()
     watcher = NodeWatch(k8s_admin, set(names))
     watcher.start()
     watcher.ready.wait(5)
-    for name in names:
+    for name in names[:2]:
         nodes.create(name, internal_ip=None)
+    # Registered with addresses the cloud does not report: they must go (the status write
+    # replaces the list; the apiserver's merge by address type would keep the ExternalDNS).
+    nodes.create(
+        names[2],
+        internal_ip="192.168.9.9",
+        other_addresses=[{"type": "ExternalDNS", "address": "stale.example.com"}],
+    )
     daemon = daemon_factory(cloud)
 
     for i, name in enumerate(names):
@@ -96,10 +106,16 @@ def test_initializes_tainted_nodes_and_never_untaints_before_labels(
         assert labels[wellknown.LABEL_REGION] == labels[wellknown.LABEL_REGION_BETA] == "region-1"
         assert labels[wellknown.LABEL_INSTANCE_TYPE] == "m5.large"
         assert labels[wellknown.LABEL_INSTANCE_TYPE_BETA] == "m5.large"
-        node = nodes.wait(name, lambda n: len(n.status.addresses or []) == 3, what="addresses")
+        ip = f"10.0.0.{i + 10}"
+
+        def has_cloud_ip(n: Any, ip: str = ip) -> bool:
+            return any(a.address == ip for a in n.status.addresses or [])
+
+        node = nodes.wait(name, has_cloud_ip, what="addresses")
+        second = ("InternalIP", "10.0.1.12") if i == 2 else ("ExternalIP", f"203.0.113.{i + 10}")
         assert [(a.type, a.address) for a in node.status.addresses] == [
-            ("InternalIP", f"10.0.0.{i + 10}"),
-            ("ExternalIP", f"203.0.113.{i + 10}"),
+            ("InternalIP", ip),
+            second,
             ("Hostname", name),
         ]
     time.sleep(0.5)

@@ -6,11 +6,13 @@ Ports ``controllers/node/node_controller.go`` of k8s.io/cloud-provider (UPSTREAM
 legacy Instances path of the instance metadata). The pure parts (the initialization patch, the
 addresses) live in :mod:`ccm.controllers.nodeutil`. Deliberate differences from upstream:
 
-- initialization is ONE JSON merge patch of the Node (providerID, labels and the taint removal
-  together, guarded by the Node's resourceVersion) instead of a full ``Update``; on conflict the
-  Node is read again;
-- addresses are written with a merge patch of ``nodes/status`` (lists replaced whole, no
-  strategic-merge ordering surprises);
+- initialization is ONE patch of the Node (providerID, labels and the taint removal together,
+  guarded by the Node's resourceVersion) instead of a full ``Update``; on conflict the Node is read
+  again. It is a strategic merge patch whose fields mean what a JSON merge patch would (the
+  apiserver's cheaper path: no JSON round trip of the whole Node);
+- addresses are written with a strategic merge patch of ``nodes/status`` whose list carries
+  ``$patch: replace`` (the list replaced whole: no merging by address type, no ordering
+  surprises);
 - a failed initialization also records a Warning event ``FailedToInitializeNode`` on the Node
   (upstream only logs), so ``kubectl describe node`` tells why the taint stays;
 - the periodic address refresh skips a Node whose InstancesV2 metadata is ``None`` with a log line

@@ -187,7 +187,9 @@ class CloudNodeController:
             # stored Node is ``current`` with the patch applied (and a new resourceVersion): build
             # that here rather than decode the apiserver's answer (a whole Node), as upstream
             # records the Event on its own copy of the Node.
-            await self._client.patch(kclient.NODES, name, patch, patch_type="merge", decode=False)
+            await self._client.patch(
+                kclient.NODES, name, patch, patch_type="strategic", decode=False
+            )
             return nodeutil.apply_merge_patch(current, patch)
 
         async def reread() -> None:
@@ -329,10 +331,15 @@ class CloudNodeController:
             return
         if not nodeutil.addresses_changed(nodeutil.node_addresses(node), desired):
             return
-        body = {"status": {"addresses": [a.to_dict() for a in desired]}}
+        body = nodeutil.addresses_patch(desired)
         try:
             await self._client.patch(
-                kclient.NODES, name, body, subresource="status", patch_type="merge", decode=False
+                kclient.NODES,
+                name,
+                body,
+                subresource="status",
+                patch_type="strategic",
+                decode=False,
             )
         except NotFoundError:
             return

@@ -83,11 +83,14 @@ class NodeSync(ServiceState):
                 current is not None and not servicehelpers.wants_node_sync(current)
             ):
                 return False
-            new_nodes = servicehelpers.stable_node_set(self._nodes.list())
-            old_nodes = servicehelpers.stable_node_set(self.last_synced_nodes.get(key, ()))
+            new_nodes = self.backend_nodes()
+            # What is kept came from backend_nodes() too: already the stable set.
+            old_nodes = self.last_synced_nodes.get(key, ())
             # Stored whether or not the update succeeds: a failure is retried as a full ensure.
             self.last_synced_nodes[key] = new_nodes
-            if servicehelpers.nodes_sufficiently_equal(old_nodes, new_nodes):
+            if old_nodes is new_nodes or servicehelpers.nodes_sufficiently_equal(
+                old_nodes, new_nodes
+            ):
                 return False
             _log.log(logs.v(4), "nodeSyncService started for service %s", key)
             try:

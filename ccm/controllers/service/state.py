@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from ccm.cloudprovider import CloudProvider, LoadBalancer, Node
-from ccm.controllers import base, cloudapi, failures, priority
+from ccm.controllers import base, cloudapi, failures, priority, servicehelpers
 from ccm.errors import CCMError
 from ccm.kube import informer as kinformer
 
@@ -65,6 +65,7 @@ class ServiceState:
         self.last_synced_nodes: dict[str, list[Mapping[str, Any]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._node_views: dict[str, tuple[str, Node]] = {}
+        self._backends: tuple[int, list[Mapping[str, Any]]] | None = None
         #: First syncs of Services are urgent; the node sync yields to them.
         self.gate = priority.PriorityGate()
 
@@ -88,6 +89,16 @@ class ServiceState:
         return await base.call_cloud(
             awaitable, self._cloud_timeout, what, capability=cloudapi.LOAD_BALANCER
         )
+
+    def backend_nodes(self) -> list[Mapping[str, Any]]:
+        """The load-balancer backend Nodes now (``stable_node_set`` of the Node cache), computed
+        again only after the Node cache changed: a node sync over 20,000 Services asks once per
+        Service, as upstream lists per Service, and each answer is one shared list. The list is
+        not to be mutated (it is also what ``last_synced_nodes`` keeps)."""
+        revision = self._nodes.revision
+        if self._backends is None or self._backends[0] != revision:
+            self._backends = (revision, servicehelpers.stable_node_set(self._nodes.list()))
+        return self._backends[1]
 
     def _node_view(self, node: Mapping[str, Any]) -> Node:
         """A read-only view of ``node``, reused while its resourceVersion stays the same."""

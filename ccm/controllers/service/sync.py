@@ -238,7 +238,7 @@ class ServiceSync(ServiceState):
     async def _ensure_load_balancer(
         self, svc: Mapping[str, Any], view: Service, key: str
     ) -> LoadBalancerStatus | None:
-        nodes = servicehelpers.stable_node_set(self._nodes.list())
+        nodes = self.backend_nodes()
         if not nodes:
             self._event(
                 svc,

@@ -343,7 +343,7 @@ async def test_a_concurrent_writer_is_never_overwritten(env: Env) -> None:
             kclient.NODES,
             "node0",
             nodeutil.initialization_patch(stale, InstanceMetadata(provider_id="fake://x")),
-            patch_type="merge",
+            patch_type="strategic",
         )
     await env.controller.sync_node("node0")
     node = env.node("node0")
@@ -387,6 +387,32 @@ async def test_status_loop_refreshes_changed_addresses(env: Env) -> None:
     env.cloud.instance_table["node0"].addresses = (addr("InternalIP", "10.0.0.2"),)
     await env.controller.update_node_status()
     assert env.node("node0")["status"]["addresses"][0]["address"] == "10.0.0.2"
+
+
+async def test_addresses_are_replaced_whole_not_merged_by_type(env: Env) -> None:
+    """Two addresses of one type are both written, and a type the cloud no longer reports goes:
+    the status patch replaces the list (a strategic merge by address type would keep the stale
+    ExternalIP and fold the two InternalIPs into one)."""
+    env.cloud.add_instance(
+        "node0", addresses=[addr("InternalIP", "10.0.0.1"), addr("InternalIP", "10.0.0.2")]
+    )
+    await add_node(
+        env,
+        make_node(
+            "node0",
+            addresses=[
+                {"type": "InternalIP", "address": "10.0.0.9"},
+                {"type": "ExternalIP", "address": "198.51.100.9"},
+                {"type": "Hostname", "address": "node0"},
+            ],
+        ),
+    )
+    await env.controller.sync_node("node0")
+    assert env.node("node0")["status"]["addresses"] == [
+        {"type": "InternalIP", "address": "10.0.0.1"},
+        {"type": "InternalIP", "address": "10.0.0.2"},
+        {"type": "Hostname", "address": "node0"},
+    ]
 
 
 async def test_status_loop_skips_tainted_and_nil_metadata_nodes(env: Env) -> None:

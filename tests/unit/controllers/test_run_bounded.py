@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 
 import pytest
 
@@ -71,3 +72,28 @@ async def test_a_list_of_jobs_gets_no_more_tasks_than_jobs() -> None:
     await base.run_bounded([job, job], 10, "test")
     assert len(tasks_seen) == 2
     assert sorted(names) == ["test/0", "test/1"]
+
+
+async def test_jobs_that_never_suspend_still_let_the_loop_run_between_slices() -> None:
+    """A node sync over thousands of unchanged Services finishes each job without suspending; the
+    workers must still yield, or they hold the loop for the whole list."""
+    done: list[int] = []
+    seen_by_other: list[int] = []
+
+    async def job(i: int) -> None:
+        done.append(i)
+
+    async def other() -> None:
+        while len(done) < 1000:
+            seen_by_other.append(len(done))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    await base.run_bounded([functools.partial(job, i) for i in range(1000)], 2, "test")
+    await watcher
+    assert done == list(range(1000))
+    # The other task ran between slices: it saw the work part done, more than once.
+    partial = [n for n in seen_by_other if 0 < n < 1000]
+    assert len(partial) >= 1000 // (2 * base.RUN_BOUNDED_SLICE) - 1
+    assert max(b - a for a, b in itertools.pairwise(seen_by_other)) <= (2 * base.RUN_BOUNDED_SLICE)

@@ -1291,6 +1291,23 @@ async def test_ensure_waits_for_an_in_flight_update_of_the_same_service(env: Env
 # --- TestNodeChangesInExternalLoadBalancer / TestProcessServiceCreateOrUpdate ---------------------
 
 
+async def test_the_backend_set_is_computed_again_only_after_the_node_cache_changed(
+    env: Env,
+) -> None:
+    """A node sync over every Service asks for the backends once per Service: one shared list
+    while the Node cache stays the same, a fresh one after any Node change."""
+    await set_nodes(env, [make_node("node1"), make_node("node2")])
+    first = env.controller.backend_nodes()
+    assert [n["metadata"]["name"] for n in first] == ["node1", "node2"]
+    assert env.controller.backend_nodes() is first
+    await set_nodes(env, [make_node("node1"), make_node("node2"), make_node("node3")])
+    second = env.controller.backend_nodes()
+    assert [n["metadata"]["name"] for n in second] == ["node1", "node2", "node3"]
+    assert env.controller.backend_nodes() is second
+    await set_nodes(env, [make_node("node2"), make_node("node3")])
+    assert [n["metadata"]["name"] for n in env.controller.backend_nodes()] == ["node2", "node3"]
+
+
 async def test_node_changes_in_external_load_balancer(env: Env) -> None:
     """One controller, successive node sets, different worker counts: every LB follows."""
     services = [make_service(s) for s in ("s0", "s1", "s3", "s4")]

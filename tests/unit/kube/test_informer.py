@@ -287,6 +287,32 @@ async def test_a_watch_ending_normally_resumes_from_its_resource_version() -> No
     assert rec.events == [("add", "a"), ("add", "b")]
 
 
+async def test_the_revision_grows_with_every_change_of_the_cache_and_only_then() -> None:
+    kube = fake.FakeKubeClient()
+    kube.put_object(kclient.NODES, node("a"))
+    inf = informer.Informer(kube, kclient.NODES)
+    async with running(inf):
+        await inf.wait_for_sync(5)
+        await watching(kube)
+        seen = [inf.revision]
+        await kube.create(kclient.NODES, node("b"))
+        await settle()
+        seen.append(inf.revision)
+        await kube.patch(kclient.NODES, "a", {"metadata": {"labels": {"x": "y"}}})
+        await settle()
+        seen.append(inf.revision)
+        await kube.delete(kclient.NODES, "b")
+        await settle()
+        seen.append(inf.revision)
+        # Neither another resource nor a bookmark changes the cache.
+        kube.put_object(kclient.CONFIGMAPS, {"metadata": {"name": "x", "namespace": "n"}})
+        kube.server.send_bookmarks()
+        await settle()
+        seen.append(inf.revision)
+    assert seen[0] >= 1  # the first list
+    assert seen[0] < seen[1] < seen[2] < seen[3] == seen[4]
+
+
 async def test_bookmarks_move_the_resource_version() -> None:
     kube = fake.FakeKubeClient()
     inf = informer.Informer(kube, kclient.NODES)
