@@ -50,6 +50,7 @@ def node_init(
     _, create_s = create_nodes(api, tag, nodes)
     before = api.write_counts()
     requests_before = api.request_counts()
+    terminated_before = api.terminated_watchers()
     throttled_before = api.throttled()
     cp_before = control_plane_cpu(api.cp)
     curve: list[tuple[float, int]] = []
@@ -144,6 +145,8 @@ def node_init(
         # Every request of the run by verb (the harness's progress LISTs included, each side
         # polled at the same rate).
         result["apiserver_requests"] = diff_counts(api.request_counts(), requests_before)
+        # Watches the apiserver closed because the side fell behind reading them.
+        result["watchers_terminated"] = int(api.terminated_watchers() - terminated_before)
         if proc.poll() is None:
             result["idle"] = proc_stats(proc.pid)
         # What serving this side cost kube-apiserver + etcd (the harness's polls included, the

@@ -79,6 +79,18 @@ class Api:
                 out["apf_rejected"] += float(line.rsplit(" ", 1)[1])
         return out
 
+    def terminated_watchers(self) -> float:
+        """Watchers the apiserver closed because their client did not keep up
+        (``apiserver_terminated_watchers_total``, all resources)."""
+        status, raw = self.request("GET", "/metrics")
+        if status != 200:
+            raise RuntimeError(f"GET /metrics: {status}")
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in raw.decode().splitlines()
+            if line.startswith("apiserver_terminated_watchers_total")
+        )
+
     def write_counts(self) -> dict[str, float]:
         """apiserver_request_total write verbs summed per ``verb resource/subresource``."""
         return self.request_counts(WRITE_VERBS)

@@ -121,11 +121,16 @@ def dry_run_applies(verb: str, method: str, path: str) -> bool:
 
 def _merge(target: Any, patch: Any) -> Any:
     """JSON merge patch (RFC 7386): the answer a dry-run patch gives, close enough for a strategic
-    merge patch too (lists are replaced instead of merged by key)."""
+    merge patch too (lists are replaced instead of merged by key; its ``$`` directives, such as a
+    list's ``$patch: replace`` element, are left out of the answer)."""
+    if isinstance(patch, list):
+        return [v for v in patch if not (isinstance(v, dict) and "$patch" in v)]
     if not isinstance(patch, dict):
         return patch
     out = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
+        if key.startswith("$"):
+            continue
         if value is None:
             out.pop(key, None)
         else:

@@ -727,6 +727,25 @@ async def test_writes_never_reach_the_apiserver_and_are_answered_as_it_would(
     ]
 
 
+async def test_a_dry_run_strategic_patch_answers_without_its_directives(
+    server: Server, kube: kclient.KubeClient
+) -> None:
+    server.json("GET", "/api/v1/nodes/n1/status", DRY_RUN_NODE)
+    with dryrun.enabled():
+        patched = await kube.patch(
+            kclient.NODES,
+            "n1",
+            {
+                "status": {
+                    "addresses": [{"$patch": "replace"}, {"type": "InternalIP", "address": "a"}]
+                }
+            },
+            subresource="status",
+        )
+    assert [(r.method, r.path) for r in server.seen] == [("GET", "/api/v1/nodes/n1/status")]
+    assert patched["status"]["addresses"] == [{"type": "InternalIP", "address": "a"}]
+
+
 async def test_a_dry_run_patch_of_a_missing_object_fails_as_the_real_one_would(
     server: Server, kube: kclient.KubeClient
 ) -> None:
