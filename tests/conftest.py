@@ -3,11 +3,30 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 _E2E = Path(__file__).parent / "e2e"
+_MAIN_LOOP = pytest.StashKey[asyncio.AbstractEventLoop]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Give the main thread an event loop for the whole session, closed at its end. Without one,
+    looptime's hook asks the policy for the current loop during a synchronous test, and Python
+    3.11 then creates one that nobody closes (a ResourceWarning when it is collected, tests
+    later). pytest-asyncio runs each async test on its own loop and puts this one back after."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    session.config.stash[_MAIN_LOOP] = loop
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    loop = session.config.stash.get(_MAIN_LOOP, None)
+    if loop is not None:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -63,6 +63,7 @@ def server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     finally:
         httpd.shutdown()
         thread.join(5)
+        httpd.server_close()
 
 
 def _kubeconfig(path: Path, server: str) -> str:
