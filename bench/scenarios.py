@@ -20,7 +20,6 @@ from bench.workload import (
     Api,
     create_nodes,
     delete_nodes,
-    diff_counts,
     lease_holder,
     parallel,
     still_tainted,
@@ -48,10 +47,7 @@ def node_init(
     of the run is saved in the side's work directory (``apiserver_profile``)."""
     tag = f"b{int(time.time() * 1000) % 10**9:x}"
     _, create_s = create_nodes(api, tag, nodes)
-    before = api.write_counts()
-    requests_before = api.request_counts()
-    terminated_before = api.terminated_watchers()
-    throttled_before = api.throttled()
+    before = api.counters()
     cp_before = control_plane_cpu(api.cp)
     curve: list[tuple[float, int]] = []
     poll = 0.25 if nodes <= 500 else 0.5
@@ -135,18 +131,15 @@ def node_init(
             pprof.join(timeout=apiserver_pprof + 60)
         time.sleep(3.0)  # settle: events flushed, informers idle
         result["tainted_after"] = still_tainted(api, tag)
-        writes = diff_counts(api.write_counts(), before)
-        result["apiserver_writes"] = writes
+        # Writes, every request of the run by verb (the harness's progress LISTs included, each
+        # side polled at the same rate), 429s and the watches the apiserver closed because the
+        # side fell behind reading them.
+        result.update(api.counters().since(before))
+        writes = result["apiserver_writes"]
         node_writes = sum(v for k, v in writes.items() if k.split(" ")[1].startswith("nodes"))
         event_writes = sum(v for k, v in writes.items() if k.split(" ")[1].startswith("events"))
         result["node_writes_per_node"] = round(node_writes / max(1, nodes - left), 2)
         result["event_writes_per_node"] = round(event_writes / max(1, nodes - left), 2)
-        result["throttled"] = diff_counts(api.throttled(), throttled_before)
-        # Every request of the run by verb (the harness's progress LISTs included, each side
-        # polled at the same rate).
-        result["apiserver_requests"] = diff_counts(api.request_counts(), requests_before)
-        # Watches the apiserver closed because the side fell behind reading them.
-        result["watchers_terminated"] = int(api.terminated_watchers() - terminated_before)
         if proc.poll() is None:
             result["idle"] = proc_stats(proc.pid)
         # What serving this side cost kube-apiserver + etcd (the harness's polls included, the
@@ -240,8 +233,7 @@ def lb_convergence(
     parallel(list(range(services)), one)
     result: dict[str, Any] = {"side": side.name, "settings_label": label, "services": services}
     curve: list[tuple[float, int]] = []
-    before, throttled_before = api.write_counts(), api.throttled()
-    requests_before = api.request_counts()
+    before = api.counters()
     cp_before = control_plane_cpu(api.cp)
     # Each poll reads every Service of the run (~0.75 KiB of JSON each) on the same 2 cores as
     # the side: every 0.25 s at 20,000 Services that is ~60 MB/s for the apiserver to encode and
@@ -269,8 +261,8 @@ def lb_convergence(
         if side.name == "ccm" and side.metrics_token:
             result["event_loop_lag"] = event_loop_lag(side.port, side.metrics_token)
         time.sleep(3.0)  # settle: events flushed
-        writes = diff_counts(api.write_counts(), before)
-        result["apiserver_writes"] = writes
+        result.update(api.counters().since(before))
+        writes = result["apiserver_writes"]
         result["writes_per_service"] = round(
             sum(v for k, v in writes.items() if k.split(" ")[1].startswith("services"))
             / max(1, done),
@@ -281,10 +273,6 @@ def lb_convergence(
             / max(1, done),
             2,
         )
-        result["throttled"] = diff_counts(api.throttled(), throttled_before)
-        # Every request of the run by verb (the harness's progress LISTs included, each side
-        # polled at the same rate).
-        result["apiserver_requests"] = diff_counts(api.request_counts(), requests_before)
         if proc.poll() is None:
             result["idle"] = proc_stats(proc.pid)
         result["control_plane_cpu_s"] = round(control_plane_cpu(api.cp) - cp_before, 2)

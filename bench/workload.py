@@ -9,6 +9,7 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,57 +65,63 @@ class Api:
             raise RuntimeError(f"{method} {path}: {status} {raw[:300]!r}")
         return json.loads(raw)
 
-    def throttled(self) -> dict[str, float]:
-        """Requests the apiserver answered 429 (``apiserver_request_total{code="429"}``) and
-        those API Priority and Fairness rejected
-        (``apiserver_flowcontrol_rejected_requests_total``), each summed over all labels."""
+    def counters(self) -> Counters:
+        """The apiserver's request counters, from one read of its ``/metrics``."""
         status, raw = self.request("GET", "/metrics")
         if status != 200:
             raise RuntimeError(f"GET /metrics: {status}")
-        out = {"http_429": 0.0, "apf_rejected": 0.0}
-        for line in raw.decode().splitlines():
-            if line.startswith("apiserver_request_total{") and 'code="429"' in line:
-                out["http_429"] += float(line.rsplit(" ", 1)[1])
+        return Counters.parse(raw.decode())
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What the bench reads of kube-apiserver's ``/metrics``.
+
+    ``requests``: ``apiserver_request_total`` for Nodes, Events, Services and Leases summed per
+    ``verb resource/subresource``; ``throttled``: requests answered 429 (``http_429``) and those
+    API Priority and Fairness rejected (``apf_rejected``), each over all labels;
+    ``terminated_watchers``: watches the apiserver closed because their client did not keep up
+    (``apiserver_terminated_watchers_total``, all resources)."""
+
+    requests: dict[str, float]
+    throttled: dict[str, float]
+    terminated_watchers: float
+
+    @classmethod
+    def parse(cls, text: str) -> Counters:
+        requests: dict[str, float] = {}
+        throttled = {"http_429": 0.0, "apf_rejected": 0.0}
+        terminated = 0.0
+        for line in text.splitlines():
+            if line.startswith("apiserver_request_total{"):
+                value = float(line.rsplit(" ", 1)[1])
+                if 'code="429"' in line:
+                    throttled["http_429"] += value
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+                if labels.get("resource") not in ("nodes", "events", "services", "leases"):
+                    continue
+                key = f"{labels['verb']} {labels['resource']}"
+                if labels.get("subresource"):
+                    key += "/" + labels["subresource"]
+                requests[key] = requests.get(key, 0.0) + value
             elif line.startswith("apiserver_flowcontrol_rejected_requests_total{"):
-                out["apf_rejected"] += float(line.rsplit(" ", 1)[1])
-        return out
+                throttled["apf_rejected"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("apiserver_terminated_watchers_total"):
+                terminated += float(line.rsplit(" ", 1)[1])
+        return cls(requests, throttled, terminated)
 
-    def terminated_watchers(self) -> float:
-        """Watchers the apiserver closed because their client did not keep up
-        (``apiserver_terminated_watchers_total``, all resources)."""
-        status, raw = self.request("GET", "/metrics")
-        if status != 200:
-            raise RuntimeError(f"GET /metrics: {status}")
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in raw.decode().splitlines()
-            if line.startswith("apiserver_terminated_watchers_total")
-        )
-
-    def write_counts(self) -> dict[str, float]:
-        """apiserver_request_total write verbs summed per ``verb resource/subresource``."""
-        return self.request_counts(WRITE_VERBS)
-
-    def request_counts(self, verbs: set[str] | None = None) -> dict[str, float]:
-        """apiserver_request_total for Nodes, Events and Services summed per ``verb
-        resource/subresource`` (every verb unless ``verbs``)."""
-        status, raw = self.request("GET", "/metrics")
-        if status != 200:
-            raise RuntimeError(f"GET /metrics: {status}")
-        counts: dict[str, float] = {}
-        for line in raw.decode().splitlines():
-            if not line.startswith("apiserver_request_total{"):
-                continue
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
-            if verbs is not None and labels.get("verb") not in verbs:
-                continue
-            if labels.get("resource") not in ("nodes", "events", "services", "leases"):
-                continue
-            key = f"{labels['verb']} {labels['resource']}"
-            if labels.get("subresource"):
-                key += "/" + labels["subresource"]
-            counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-        return counts
+    def since(self, before: Counters) -> dict[str, Any]:
+        """The run's share: ``apiserver_writes`` (the write verbs), ``apiserver_requests`` (every
+        verb), ``throttled`` and ``watchers_terminated``, as the results record them."""
+        requests = diff_counts(self.requests, before.requests)
+        return {
+            "apiserver_writes": {
+                k: v for k, v in requests.items() if k.split(" ", 1)[0] in WRITE_VERBS
+            },
+            "apiserver_requests": requests,
+            "throttled": diff_counts(self.throttled, before.throttled),
+            "watchers_terminated": int(self.terminated_watchers - before.terminated_watchers),
+        }
 
 
 def diff_counts(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
